@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/mirror up
+	$(BIN)/mirror status
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot adapters tests bench

@@ -1,0 +1,361 @@
+"""The `mirror` command.
+
+Must start fast: nothing here imports litellm or a platform SDK at module level; commands
+that need them import lazily. Config and memory problems become one line on stderr and
+exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from bot.config import Config, ConfigError, load_config
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="mirror",
+    help="MirrorOS: one persona on Discord, Telegram and email, sharing one memory.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+soul_app = typer.Typer(
+    help="The persona's identity (SOUL.md) and its versions.", no_args_is_help=True
+)
+memory_app = typer.Typer(help="Look into memory.db.", no_args_is_help=True)
+app.add_typer(soul_app, name="soul")
+app.add_typer(memory_app, name="memory")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config file (default: $MIRROR_CONFIG or config/mirror.toml)."
+    ),
+]
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="memory.db path (default: $MIRROR_DB or [memory] path).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+_global: dict[str, Path | None] = {"config": None, "db": None}
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+@app.callback()
+def _main_options(
+    config: ConfigOption = None, db: DbOption = None, verbose: bool = typer.Option(False, "-v")
+) -> None:
+    _global["config"], _global["db"] = config, db
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"mirror: {message}", err=True)
+    return typer.Exit(code)
+
+
+def get_config(config: Path | None, db: Path | None) -> Config:
+    try:
+        return load_config(config or _global["config"], db=db or _global["db"])
+    except ConfigError as exc:
+        raise fail(f"config error: {exc}") from None
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    from bot.memory import MemoryDbError
+
+    try:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    except (MemoryDbError, CommandError) as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+async def open_memory(config: Config) -> Any:
+    from bot.memory import Memory
+
+    memory = Memory(config.memory.path, busy_timeout_ms=config.memory.busy_timeout_ms)
+    await memory.open()
+    return memory
+
+
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+# status ----------------------------------------------------------------------------------
+
+
+@app.command()
+def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Memory, soul, instances and what is pending."""
+    cfg = get_config(config, db)
+
+    async def go() -> None:
+        memory = await open_memory(cfg)
+        try:
+            report = await memory.status(cfg.persona.instance_dead_after_s)
+        finally:
+            await memory.close()
+        if as_json:
+            data = report.model_dump(mode="json")
+            if data["soul"]:
+                data["soul"].pop("text")
+            echo_json(data)
+            return
+        soul = report.soul
+        typer.echo(f"memory      {report.memory_path} (schema {report.schema_version})")
+        typer.echo(
+            f"soul        {f'v{soul.id} {soul.name} sha256:{soul.sha256[:12]}' if soul else 'none'}"
+        )
+        typer.echo(f"messages    {report.messages}")
+        typer.echo(f"intentions  {report.open_intentions} open")
+        typer.echo(f"conflicts   {report.open_conflicts} open")
+        typer.echo(f"outbox      {report.pending_outbox} pending")
+        typer.echo("instances" + ("   none" if not report.instances else ""))
+        for item in report.instances:
+            state = "alive" if report.alive[item.id] else item.status
+            typer.echo(
+                f"  {item.id:<14} {item.entrance:<9} {state:<7} last seen "
+                f"{item.last_seen:%Y-%m-%d %H:%M:%S} UTC (pid {item.pid} on {item.host})"
+            )
+
+    run_async(go)
+
+
+# soul ------------------------------------------------------------------------------------
+
+
+@soul_app.command("show")
+def soul_show(
+    config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False
+) -> None:
+    """Print the active soul version."""
+    cfg = get_config(config, db)
+
+    async def go() -> None:
+        from bot.soul import sync_soul_file
+
+        memory = await open_memory(cfg)
+        try:
+            version = await sync_soul_file(memory, cfg.soul.path, max_bytes=cfg.soul.max_bytes)
+        finally:
+            await memory.close()
+        if version is None:
+            raise CommandError(f"no valid soul yet: check {cfg.soul.path}")
+        if as_json:
+            echo_json(version.model_dump(mode="json"))
+        else:
+            typer.echo(f"# version {version.id} · {version.name} · sha256:{version.sha256[:12]}")
+            typer.echo(version.text)
+
+    run_async(go)
+
+
+@soul_app.command("history")
+def soul_history(
+    config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False
+) -> None:
+    """Every soul version, newest first."""
+    cfg = get_config(config, db)
+
+    async def go() -> None:
+        memory = await open_memory(cfg)
+        try:
+            versions = await memory.soul_history()
+        finally:
+            await memory.close()
+        if as_json:
+            echo_json([v.model_dump(mode="json", exclude={"text"}) for v in versions])
+            return
+        for v in versions:
+            typer.echo(
+                f"{v.id:>4}  {v.created_at:%Y-%m-%d %H:%M:%S}  {v.source:<8} "
+                f"sha256:{v.sha256[:12]}  {v.name}"
+            )
+
+    run_async(go)
+
+
+@soul_app.command("diff")
+def soul_diff(a: int, b: int, config: ConfigOption = None, db: DbOption = None) -> None:
+    """Unified diff between two soul versions."""
+    cfg = get_config(config, db)
+
+    async def go() -> None:
+        memory = await open_memory(cfg)
+        try:
+            first, second = await memory.soul_version(a), await memory.soul_version(b)
+        finally:
+            await memory.close()
+        for number, version in ((a, first), (b, second)):
+            if version is None:
+                raise CommandError(f"no soul version {number}")
+        assert first and second
+        lines = difflib.unified_diff(
+            first.text.splitlines(keepends=True),
+            second.text.splitlines(keepends=True),
+            fromfile=f"version {a}",
+            tofile=f"version {b}",
+        )
+        typer.echo("".join(lines), nl=False)
+
+    run_async(go)
+
+
+@soul_app.command("rollback")
+def soul_rollback(
+    version_id: int,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    author: Annotated[str, typer.Option(help="Who rolls back (audited).")] = "cli",
+) -> None:
+    """Make an earlier version active again and write it back to SOUL.md."""
+    cfg = get_config(config, db)
+
+    async def go() -> None:
+        from bot.soul import parse_soul, write_soul_file
+
+        memory = await open_memory(cfg)
+        try:
+            old = await memory.soul_version(version_id)
+            if old is None:
+                raise CommandError(f"no soul version {version_id}")
+            soul = parse_soul(old.text, max_bytes=max(cfg.soul.max_bytes, len(old.text) * 4))
+            version, _ = await memory.record_soul_version(
+                text=soul.text, name=soul.name, sha256=soul.sha256, source="rollback", author=author
+            )
+            await memory.audit(author, "soul.rollback", str(version.id), to_version=version_id)
+            await write_soul_file(cfg.soul.path, soul.text)
+        finally:
+            await memory.close()
+        typer.echo(
+            f"soul version {version.id} is active ({version.name}, from version {version_id})"
+        )
+
+    run_async(go)
+
+
+@soul_app.command("check")
+def soul_check(file: Path) -> None:
+    """Validate a SOUL.md without recording it (exit 0 valid, 2 invalid)."""
+    from bot.soul import SoulError, parse_soul
+
+    try:
+        soul = parse_soul(file.read_bytes())
+    except OSError as exc:
+        raise fail(f"{file}: {exc.strerror}") from None
+    except SoulError as exc:
+        raise fail(f"{file}: invalid: {exc}") from None
+    typer.echo(f"{file}: valid soul '{soul.name}' ({len(soul.sections)} sections)")
+
+
+# memory ----------------------------------------------------------------------------------
+
+
+def _message_line(message: Any) -> str:
+    arrow = "<-" if message.direction == "in" else "->"
+    who = message.person_name or "-"
+    soul = f" soul v{message.soul_version}" if message.soul_version else ""
+    return (
+        f"{message.id:>6} {message.created_at:%Y-%m-%d %H:%M:%S} {message.entrance}/"
+        f"{message.instance_id} {arrow} {who}{soul}: {message.text}"
+    )
+
+
+@memory_app.command("search")
+def memory_search(
+    text: str,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    limit: int = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Full-text search over every message (newest first)."""
+    cfg = get_config(config, db)
+
+    async def go() -> None:
+        memory = await open_memory(cfg)
+        try:
+            found = await memory.search_messages(text, limit=limit)
+        finally:
+            await memory.close()
+        if as_json:
+            echo_json([m.model_dump(mode="json") for m in found])
+        else:
+            for message in found:
+                typer.echo(_message_line(message))
+
+    run_async(go)
+
+
+@memory_app.command("log")
+def memory_log(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """The latest messages with entrance, instance, direction, person and soul version."""
+    cfg = get_config(config, db)
+
+    async def go() -> None:
+        memory = await open_memory(cfg)
+        try:
+            found = await memory.message_log(limit)
+        finally:
+            await memory.close()
+        if as_json:
+            echo_json([m.model_dump(mode="json") for m in found])
+        else:
+            for message in reversed(found):
+                typer.echo(_message_line(message))
+
+    run_async(go)
+
+
+# backup ----------------------------------------------------------------------------------
+
+
+@app.command()
+def backup(path: Path, config: ConfigOption = None, db: DbOption = None) -> None:
+    """Copy memory.db with SQLite's online backup API (safe while others write)."""
+    cfg = get_config(config, db)
+    if path.exists():
+        raise fail(f"{path} exists; choose a new file")
+
+    async def go() -> None:
+        memory = await open_memory(cfg)
+        try:
+            await memory.backup(path)
+        finally:
+            await memory.close()
+        typer.echo(f"backed up {cfg.memory.path} to {path}")
+
+    run_async(go)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

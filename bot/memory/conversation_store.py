@@ -1,0 +1,204 @@
+"""People, identities, conversations and messages in memory.db.
+
+Privacy lives in these queries: a private (DM) row is returned only to an audience of the
+same person, or to the coordinator (audience None means "everything").
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+
+from bot.memory import rows
+from bot.memory.database import Database
+from bot.models import Incoming, Message
+
+_MESSAGE_COLUMNS = """
+    m.*, c.external_id AS conversation_external_id, c.kind AS conversation_kind,
+    p.name AS person_name
+"""
+_MESSAGE_FROM = """
+    FROM messages m
+    JOIN conversations c ON c.id = m.conversation_id
+    LEFT JOIN people p ON p.id = m.person_id
+"""
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Where an incoming message landed."""
+
+    message_id: int
+    conversation_id: int
+    person_id: int
+    identity_id: int
+    created: bool
+
+
+def fts_query(text: str, *, any_word: bool = True) -> str | None:
+    """Turn free text into a safe FTS5 query of quoted words (None when nothing to search)."""
+    words = [word for word in _WORD.findall(text.lower()) if len(word) > 1]
+    if not words:
+        return None
+    quoted = [f'"{word}"' for word in dict.fromkeys(words)]
+    return (" OR " if any_word else " ").join(quoted)
+
+
+def identity_in(
+    conn: sqlite3.Connection,
+    now: float,
+    entrance: str,
+    external_id: str,
+    display_name: str | None,
+    is_bot: bool,
+) -> tuple[int, int]:
+    """(identity id, person id) for a platform account, creating both on first sight."""
+    row = conn.execute(
+        "SELECT id, person_id FROM identities WHERE entrance = ? AND external_id = ?",
+        (entrance, external_id),
+    ).fetchone()
+    if row:
+        return row["id"], row["person_id"]
+    person = conn.execute(
+        "INSERT INTO people (name, created_at) VALUES (?, ?)",
+        (display_name or external_id, now),
+    ).lastrowid
+    identity = conn.execute(
+        "INSERT INTO identities (entrance, external_id, display_name, person_id, is_bot,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (entrance, external_id, display_name, person, int(is_bot), now),
+    ).lastrowid
+    assert identity is not None and person is not None
+    return identity, person
+
+
+def conversation_in(
+    conn: sqlite3.Connection,
+    now: float,
+    entrance: str,
+    external_id: str,
+    kind: str,
+    title: str | None,
+    person_id: int | None,
+) -> tuple[int, int | None]:
+    """(conversation id, DM partner) for a platform conversation, creating it on first sight."""
+    row = conn.execute(
+        "SELECT id, person_id FROM conversations WHERE entrance = ? AND external_id = ?",
+        (entrance, external_id),
+    ).fetchone()
+    if row:
+        return row["id"], row["person_id"]
+    partner = person_id if kind == "dm" else None
+    created = conn.execute(
+        "INSERT INTO conversations (entrance, external_id, kind, title, person_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (entrance, external_id, kind, title, partner, now),
+    ).lastrowid
+    assert created is not None
+    return created, partner
+
+
+def record_incoming_in(
+    conn: sqlite3.Connection, now: float, incoming: Incoming, instance_id: str
+) -> Recorded:
+    identity, person = identity_in(
+        conn,
+        now,
+        incoming.entrance,
+        incoming.author.external_id,
+        incoming.author.display_name,
+        incoming.author.is_bot,
+    )
+    conversation, _ = conversation_in(
+        conn,
+        now,
+        incoming.entrance,
+        incoming.conversation_id,
+        incoming.conversation_kind,
+        incoming.conversation_title,
+        person,
+    )
+    reply_to = None
+    if incoming.reply_to_platform_id:
+        found = conn.execute(
+            "SELECT id FROM messages WHERE entrance = ? AND platform_message_id = ?",
+            (incoming.entrance, incoming.reply_to_platform_id),
+        ).fetchone()
+        reply_to = found["id"] if found else None
+    cursor = conn.execute(
+        "INSERT INTO messages (conversation_id, instance_id, entrance, direction, identity_id,"
+        " person_id, text, created_at, platform_message_id, reply_to, visibility)"
+        " VALUES (:conversation, :instance, :entrance, 'in', :identity, :person, :text, :at,"
+        " :platform_id, :reply_to, :visibility)"
+        " ON CONFLICT (entrance, platform_message_id) DO NOTHING",
+        {
+            "conversation": conversation,
+            "instance": instance_id,
+            "entrance": incoming.entrance,
+            "identity": identity,
+            "person": person,
+            "text": incoming.text,
+            "at": incoming.received_at.timestamp(),
+            "platform_id": incoming.platform_message_id,
+            "reply_to": reply_to,
+            "visibility": incoming.visibility,
+        },
+    )
+    if cursor.rowcount:
+        assert cursor.lastrowid is not None
+        return Recorded(cursor.lastrowid, conversation, person, identity, created=True)
+    existing = conn.execute(
+        "SELECT id FROM messages WHERE entrance = ? AND platform_message_id = ?",
+        (incoming.entrance, incoming.platform_message_id),
+    ).fetchone()
+    return Recorded(existing["id"], conversation, person, identity, created=False)
+
+
+class ConversationStore(Database):
+    async def record_incoming(self, incoming: Incoming, instance_id: str) -> Recorded:
+        """Record a platform message once: the same platform id twice is one row."""
+        return await self.write(record_incoming_in, self.now, incoming, instance_id)
+
+    async def set_message_status(self, message_id: int, status: str) -> None:
+        await self.write(
+            lambda conn: conn.execute(
+                "UPDATE messages SET status = ? WHERE id = ?", (status, message_id)
+            )
+        )
+
+    async def message(self, message_id: int) -> Message | None:
+        row = await self.read(
+            lambda conn: conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} {_MESSAGE_FROM} WHERE m.id = ?", (message_id,)
+            ).fetchone()
+        )
+        return rows.message(row) if row else None
+
+    async def search_messages(
+        self, text: str, *, audience: int | None = None, limit: int = 20
+    ) -> list[Message]:
+        """Full-text search, newest first; audience None sees everything (coordinator)."""
+        query = fts_query(text, any_word=False)
+        if query is None:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} {_MESSAGE_FROM}"
+                " WHERE m.id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q)"
+                " AND (:audience IS NULL OR m.visibility = 'group' OR m.person_id = :audience)"
+                " ORDER BY m.id DESC LIMIT :limit",
+                {"q": query, "audience": audience, "limit": limit},
+            ).fetchall()
+
+        return [rows.message(row) for row in await self.read(run)]
+
+    async def message_log(self, limit: int = 20) -> list[Message]:
+        found = await self.read(
+            lambda conn: conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} {_MESSAGE_FROM} ORDER BY m.id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [rows.message(row) for row in found]

@@ -1,0 +1,206 @@
+"""Typed data that crosses module and process boundaries (pydantic models).
+
+Pure data: no SQL, no IO. Times are timezone-aware datetimes in memory (UTC when read back
+from memory.db, which stores epoch seconds).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ConversationKind = Literal["dm", "group", "thread"]
+Visibility = Literal["private", "group"]
+IntentionStatus = Literal["open", "done", "cancelled", "expired", "conflicted", "resolved"]
+ConflictStatus = Literal["open", "surfaced", "resolved", "dismissed"]
+OutboxStatus = Literal["pending", "sending", "sent", "failed"]
+MessageStatus = Literal["received", "answered", "unanswered", "refused", "echo", "sent"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def from_epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Author(Frozen):
+    """Who wrote a message, as the platform knows them."""
+
+    external_id: str
+    display_name: str | None = None
+    is_bot: bool = False
+
+
+class Incoming(Frozen):
+    """A platform event normalized by an adapter."""
+
+    entrance: str
+    conversation_id: str
+    conversation_kind: ConversationKind = "dm"
+    conversation_title: str | None = None
+    author: Author
+    text: str
+    platform_message_id: str | None = None
+    reply_to_platform_id: str | None = None
+    received_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def visibility(self) -> Visibility:
+        return "private" if self.conversation_kind == "dm" else "group"
+
+
+class IntentionDraft(BaseModel):
+    """An intention as the model proposes it, before it is stored."""
+
+    text: str
+    subject: str | None = None
+    due_at: datetime | None = None
+    duration_minutes: int = 60
+    target_entrance: str | None = None
+
+
+class Reply(BaseModel):
+    """What one turn produced."""
+
+    text: str
+    intentions: list[IntentionDraft] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    done: list[int] = Field(default_factory=list)  # ids of intentions now fulfilled
+    model: str | None = None
+    message_id: int | None = None
+    answered: bool = True
+
+
+class SoulVersion(Frozen):
+    id: int
+    sha256: str
+    name: str
+    text: str
+    created_at: datetime
+    source: str
+    author: str | None = None
+
+
+class Instance(Frozen):
+    id: str
+    entrance: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_seen: datetime
+    status: Literal["alive", "stopped", "dead"]
+    status_since: datetime
+    soul_version: int | None = None
+
+
+class Message(Frozen):
+    id: int
+    conversation_id: int
+    conversation_external_id: str | None = None
+    conversation_kind: ConversationKind | None = None
+    instance_id: str
+    entrance: str
+    direction: Literal["in", "out"]
+    person_id: int | None = None
+    person_name: str | None = None
+    text: str
+    created_at: datetime
+    platform_message_id: str | None = None
+    visibility: Visibility
+    status: str
+    soul_version: int | None = None
+    model: str | None = None
+
+
+class Note(Frozen):
+    id: int
+    instance_id: str
+    person_id: int | None
+    visibility: Visibility
+    text: str
+    created_at: datetime
+
+
+class Intention(Frozen):
+    id: int
+    owner_instance: str
+    entrance: str
+    conversation_id: int | None
+    person_id: int | None
+    person_name: str | None = None
+    visibility: Visibility
+    text: str
+    subject: str
+    due_at: datetime | None
+    duration_s: int
+    target_entrance: str | None
+    status: IntentionStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class Conflict(Frozen):
+    id: int
+    kind: Literal["conflict", "request"]
+    intention_a: int
+    intention_b: int | None
+    decision_of: int | None
+    reason: str
+    subject: str
+    status: ConflictStatus
+    choice: str | None
+    resolution: str | None
+    note: str | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    created_at: datetime
+    surfaced_at: datetime | None
+
+
+class OutboxItem(Frozen):
+    id: int
+    entrance: str
+    target: str
+    text: str
+    payload: dict[str, object] = Field(default_factory=dict)
+    status: OutboxStatus
+    attempts: int
+    dedupe_key: str | None = None
+    created_at: datetime
+
+
+class Person(Frozen):
+    id: int
+    name: str
+    identities: list[str] = Field(default_factory=list)  # "entrance:external_id"
+
+
+class AuditEntry(Frozen):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str | None
+    detail: dict[str, object] = Field(default_factory=dict)
+
+
+class Status(BaseModel):
+    """What `mirror status` reports."""
+
+    memory_path: str
+    schema_version: int
+    soul: SoulVersion | None
+    instances: list[Instance]
+    alive: dict[str, bool]
+    messages: int
+    open_intentions: int
+    open_conflicts: int
+    pending_outbox: int

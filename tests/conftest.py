@@ -1,0 +1,80 @@
+"""Shared fixtures: a temporary memory.db, a config written to disk, and the `mirror` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from bot.memory import Memory
+
+ROOT = Path(__file__).resolve().parents[1]
+SOUL_EXAMPLE = ROOT / "soul" / "SOUL.md"
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@pytest.fixture
+async def memory(tmp_path: Path) -> AsyncIterator[Memory]:
+    store = Memory(tmp_path / "memory.db")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def soul_file(tmp_path: Path) -> Path:
+    path = tmp_path / "soul" / "SOUL.md"
+    path.parent.mkdir()
+    shutil.copy(SOUL_EXAMPLE, path)
+    return path
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, soul_file: Path) -> Callable[..., Path]:
+    """Write a mirror.toml for this test: memory and soul in tmp_path, plus extra TOML."""
+
+    def write(extra: str = "", *, name: str = "mirror.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(
+            f'[memory]\npath = "{tmp_path / "memory.db"}"\n\n'
+            f'[soul]\npath = "{soul_file}"\n\n' + extra,
+            encoding="utf-8",
+        )
+        return path
+
+    return write
+
+
+def mirror_env(**extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("MIRROR_") and key not in {"PYTEST_CURRENT_TEST"}
+    }
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_mirror(
+    *args: str, cwd: Path | None = None, input: str | None = None, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `mirror` command in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=cwd or ROOT,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=mirror_env(**env),
+    )
