@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/mirror status
+	$(BIN)/mirror up
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot adapters tests bench

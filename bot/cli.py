@@ -11,10 +11,11 @@ import asyncio
 import difflib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 
@@ -87,6 +88,41 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+class Service(Protocol):
+    async def run(self) -> None: ...
+
+    def request_stop(self) -> None: ...
+
+
+def run_service(service: Service) -> None:
+    """Run an entrance or the scheduler until it ends or SIGINT/SIGTERM asks it to stop.
+
+    A stop request lets the current turn finish; a second one cancels at once.
+    """
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        requested = False
+
+        def on_signal() -> None:
+            nonlocal requested
+            if requested and task is not None:
+                task.cancel()
+            requested = True
+            service.request_stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            await service.run()
+        except asyncio.CancelledError:
+            if not requested:
+                raise
+
+    run_async(main)
 
 
 async def open_memory(config: Config) -> Any:
@@ -330,6 +366,106 @@ def memory_log(
                 typer.echo(_message_line(message))
 
     run_async(go)
+
+
+@memory_app.command("why")
+def memory_why(
+    message_id: int, config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False
+) -> None:
+    """Why a reply said what it said: soul version, model, and the memory rows it used."""
+    cfg = get_config(config, db)
+
+    async def go() -> None:
+        memory = await open_memory(cfg)
+        try:
+            found = await memory.provenance(message_id)
+            message = await memory.message(message_id)
+        finally:
+            await memory.close()
+        if found is None or message is None:
+            raise CommandError(f"no message {message_id}")
+        if as_json:
+            echo_json(
+                {
+                    "message_id": found.message_id,
+                    "direction": message.direction,
+                    "text": message.text,
+                    "soul_version": found.soul_version,
+                    "model": found.model,
+                    "context": [{"kind": kind, "id": row_id} for kind, row_id in found.rows],
+                }
+            )
+            return
+        typer.echo(_message_line(message))
+        typer.echo(f"soul version  {found.soul_version or '-'}")
+        typer.echo(f"model         {found.model or '-'}")
+        typer.echo(f"context rows  {len(found.rows)}")
+        for kind, row_id in found.rows:
+            typer.echo(f"  {kind} {row_id}")
+
+    run_async(go)
+
+
+# entrances -------------------------------------------------------------------------------
+
+LOCAL_BANNER = """MirrorOS is running on this terminal (entrance 'local', instance '{instance}').
+Say hello, ask "what is your name?", or ask for something on Friday at 3pm.
+Another instance of the same persona, in a second terminal:
+    .venv/bin/mirror chat --instance desk --as {person}
+Discord, Telegram and email: set enabled = true under [entrances.*] in config/mirror.toml
+and MIRROR_DISCORD_TOKEN / MIRROR_TELEGRAM_TOKEN / MIRROR_EMAIL_PASSWORD (see README.md)."""
+
+
+@app.command()
+def chat(
+    instance: Annotated[
+        str, typer.Option("--instance", "-i", help="This instance's name.")
+    ] = "local",
+    person: Annotated[str, typer.Option("--as", help="Who you are in this chat.")] = "you",
+    jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="One JSON object per output line.")
+    ] = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Talk with the persona in this terminal: a full instance of the local entrance."""
+    cfg = get_config(config, db)
+    from adapters.local import LocalChat
+
+    chat_entrance = LocalChat(
+        cfg,
+        instance_id=instance,
+        person=person,
+        jsonl=jsonl,
+        banner=LOCAL_BANNER.format(instance=instance, person=person),
+    )
+    run_service(chat_entrance)
+
+
+@app.command()
+def up(
+    person: Annotated[str, typer.Option("--as", help="Who you are in the local chat.")] = "you",
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Run the persona: every configured entrance, or the local one in this terminal."""
+    cfg = get_config(config, db)
+    from adapters.local import LocalChat
+    from bot.config import entrance_secret_env, secret_for
+
+    for name in ("telegram", "discord", "email"):
+        entrance = getattr(cfg.entrances, name)
+        if not entrance.enabled:
+            typer.echo(f"skipping {name}: set [entrances.{name}] enabled = true", err=True)
+        elif not secret_for(name):
+            typer.echo(f"skipping {name}: set {entrance_secret_env(name)}", err=True)
+    chat_entrance = LocalChat(
+        cfg,
+        instance_id="local",
+        person=person,
+        banner=LOCAL_BANNER.format(instance="local", person=person),
+    )
+    run_service(chat_entrance)
 
 
 # backup ----------------------------------------------------------------------------------

@@ -204,3 +204,80 @@ class Status(BaseModel):
     open_intentions: int
     open_conflicts: int
     pending_outbox: int
+
+
+# The mirror view: what one turn's context may know, already filtered for its audience. -----
+
+
+class ViewMessage(Frozen):
+    """A message as an audience may see it; `text` is None when it is private to others."""
+
+    id: int
+    entrance: str
+    instance_id: str
+    conversation_kind: ConversationKind
+    direction: Literal["in", "out"]
+    person_name: str | None
+    text: str | None
+    at: datetime
+
+    @property
+    def redacted(self) -> bool:
+        return self.text is None
+
+
+class ViewInstance(Frozen):
+    id: str
+    entrance: str
+    alive: bool
+    status: str
+    since: datetime
+    last_seen: datetime
+    recent: list[ViewMessage] = Field(default_factory=list)
+
+
+class ViewIntention(Frozen):
+    """An open intention; `text` is None when it came from someone else's private chat."""
+
+    id: int
+    owner_instance: str
+    entrance: str
+    person_name: str | None
+    about_this_person: bool
+    text: str | None
+    subject: str
+    due_at: datetime | None
+    status: str
+    target_entrance: str | None
+
+
+class ViewDecision(Frozen):
+    conflict_id: int
+    subject: str
+    choice: str | None
+    resolution: str | None
+    note: str | None
+    status: str
+    resolved_by: str | None
+    resolved_at: datetime | None
+
+
+class ViewNote(Frozen):
+    id: int
+    instance_id: str
+    person_name: str | None
+    text: str
+    at: datetime
+
+
+class TurnView(BaseModel):
+    """Everything memory contributes to one turn's context."""
+
+    instances: list[ViewInstance] = Field(default_factory=list)
+    intentions: list[ViewIntention] = Field(default_factory=list)
+    decisions: list[ViewDecision] = Field(default_factory=list)
+    recall: list[ViewMessage] = Field(default_factory=list)
+    recall_notes: list[ViewNote] = Field(default_factory=list)
+    elsewhere: list[ViewMessage] = Field(default_factory=list)
+    history: list[ViewMessage] = Field(default_factory=list)
+    offline_notice_given: bool = False

@@ -187,8 +187,8 @@ class SoulWatcher:
                 ):
                     await sync_soul_file(self.memory, self.path, max_bytes=self.max_bytes)
             except FileNotFoundError:
-                log.warning("soul folder %s is missing; retrying", directory)
-                await asyncio.sleep(1)
+                log.error("not watching SOUL.md: folder %s does not exist", directory)
+                return
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -147,7 +147,8 @@ CREATE TABLE conflicts (
     status          TEXT NOT NULL DEFAULT 'open'
         CHECK (status IN ('open', 'surfaced', 'resolved', 'dismissed')),
     choice          TEXT,
-    resolution      TEXT,
+    resolution      TEXT,                        -- the decision in words, for every instance
+    kept            TEXT,                        -- JSON list of the intention texts it kept
     note            TEXT,
     resolved_by     TEXT,
     resolved_at     REAL,
@@ -155,9 +156,11 @@ CREATE TABLE conflicts (
     surfaced_at     REAL,
     reminded_at     REAL,
     escalated_at    REAL,
-    epoch           INTEGER,
-    UNIQUE (kind, intention_a, intention_b, decision_of)
+    epoch           INTEGER
 );
+-- One row per pair (NULLs made comparable, so re-detection is idempotent).
+CREATE UNIQUE INDEX conflicts_pair
+    ON conflicts (kind, intention_a, COALESCE(intention_b, 0), COALESCE(decision_of, 0));
 CREATE INDEX conflicts_status ON conflicts (status, id);
 CREATE INDEX conflicts_subject ON conflicts (subject, status);
 

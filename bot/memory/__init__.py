@@ -17,22 +17,41 @@ from bot.memory.database import (
     MemoryUnavailable,
     SchemaTooNew,
 )
+from bot.memory.intention_store import IntentionStore, ItemError, NewIntention
+from bot.memory.mirror_store import MirrorStore, ViewLimits
+from bot.memory.outbox_store import OutboxStore
 from bot.memory.presence_store import Lease, PresenceStore
 from bot.memory.soul_store import SoulStore
+from bot.memory.turn_store import Provenance, StoredTurn, TurnRecord, TurnStore
 from bot.models import Status
 
 __all__ = [
+    "ItemError",
     "Lease",
     "Memory",
     "MemoryDbError",
     "MemoryUnavailable",
+    "NewIntention",
+    "Provenance",
     "Recorded",
     "SchemaTooNew",
+    "StoredTurn",
+    "TurnRecord",
+    "ViewLimits",
     "fts_query",
 ]
 
 
-class Memory(ConversationStore, SoulStore, PresenceStore, Database):
+class Memory(
+    ConversationStore,
+    MirrorStore,
+    TurnStore,
+    IntentionStore,
+    OutboxStore,
+    SoulStore,
+    PresenceStore,
+    Database,
+):
     async def status(self, dead_after_s: float) -> Status:
         def counts(conn: sqlite3.Connection) -> sqlite3.Row:
             return conn.execute(

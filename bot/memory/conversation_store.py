@@ -161,6 +161,18 @@ class ConversationStore(Database):
         """Record a platform message once: the same platform id twice is one row."""
         return await self.write(record_incoming_in, self.now, incoming, instance_id)
 
+    async def record_many(self, incomings: list[Incoming], instance_id: str) -> int:
+        """Record a batch in one transaction (imports, benchmarks); returns rows created."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            now = self.now
+            return sum(
+                record_incoming_in(conn, now, incoming, instance_id).created
+                for incoming in incomings
+            )
+
+        return await self.write(run)
+
     async def set_message_status(self, message_id: int, status: str) -> None:
         await self.write(
             lambda conn: conn.execute(

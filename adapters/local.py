@@ -1,0 +1,130 @@
+"""The local entrance: the persona in a terminal (`mirror chat`), a full instance.
+
+Lines from stdin are messages from PERSON in a DM; replies go to stdout. Outbox rows
+addressed to `local:PERSON` are printed as they arrive. With `--jsonl` every output is one
+JSON object per line (for programs and tests); otherwise replies are plain text, with a
+prompt when stdin is a terminal. EOF or Ctrl-C ends the instance cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import threading
+from typing import TextIO
+
+from bot.config import Config
+from bot.instance import Instance
+from bot.models import Author, Incoming, OutboxItem
+
+log = logging.getLogger(__name__)
+
+ENTRANCE = "local"
+
+
+class LocalChat:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        instance_id: str,
+        person: str,
+        jsonl: bool = False,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        banner: str | None = None,
+    ) -> None:
+        self.instance = Instance(config, instance_id=instance_id, entrance=ENTRANCE)
+        self.person = person
+        self.jsonl = jsonl
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.banner = banner
+        self.interactive = not jsonl and self.stdin.isatty()
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self.speaker = "persona"
+        self._stopping = False
+
+    async def run(self) -> None:
+        await self.instance.start()
+        try:
+            self.instance.deliver_outbox(self.deliver, target=self.person)
+            self._start_reader()
+            self.emit("ready", f"{self.instance.instance_id} is listening as {self.person}")
+            if self.banner and self.interactive:
+                self.write(self.banner)
+            while True:
+                self.prompt()
+                line = await self._lines.get()
+                if line is None or self._stopping:
+                    break
+                text = line.rstrip("\r\n")
+                if not text.strip():
+                    continue
+                await self.turn(text)
+        finally:
+            await self.instance.stop()
+
+    def request_stop(self) -> None:
+        """Finish the current turn, then leave (as on EOF)."""
+        self._stopping = True
+        self._lines.put_nowait(None)
+
+    async def turn(self, text: str) -> None:
+        incoming = Incoming(
+            entrance=ENTRANCE,
+            # Each terminal is its own conversation: the same person on two instances is
+            # two DMs, as on two platforms.
+            conversation_id=f"{self.instance.instance_id}:{self.person}",
+            conversation_kind="dm",
+            author=Author(external_id=self.person, display_name=self.person),
+            text=text,
+        )
+        reply = await self.instance.handle(incoming)
+        if reply is not None:
+            soul = await self.instance.memory.active_soul()
+            self.speaker = soul.name if soul else "persona"
+            self.emit("reply", reply.text, message_id=reply.message_id, model=reply.model)
+
+    async def deliver(self, item: OutboxItem) -> None:
+        self.emit("outbox", item.text, outbox_id=item.id, payload=item.payload)
+
+    def emit(self, kind: str, text: str, **extra: object) -> None:
+        if self.jsonl:
+            self.write(json.dumps({"type": kind, "text": text, **extra}, ensure_ascii=False))
+        elif kind == "reply":
+            self.write(f"{self.speaker}: {text}" if self.interactive else text)
+        elif kind == "outbox":
+            self.write(f"\n[message for {self.person}]\n{text}")
+            self.prompt()
+        elif kind == "ready" and self.interactive:
+            self.write(f"({text}; Ctrl-D to leave)")
+
+    def write(self, text: str) -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    def prompt(self) -> None:
+        if self.interactive:
+            self.stdout.write(f"{self.person}> ")
+            self.stdout.flush()
+
+    def _start_reader(self) -> None:
+        """Read stdin in a daemon thread so a blocked read never holds up shutdown."""
+        loop = asyncio.get_running_loop()
+
+        def read() -> None:
+            try:
+                for line in self.stdin:
+                    loop.call_soon_threadsafe(self._lines.put_nowait, line)
+            except (OSError, ValueError):
+                pass
+            finally:
+                try:
+                    loop.call_soon_threadsafe(self._lines.put_nowait, None)
+                except RuntimeError:
+                    pass  # the loop is already closed
+
+        threading.Thread(target=read, name="stdin", daemon=True).start()

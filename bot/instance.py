@@ -1,0 +1,147 @@
+"""An instance: what every entrance process shares, whatever its platform.
+
+It opens memory.db, keeps the soul in sync with SOUL.md, registers and heartbeats in
+`instances`, runs the outbox courier for its entrance, and hands each `Incoming` to the
+mind. Adapters own the platform; this class owns every background task it starts and
+cancels them on `stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Coroutine
+from typing import Any
+
+from bot.config import Config
+from bot.memory import Memory
+from bot.mind import Mind
+from bot.models import Incoming, Reply
+from bot.outbox import OutboxCourier, Send
+from bot.soul import SoulWatcher
+
+log = logging.getLogger(__name__)
+
+
+class Instance:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        instance_id: str,
+        entrance: str,
+        heartbeat_s: float = 5.0,
+        watch_soul: bool = True,
+    ) -> None:
+        self.config = config
+        self.instance_id = instance_id
+        self.entrance = entrance
+        self.heartbeat_s = heartbeat_s
+        self.memory = Memory(config.memory.path, busy_timeout_ms=config.memory.busy_timeout_ms)
+        self.mind = Mind(self.memory, config, instance_id=instance_id, entrance=entrance)
+        self.watcher = (
+            SoulWatcher(self.memory, config.soul.path, max_bytes=config.soul.max_bytes)
+            if watch_soul
+            else None
+        )
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._turns_in_flight = 0
+        self._no_turns = asyncio.Event()
+        self._no_turns.set()
+        self.started = False
+
+    @property
+    def host(self) -> str:
+        return socket.gethostname()
+
+    async def start(self) -> None:
+        await self.memory.open()
+        if self.watcher is not None:
+            await self.watcher.start()
+        soul = await self.memory.active_soul()
+        await self.memory.register_instance(
+            self.instance_id, self.entrance, self.host, os.getpid(), soul.id if soul else None
+        )
+        self.spawn(self._heartbeat(), "heartbeat")
+        self.spawn(self._preload_model(), "preload-model")
+        self.started = True
+        log.info(
+            "instance %s (%s) started; memory %s; soul %s",
+            self.instance_id,
+            self.entrance,
+            self.config.memory.path,
+            f"v{soul.id} {soul.name}" if soul else "none (check SOUL.md)",
+        )
+
+    async def stop(self) -> None:
+        """Let the current turn finish, cancel every task, mark the instance stopped."""
+        if not self.started:
+            await self.memory.close()
+            return
+        try:
+            await asyncio.wait_for(self._no_turns.wait(), timeout=self.config.model.timeout_s)
+        except TimeoutError:
+            log.warning("stopping with %d turn(s) still running", self._turns_in_flight)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.watcher is not None:
+            await self.watcher.stop()
+        with contextlib.suppress(Exception):
+            await self.memory.stop_instance(self.instance_id)
+        await self.memory.close()
+        self.started = False
+        log.info("instance %s stopped", self.instance_id)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a background task this instance owns (cancelled on stop)."""
+        task = asyncio.create_task(coroutine, name=f"{self.instance_id}:{name}")
+        self._tasks.append(task)
+        return task
+
+    def deliver_outbox(self, send: Send, *, target: str | None = None) -> OutboxCourier:
+        courier = OutboxCourier(self.memory, self.entrance, self.instance_id, send, target=target)
+        self.spawn(courier.run(), "outbox")
+        return courier
+
+    async def handle(self, incoming: Incoming) -> Reply | None:
+        """One turn; shutdown waits for turns in flight so nothing is half-written."""
+        self._turns_in_flight += 1
+        self._no_turns.clear()
+        try:
+            return await self.mind.turn(incoming)
+        except Exception:
+            # The message is recorded (or the failure is in recording it); the log says which.
+            log.exception("turn failed for a message on %s", incoming.entrance)
+            return Reply(
+                text="Sorry, something went wrong on my side; I've logged it.", answered=False
+            )
+        finally:
+            self._turns_in_flight -= 1
+            if not self._turns_in_flight:
+                self._no_turns.set()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                soul = await self.memory.active_soul()
+                await self.memory.heartbeat(self.instance_id, soul.id if soul else None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _preload_model(self) -> None:
+        from bot import llm
+
+        try:
+            await llm.preload()
+        except Exception:
+            log.exception("could not load the model library")

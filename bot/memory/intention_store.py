@@ -1,0 +1,225 @@
+"""Intentions and conflicts (the coordinator's items) in memory.db.
+
+A new intention is checked against the other active intentions and the latest decision on
+its subject in the same transaction that stores it (rules in `bot.intentions`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from bot.intentions import ACTIVE_STATUSES, Decision, IntentionFacts, find_conflicts
+from bot.memory import rows
+from bot.memory.database import Database, audit_in
+from bot.models import Conflict, Intention
+
+_ACTIVE = "('open', 'conflicted', 'resolved')"
+_INTENTION = (
+    "SELECT i.*, p.name AS person_name FROM intentions i LEFT JOIN people p ON p.id = i.person_id"
+)
+
+
+@dataclass(frozen=True)
+class NewIntention:
+    owner_instance: str
+    entrance: str
+    conversation_id: int | None
+    person_id: int | None
+    visibility: str
+    text: str
+    subject: str
+    due_at: float | None
+    duration_s: int
+    target_entrance: str | None
+    source_message_id: int | None
+
+
+class ItemError(Exception):
+    """A coordinator action that cannot be done (unknown id, wrong choice, already closed)."""
+
+
+def _facts(row: sqlite3.Row) -> IntentionFacts:
+    return IntentionFacts(
+        id=row["id"],
+        owner_instance=row["owner_instance"],
+        subject=row["subject"],
+        text=row["text"],
+        due_at=row["due_at"],
+        duration_s=row["duration_s"],
+        status=row["status"],
+        target_entrance=row["target_entrance"],
+    )
+
+
+def latest_decision_in(conn: sqlite3.Connection, subject: str) -> Decision | None:
+    row = conn.execute(
+        "SELECT id, subject, kept FROM conflicts WHERE subject = ? AND kind = 'conflict'"
+        " AND status = 'resolved' ORDER BY resolved_at DESC LIMIT 1",
+        (subject,),
+    ).fetchone()
+    if row is None:
+        return None
+    kept = tuple(json.loads(row["kept"] or "[]"))
+    return Decision(row["id"], row["subject"], kept)
+
+
+def add_intention_in(conn: sqlite3.Connection, now: float, new: NewIntention) -> tuple[int, int]:
+    """Store an intention and detect its conflicts; returns (intention id, conflicts found)."""
+    intention_id = conn.execute(
+        "INSERT INTO intentions (owner_instance, entrance, conversation_id, person_id, visibility,"
+        " text, subject, due_at, duration_s, target_entrance, status, source_message_id,"
+        " created_at, updated_at) VALUES (:owner_instance, :entrance, :conversation_id,"
+        " :person_id, :visibility, :text, :subject, :due_at, :duration_s, :target_entrance,"
+        " 'open', :source_message_id, :now, :now)",
+        {**new.__dict__, "now": now},
+    ).lastrowid
+    assert intention_id is not None
+    found = 0
+    if new.target_entrance and new.target_entrance != new.entrance:
+        found += _insert_item(
+            conn, now, "request", intention_id, None, None, "needs another entrance", new.subject
+        )
+    facts = IntentionFacts(
+        intention_id, new.owner_instance, new.subject, new.text, new.due_at, new.duration_s
+    )
+    window_rows = []
+    if new.due_at is not None:
+        # Only intentions that can overlap: due before our end, within a day before our start.
+        window_rows = conn.execute(
+            f"SELECT * FROM intentions WHERE status IN {_ACTIVE} AND due_at IS NOT NULL"
+            " AND due_at < :end AND due_at > :start - 86400 AND id <> :id",
+            {"end": new.due_at + new.duration_s, "start": new.due_at, "id": intention_id},
+        ).fetchall()
+    subject_rows = conn.execute(
+        f"SELECT * FROM intentions WHERE status IN {_ACTIVE} AND subject = ? AND id <> ?",
+        (new.subject, intention_id),
+    ).fetchall()
+    others = {row["id"]: _facts(row) for row in [*window_rows, *subject_rows]}
+    decision = latest_decision_in(conn, new.subject)
+    for finding in find_conflicts(facts, list(others.values()), [decision] if decision else []):
+        found += _insert_item(
+            conn,
+            now,
+            "conflict",
+            finding.intention_a,
+            finding.intention_b,
+            finding.decision_of,
+            finding.reason,
+            finding.subject,
+        )
+        ids = [finding.intention_a] + ([finding.intention_b] if finding.intention_b else [])
+        conn.execute(
+            f"UPDATE intentions SET status = 'conflicted', updated_at = ?"
+            f" WHERE id IN ({', '.join('?' * len(ids))}) AND status IN ('open', 'resolved')",
+            (now, *ids),
+        )
+    return intention_id, found
+
+
+def _insert_item(
+    conn: sqlite3.Connection,
+    now: float,
+    kind: str,
+    intention_a: int,
+    intention_b: int | None,
+    decision_of: int | None,
+    reason: str,
+    subject: str,
+) -> int:
+    cursor = conn.execute(
+        "INSERT INTO conflicts (kind, intention_a, intention_b, decision_of, reason, subject,"
+        " status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'open', ?) ON CONFLICT DO NOTHING",
+        (kind, intention_a, intention_b, decision_of, reason, subject, now),
+    )
+    return cursor.rowcount
+
+
+class IntentionStore(Database):
+    async def add_intention(self, new: NewIntention) -> tuple[int, int]:
+        return await self.write(add_intention_in, self.now, new)
+
+    async def intention(self, intention_id: int) -> Intention | None:
+        row = await self.read(
+            lambda conn: conn.execute(f"{_INTENTION} WHERE i.id = ?", (intention_id,)).fetchone()
+        )
+        return rows.intention(row) if row else None
+
+    async def intentions(self, status: str | None = None, limit: int = 200) -> list[Intention]:
+        def run(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            if status is None:
+                return conn.execute(f"{_INTENTION} ORDER BY i.id DESC LIMIT ?", (limit,)).fetchall()
+            return conn.execute(
+                f"{_INTENTION} WHERE i.status = ? ORDER BY i.id DESC LIMIT ?", (status, limit)
+            ).fetchall()
+
+        return [rows.intention(row) for row in await self.read(run)]
+
+    async def conflict(self, conflict_id: int) -> Conflict | None:
+        row = await self.read(
+            lambda conn: conn.execute(
+                "SELECT * FROM conflicts WHERE id = ?", (conflict_id,)
+            ).fetchone()
+        )
+        return rows.conflict(row) if row else None
+
+    async def conflicts(self, status: str | None = None, limit: int = 200) -> list[Conflict]:
+        def run(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            if status is None:
+                return conn.execute(
+                    "SELECT * FROM conflicts ORDER BY id DESC LIMIT ?", (limit,)
+                ).fetchall()
+            return conn.execute(
+                "SELECT * FROM conflicts WHERE status = ? ORDER BY id DESC LIMIT ?",
+                (status, limit),
+            ).fetchall()
+
+        return [rows.conflict(row) for row in await self.read(run)]
+
+    async def pending_items(self) -> list[Conflict]:
+        """Items waiting for the coordinator (open or surfaced), oldest first."""
+        found = await self.read(
+            lambda conn: conn.execute(
+                "SELECT * FROM conflicts WHERE status IN ('open', 'surfaced') ORDER BY id"
+            ).fetchall()
+        )
+        return [rows.conflict(row) for row in found]
+
+    async def mark_intentions_done(
+        self, intention_ids: list[int], *, person_id: int | None, actor: str
+    ) -> list[int]:
+        """Mark active intentions done (only those about this person, unless person is None)."""
+        if not intention_ids:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[int]:
+            marks = ", ".join("?" * len(intention_ids))
+            done = conn.execute(
+                f"UPDATE intentions SET status = 'done', updated_at = ?"
+                f" WHERE id IN ({marks}) AND status IN {_ACTIVE}"
+                " AND (? IS NULL OR person_id = ?) RETURNING id",
+                (self.now, *intention_ids, person_id, person_id),
+            ).fetchall()
+            for row in done:
+                audit_in(conn, self.now, actor, "intention.done", str(row["id"]))
+            return [row["id"] for row in done]
+
+        return await self.write(run)
+
+    async def expire_intentions(self, older_than_s: float) -> list[int]:
+        """Open intentions past due (or undated and old) by more than older_than_s expire."""
+
+        def run(conn: sqlite3.Connection) -> list[int]:
+            cutoff = self.now - older_than_s
+            expired = conn.execute(
+                "UPDATE intentions SET status = 'expired', updated_at = :now"
+                " WHERE status = 'open' AND COALESCE(due_at, created_at) < :cutoff RETURNING id",
+                {"now": self.now, "cutoff": cutoff},
+            ).fetchall()
+            return [row["id"] for row in expired]
+
+        return await self.write(run)
+
+
+__all__ = ["ACTIVE_STATUSES", "IntentionStore", "ItemError", "NewIntention", "add_intention_in"]

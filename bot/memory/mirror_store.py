@@ -1,0 +1,241 @@
+"""The mirror view: what a turn's context may know, read in one snapshot.
+
+Privacy is enforced here, in SQL: a private row's text comes back only when the audience
+is the same person (any linked account) or the coordinator (audience None); otherwise the
+row comes back with its text NULL, and the context renders it as a redacted line.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot.memory.conversation_store import fts_query
+from bot.memory.database import Database
+from bot.models import (
+    TurnView,
+    ViewDecision,
+    ViewInstance,
+    ViewIntention,
+    ViewMessage,
+    ViewNote,
+    from_epoch,
+)
+
+# Words that say nothing about what to recall.
+STOPWORDS = frozenset(
+    """a an and are as at be but by can could did do does for from had has have he her him his
+    how i if in is it its me my no not of on or our she so that the their them then there they
+    this to us was we were what when where which who why will with would you your yes hi hello
+    hey please thanks thank ok okay tell told say said about just like know""".split()
+)
+
+_VISIBLE_TEXT = (
+    "CASE WHEN :audience IS NULL OR m.visibility = 'group' OR m.person_id = :audience"
+    " THEN m.text END"
+)
+_VIEW_MESSAGE = f"""
+    SELECT m.id, m.entrance, m.instance_id, c.kind AS conversation_kind, m.direction,
+           p.name AS person_name, {_VISIBLE_TEXT} AS text, m.created_at
+    FROM messages m
+    JOIN conversations c ON c.id = m.conversation_id
+    LEFT JOIN people p ON p.id = m.person_id
+"""
+
+
+@dataclass(frozen=True)
+class ViewLimits:
+    history: int = 20
+    recent_per_instance: int = 3
+    intentions: int = 30
+    decisions: int = 10
+    recall: int = 8
+    elsewhere: int = 12
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _view_message(row: sqlite3.Row) -> ViewMessage:
+    at = _at(row["created_at"])
+    return ViewMessage(
+        id=row["id"],
+        entrance=row["entrance"],
+        instance_id=row["instance_id"],
+        conversation_kind=row["conversation_kind"],
+        direction=row["direction"],
+        person_name=row["person_name"],
+        text=row["text"],
+        at=at,
+    )
+
+
+def _view_instance(
+    row: sqlite3.Row, recent: list[ViewMessage], now: float, dead_after_s: float
+) -> ViewInstance:
+    if row["status"] == "alive" and now - row["last_seen"] < dead_after_s:
+        status, since = "alive", row["status_since"]
+    elif row["status"] == "alive":  # heartbeat stopped; the scheduler has not noticed yet
+        status, since = "dead", row["last_seen"]
+    else:
+        status, since = row["status"], row["status_since"]
+    since_at, last_seen = from_epoch(since), from_epoch(row["last_seen"])
+    assert since_at is not None and last_seen is not None
+    return ViewInstance(
+        id=row["id"],
+        entrance=row["entrance"],
+        alive=status == "alive",
+        status=status,
+        since=since_at,
+        last_seen=last_seen,
+        recent=recent,
+    )
+
+
+def recall_query(text: str) -> str | None:
+    words = [w for w in (fts_query(text) or "").replace('"', "").split(" OR ") if w]
+    meaningful = [w for w in words if w not in STOPWORDS and len(w) > 2]
+    return " OR ".join(f'"{w}"' for w in meaningful) or None
+
+
+class MirrorStore(Database):
+    async def turn_view(
+        self,
+        *,
+        conversation_id: int,
+        person_id: int,
+        audience: int | None,
+        incoming_id: int,
+        text: str,
+        dead_after_s: float,
+        limits: ViewLimits | None = None,
+    ) -> TurnView:
+        """One consistent read of everything a turn's context draws from memory."""
+        limits = limits or ViewLimits()
+        now = self.now
+
+        def run(conn: sqlite3.Connection) -> TurnView:
+            params = {"audience": audience, "person": person_id, "conversation": conversation_id}
+            history = [
+                _view_message(row)
+                for row in conn.execute(
+                    f"{_VIEW_MESSAGE} WHERE m.conversation_id = :conversation AND m.id < :incoming"
+                    " ORDER BY m.id DESC LIMIT :limit",
+                    {**params, "incoming": incoming_id, "limit": limits.history},
+                )
+            ][::-1]
+            elsewhere = [
+                _view_message(row)
+                for row in conn.execute(
+                    f"{_VIEW_MESSAGE} WHERE m.person_id = :person"
+                    " AND m.conversation_id <> :conversation"
+                    " ORDER BY m.id DESC LIMIT :limit",
+                    {**params, "limit": limits.elsewhere},
+                )
+            ]
+            instances = []
+            for row in conn.execute("SELECT * FROM instances ORDER BY id"):
+                recent = [
+                    _view_message(found)
+                    for found in conn.execute(
+                        f"{_VIEW_MESSAGE} WHERE m.instance_id = :instance"
+                        " ORDER BY m.id DESC LIMIT :limit",
+                        {**params, "instance": row["id"], "limit": limits.recent_per_instance},
+                    )
+                ]
+                instances.append(_view_instance(row, recent, now, dead_after_s))
+            intentions = [
+                ViewIntention(
+                    id=row["id"],
+                    owner_instance=row["owner_instance"],
+                    entrance=row["entrance"],
+                    person_name=row["person_name"],
+                    about_this_person=row["person_id"] == person_id,
+                    text=row["text"],
+                    subject=row["subject"],
+                    due_at=from_epoch(row["due_at"]),
+                    status=row["status"],
+                    target_entrance=row["target_entrance"],
+                )
+                for row in conn.execute(
+                    "SELECT i.id, i.owner_instance, i.entrance, i.person_id, p.name AS person_name,"
+                    " CASE WHEN :audience IS NULL OR i.visibility = 'group'"
+                    "   OR i.person_id = :audience THEN i.text END AS text,"
+                    " i.subject, i.due_at, i.status, i.target_entrance"
+                    " FROM intentions i LEFT JOIN people p ON p.id = i.person_id"
+                    " WHERE i.status IN ('open', 'conflicted')"
+                    " ORDER BY i.id DESC LIMIT :limit",
+                    {**params, "limit": limits.intentions},
+                )
+            ]
+            decisions = [
+                ViewDecision(
+                    conflict_id=row["id"],
+                    subject=row["subject"],
+                    choice=row["choice"],
+                    resolution=row["resolution"],
+                    note=row["note"],
+                    status=row["status"],
+                    resolved_by=row["resolved_by"],
+                    resolved_at=from_epoch(row["resolved_at"]),
+                )
+                for row in conn.execute(
+                    "SELECT * FROM conflicts WHERE status IN ('resolved', 'dismissed')"
+                    " ORDER BY resolved_at DESC LIMIT :limit",
+                    {"limit": limits.decisions},
+                )
+            ]
+            recall: list[ViewMessage] = []
+            notes: list[ViewNote] = []
+            query = recall_query(text)
+            if query:
+                recall = [
+                    _view_message(row)
+                    for row in conn.execute(
+                        f"{_VIEW_MESSAGE} WHERE m.id IN (SELECT rowid FROM messages_fts"
+                        "   WHERE messages_fts MATCH :q ORDER BY rowid DESC LIMIT 200)"
+                        " AND m.conversation_id <> :conversation"
+                        " AND (:audience IS NULL OR m.visibility = 'group'"
+                        "   OR m.person_id = :audience)"
+                        " ORDER BY m.id DESC LIMIT :limit",
+                        {**params, "q": query, "limit": limits.recall},
+                    )
+                ]
+                notes = [
+                    ViewNote(
+                        id=row["id"],
+                        instance_id=row["instance_id"],
+                        person_name=row["person_name"],
+                        text=row["text"],
+                        at=_at(row["created_at"]),
+                    )
+                    for row in conn.execute(
+                        "SELECT n.id, n.instance_id, p.name AS person_name, n.text, n.created_at"
+                        " FROM notes n LEFT JOIN people p ON p.id = n.person_id"
+                        " WHERE n.id IN (SELECT rowid FROM notes_fts WHERE notes_fts MATCH :q"
+                        "   ORDER BY rowid DESC LIMIT 200)"
+                        " AND (:audience IS NULL OR n.visibility = 'group'"
+                        "   OR n.person_id = :audience)"
+                        " ORDER BY n.id DESC LIMIT :limit",
+                        {**params, "q": query, "limit": limits.recall},
+                    )
+                ]
+            notice = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = :conversation"
+                " AND direction = 'out' AND model = 'mirror/offline')",
+                params,
+            ).fetchone()[0]
+            return TurnView(
+                instances=instances,
+                intentions=intentions,
+                decisions=decisions,
+                recall=recall,
+                recall_notes=notes,
+                elsewhere=elsewhere,
+                history=history,
+                offline_notice_given=bool(notice),
+            )
+
+        return await self.read(run)

@@ -1,0 +1,182 @@
+"""The outbox: messages one process asks the owner of an entrance to deliver.
+
+Delivery contract: claim due rows atomically (status 'sending' with a claim that expires,
+so a crashed deliverer's rows come back), send, mark sent; on failure retry with backoff,
+and after N attempts mark failed and audit it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from bot.memory import rows
+from bot.memory.database import Database, audit_in
+from bot.models import OutboxItem
+
+
+def enqueue_in(
+    conn: sqlite3.Connection,
+    now: float,
+    *,
+    entrance: str,
+    target: str,
+    text: str,
+    payload: dict[str, Any] | None = None,
+    dedupe_key: str | None = None,
+    epoch: int | None = None,
+) -> int | None:
+    """Queue a message; returns its id, or None when the dedupe key was already queued."""
+    cursor = conn.execute(
+        "INSERT INTO outbox (entrance, target, text, payload, status, next_attempt_at,"
+        " dedupe_key, epoch, created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)"
+        " ON CONFLICT (dedupe_key) DO NOTHING",
+        (
+            entrance,
+            target,
+            text,
+            json.dumps(payload) if payload else None,
+            now,
+            dedupe_key,
+            epoch,
+            now,
+        ),
+    )
+    return cursor.lastrowid if cursor.rowcount else None
+
+
+class OutboxStore(Database):
+    async def enqueue(
+        self,
+        *,
+        entrance: str,
+        target: str,
+        text: str,
+        payload: dict[str, Any] | None = None,
+        dedupe_key: str | None = None,
+    ) -> int | None:
+        return await self.write(
+            lambda conn: enqueue_in(
+                conn,
+                self.now,
+                entrance=entrance,
+                target=target,
+                text=text,
+                payload=payload,
+                dedupe_key=dedupe_key,
+            )
+        )
+
+    async def claim_outbox(
+        self,
+        entrance: str,
+        claimer: str,
+        *,
+        target: str | None = None,
+        claim_s: float = 60,
+        limit: int = 10,
+    ) -> list[OutboxItem]:
+        """Atomically take due rows for this entrance (pending, or claimed and abandoned)."""
+
+        def run(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            now = self.now
+            return conn.execute(
+                "UPDATE outbox SET status = 'sending', claimed_by = :claimer,"
+                " claimed_until = :until, attempts = attempts + 1"
+                " WHERE id IN (SELECT id FROM outbox WHERE entrance = :entrance"
+                "   AND (:target IS NULL OR target = :target) AND ("
+                "   (status = 'pending' AND next_attempt_at <= :now)"
+                "   OR (status = 'sending' AND claimed_until < :now))"
+                "   ORDER BY id LIMIT :limit)"
+                " RETURNING *",
+                {
+                    "target": target,
+                    "claimer": claimer,
+                    "until": now + claim_s,
+                    "entrance": entrance,
+                    "now": now,
+                    "limit": limit,
+                },
+            ).fetchall()
+
+        claimed = await self.write(run)
+        return sorted((rows.outbox_item(row) for row in claimed), key=lambda item: item.id)
+
+    async def has_due_outbox(self, entrance: str, target: str | None = None) -> bool:
+        """Cheap indexed check: is anything due for this entrance?"""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            now = self.now
+            return (
+                conn.execute(
+                    "SELECT 1 FROM outbox WHERE entrance = :entrance"
+                    " AND (:target IS NULL OR target = :target) AND ("
+                    " (status = 'pending' AND next_attempt_at <= :now)"
+                    " OR (status = 'sending' AND claimed_until < :now)) LIMIT 1",
+                    {"entrance": entrance, "target": target, "now": now},
+                ).fetchone()
+                is not None
+            )
+
+        return await self.read(run)
+
+    async def mark_sent(self, item_id: int, claimer: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE outbox SET status = 'sent', sent_at = ?, claimed_until = NULL"
+                " WHERE id = ? AND claimed_by = ? AND status = 'sending'",
+                (self.now, item_id, claimer),
+            )
+            return cursor.rowcount == 1
+
+        return await self.write(run)
+
+    async def mark_failed_attempt(
+        self, item_id: int, claimer: str, error: str, *, max_attempts: int, backoff_s: float
+    ) -> str:
+        """Schedule a retry with exponential backoff, or give up: returns the new status."""
+
+        def run(conn: sqlite3.Connection) -> str:
+            row = conn.execute(
+                "SELECT attempts, entrance, target FROM outbox WHERE id = ? AND claimed_by = ?",
+                (item_id, claimer),
+            ).fetchone()
+            if row is None:
+                return "unknown"
+            if row["attempts"] >= max_attempts:
+                conn.execute(
+                    "UPDATE outbox SET status = 'failed', last_error = ?, claimed_until = NULL"
+                    " WHERE id = ?",
+                    (error[:500], item_id),
+                )
+                audit_in(
+                    conn,
+                    self.now,
+                    claimer,
+                    "outbox.failed",
+                    str(item_id),
+                    {"entrance": row["entrance"], "target": row["target"], "error": error[:500]},
+                )
+                return "failed"
+            delay = backoff_s * 2 ** (row["attempts"] - 1)
+            conn.execute(
+                "UPDATE outbox SET status = 'pending', last_error = ?, next_attempt_at = ?,"
+                " claimed_until = NULL WHERE id = ?",
+                (error[:500], self.now + delay, item_id),
+            )
+            return "pending"
+
+        return await self.write(run)
+
+    async def outbox(self, status: str | None = None, limit: int = 100) -> list[OutboxItem]:
+        def run(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            if status is None:
+                return conn.execute(
+                    "SELECT * FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
+                ).fetchall()
+            return conn.execute(
+                "SELECT * FROM outbox WHERE status = ? ORDER BY id DESC LIMIT ?", (status, limit)
+            ).fetchall()
+
+        return [rows.outbox_item(row) for row in await self.read(run)]

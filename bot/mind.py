@@ -1,0 +1,190 @@
+"""One turn: Incoming -> record -> context -> model -> store -> Reply.
+
+The incoming message is recorded before anything else can fail, so nothing is lost; a
+message already answered is not answered again (platform redelivery, crash and restart).
+When every model fails, the offline brain's apology is sent and the message stays marked
+'unanswered' for a later look.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from bot import llm, offline_brain
+from bot.config import Config
+from bot.context import Context, trim_context
+from bot.intentions import normalize_subject
+from bot.memory import Memory, NewIntention, Recorded, TurnRecord
+from bot.models import Incoming, IntentionDraft, Reply, SoulVersion, utcnow
+from bot.soul import parse_soul
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TurnTimings:
+    """Where one turn's time went (seconds), for bench/turn.py."""
+
+    ingest: float = 0.0
+    context: float = 0.0
+    model: float = 0.0
+    store: float = 0.0
+
+
+class Mind:
+    """The persona's turn for one instance."""
+
+    def __init__(self, memory: Memory, config: Config, *, instance_id: str, entrance: str):
+        self.memory = memory
+        self.config = config
+        self.instance_id = instance_id
+        self.entrance = entrance
+        self.last_timings = TurnTimings()
+        coordinator = config.coordinator.parsed
+        self._coordinator = (coordinator.entrance, coordinator.id)
+
+    def is_coordinator(self, incoming: Incoming) -> bool:
+        return (incoming.entrance, incoming.author.external_id) == self._coordinator
+
+    async def turn(self, incoming: Incoming) -> Reply | None:
+        """Answer one incoming message; None when it was already answered."""
+        import time
+
+        started = time.perf_counter()
+        recorded = await self.memory.record_incoming(incoming, self.instance_id)
+        if not recorded.created and await self.memory.incoming_status(recorded.message_id) in (
+            "answered",
+            "refused",
+            "echo",
+        ):
+            log.info("message %s was already handled; not answering twice", recorded.message_id)
+            return None
+        return await self.answer(incoming, recorded, started=started)
+
+    async def answer(
+        self, incoming: Incoming, recorded: Recorded, *, started: float | None = None
+    ) -> Reply:
+        import time
+
+        started = started or time.perf_counter()
+        ingested = time.perf_counter()
+        soul = await self.memory.active_soul()
+        context = await self.build_context(incoming, recorded, soul)
+        built = time.perf_counter()
+        try:
+            answer = await llm.complete(self.config.model, context)
+            reply, model, answered = answer.reply, answer.model, True
+            usage = (answer.prompt_tokens, answer.completion_tokens, answer.cost_usd)
+        except llm.ModelUnavailable as exc:
+            log.error("no model answered message %s: %s", recorded.message_id, exc)
+            reply = Reply(text=offline_brain.apology(context, "my model is not answering"))
+            model, answered, usage = llm.OFFLINE_MODEL, False, (0, 0, 0.0)
+        thought = time.perf_counter()
+        stored = await self.memory.store_turn(
+            TurnRecord(
+                incoming_id=recorded.message_id,
+                conversation_id=recorded.conversation_id,
+                entrance=incoming.entrance,
+                instance_id=self.instance_id,
+                person_id=recorded.person_id,
+                visibility=incoming.visibility,
+                reply_text=reply.text,
+                soul_version=soul.id if soul else None,
+                model=model,
+                answered=answered,
+                context_rows=context.used_rows(),
+                intentions=[
+                    self._new_intention(draft, incoming, recorded, context)
+                    for draft in reply.intentions
+                ],
+                notes=reply.notes,
+                done=reply.done,
+                prompt_tokens=usage[0],
+                completion_tokens=usage[1],
+                cost_usd=usage[2],
+            )
+        )
+        finished = time.perf_counter()
+        self.last_timings = TurnTimings(
+            ingest=ingested - started,
+            context=built - ingested,
+            model=thought - built,
+            store=finished - thought,
+        )
+        if stored.conflicts_found:
+            log.info(
+                "turn %s: %d new conflict(s) for the coordinator",
+                stored.message_id,
+                stored.conflicts_found,
+            )
+        return reply.model_copy(
+            update={"message_id": stored.message_id, "model": model, "answered": answered}
+        )
+
+    async def build_context(
+        self, incoming: Incoming, recorded: Recorded, soul: SoulVersion | None
+    ) -> Context:
+        coordinator = self.is_coordinator(incoming)
+        view = await self.memory.turn_view(
+            conversation_id=recorded.conversation_id,
+            person_id=recorded.person_id,
+            audience=None if coordinator else recorded.person_id,
+            incoming_id=recorded.message_id,
+            text=incoming.text,
+            dead_after_s=self.config.persona.instance_dead_after_s,
+        )
+        if soul is None:
+            soul_text, soul_name = _fallback_soul(self.config)
+        else:
+            soul_text, soul_name = soul.text, soul.name
+        entrance_config = getattr(self.config.entrances, incoming.entrance, None)
+        context = Context(
+            soul_name=soul_name,
+            soul_text=soul_text,
+            soul_version=soul.id if soul else None,
+            instance_id=self.instance_id,
+            entrance=incoming.entrance,
+            style=entrance_config.style if entrance_config else "conversational",
+            timezone=self.config.persona.timezone,
+            now=utcnow(),
+            person_id=recorded.person_id,
+            person_name=incoming.author.display_name or incoming.author.external_id,
+            is_coordinator=coordinator,
+            conversation_kind=incoming.conversation_kind,
+            incoming_id=recorded.message_id,
+            text=incoming.text,
+            view=view,
+        )
+        return trim_context(context)
+
+    def _new_intention(
+        self, draft: IntentionDraft, incoming: Incoming, recorded: Recorded, context: Context
+    ) -> NewIntention:
+        due = draft.due_at
+        if due is not None and due.tzinfo is None:
+            due = due.replace(tzinfo=ZoneInfo(self.config.persona.timezone))
+        return NewIntention(
+            owner_instance=self.instance_id,
+            entrance=incoming.entrance,
+            conversation_id=recorded.conversation_id,
+            person_id=recorded.person_id,
+            visibility=incoming.visibility,
+            text=draft.text,
+            subject=normalize_subject(draft.subject or draft.text),
+            due_at=due.timestamp() if isinstance(due, datetime) else None,
+            duration_s=draft.duration_minutes * 60,
+            target_entrance=draft.target_entrance,
+            source_message_id=recorded.message_id,
+        )
+
+
+def _fallback_soul(config: Config) -> tuple[str, str]:
+    """When memory has no valid soul yet, say so honestly rather than invent one."""
+    try:
+        soul = parse_soul(config.soul.path.read_bytes(), max_bytes=config.soul.max_bytes)
+        return soul.text, soul.name
+    except Exception:
+        return "# Name\nMirror\n\n(No valid SOUL.md is configured.)", "Mirror"

@@ -1,0 +1,312 @@
+"""The offline brain: a small deterministic persona that needs no model, no key, no network.
+
+It is the embedded default (`model = "mirror/offline"`, registered as a litellm provider by
+`bot.llm`). It answers only from the turn's `Context` (the same data a real model sees):
+its name from SOUL.md, its other instances from the mirror view, what a person said on
+another entrance, what it has promised; it turns an explicit request with a date or time
+into a commitment plus an intention; and it says once per conversation that it is offline.
+It never pretends to understand more than it does.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bot.context import Context
+from bot.intentions import normalize_subject
+from bot.models import ViewIntention
+
+ENTRANCE_NAMES = {
+    "discord": "Discord",
+    "telegram": "Telegram",
+    "email": "email",
+    "local": "terminal",
+}
+OFFLINE_NOTICE = (
+    "(I'm running on MirrorOS's offline brain, so my answers are simple. To give me a real "
+    'model, set [model] name in config/mirror.toml (e.g. "openai/gpt-4o-mini") and its API '
+    "key in the environment.)"
+)
+
+_NAME = re.compile(r"\b(what'?s|what is|tell me) your name\b|\bwho are you\b|\byour name\??$")
+_WHERE = re.compile(
+    r"\bwhere else\b|\bother (instances|entrances|places|selves)\b|\bwhich instances\b"
+    r"|\bwhere are you\b|\bare you (also |still )?(on|up|online)\b|\byour instances\b"
+)
+_TOLD = re.compile(
+    r"\bwhat (did|have) i (tell|told|say|said|write|wrote|send|sent|mention|mentioned)"
+    r"( to)? you (on|in|over|via|at|through) (the )?(?P<where>[\w.-]+)"
+)
+_PROMISES = re.compile(
+    r"\bwhat (have|did) you (promise|promised|commit|committed)"
+    r"|\byour (promises|commitments|plans)\b"
+    r"|\bwhat are you (going|planning) to\b|\bwhat do you (owe|have planned)\b"
+)
+_DONE = re.compile(
+    r"\b(it'?s|that'?s|it is|that is|all) (done|finished|sorted|taken care of)\b"
+    r"|\b(already|now) done\b|\bno longer needed\b|^done[.!]*$"
+)
+_REQUEST = re.compile(
+    r"\b(can|could|would|will) you\b|\bplease\b|\bremind me\b|\blet'?s\b|\bi need you to\b"
+    r"|\bdon'?t forget\b"
+)
+_TARGET = re.compile(
+    r"\b(tell|post|announce|let|message|notify|inform|say|ask)\b.*?\b((on|in|to|via|over)\s+)?"
+    r"(the\s+)?(?P<entrance>discord|telegram|email|mail)\b"
+)
+_ACTION = re.compile(
+    r"\b(?:can|could|would|will) you\s+(?:please\s+)?(?P<a>.+)|\bplease\s+(?P<b>.+)"
+    r"|\bremind me to\s+(?P<c>.+)|\blet'?s\s+(?P<d>.+)|\bi need you to\s+(?P<e>.+)"
+    r"|\bdon'?t forget to\s+(?P<f>.+)"
+)
+_TIME_WORDS = re.compile(
+    r"\b(on|at|by|this|next|coming)?\s*(mon|tues|wednes|thurs|fri|satur|sun)day\b.*"
+    r"|\b(at|by|around)\s+\d.*|\b(tomorrow|tonight|today)\b.*|\bin \d+ (minutes?|hours?|days?)\b.*"
+    r"|\b\d{1,2}(:\d2)?\s*(am|pm)\b.*"
+)
+_QUESTION = re.compile(r"\?\s*$|^(who|what|when|where|why|how|do|does|did|is|are|can)\b")
+
+
+def answer(context: Context) -> dict[str, Any]:
+    """The structured reply (same shape a real model is asked for)."""
+    text = context.text.strip()
+    lowered = text.lower()
+    reply: dict[str, Any] = {"reply": "", "intentions": [], "notes": [], "done": []}
+
+    if _NAME.search(lowered):
+        reply["reply"] = introduce(context)
+    elif match := _TOLD.search(lowered):
+        reply["reply"] = what_they_said(context, match.group("where"))
+    elif _WHERE.search(lowered):
+        reply["reply"] = where_else(context)
+    elif _PROMISES.search(lowered):
+        reply["reply"] = promises(context)
+    elif _DONE.search(lowered) and (mine := _open_for_person(context)):
+        item = mine[0]
+        reply["done"] = [item.id]
+        reply["reply"] = f"Good, I've marked it done: {item.text}."
+    elif _REQUEST.search(lowered) and (due := find_due(text, context)) is not None:
+        reply.update(commit(context, text, due))
+    elif _REQUEST.search(lowered) and (target := target_entrance(lowered)) is not None:
+        reply.update(commit(context, text, None, target=target))
+    elif _QUESTION.search(lowered):
+        reply["reply"] = recall_answer(context)
+    else:
+        reply["reply"] = "Noted. I've written that down where my other instances can see it."
+        reply["notes"] = [f"{context.person_name or 'someone'} said: {text}"]
+
+    reply["reply"] = styled(context, reply["reply"])
+    return reply
+
+
+def styled(context: Context, body: str) -> str:
+    """Apply the entrance style and the once-per-conversation offline notice."""
+    if not context.view.offline_notice_given:
+        body = f"{body}\n\n{OFFLINE_NOTICE}"
+    style = context.style.lower()
+    if "greeting" in style or "sign-off" in style:
+        name = context.person_name or "there"
+        body = f"Hi {name},\n\n{body}\n\nBest,\n{context.soul_name}"
+    return body
+
+
+def apology(context: Context, reason: str) -> str:
+    """What the persona says when its model failed (the message is kept as unanswered)."""
+    return styled(
+        context,
+        f"Sorry, I can't think straight right now ({reason}). I've kept your message and "
+        "will pick it up again.",
+    )
+
+
+def introduce(context: Context) -> str:
+    voice = _first_sentence(context.soul_text, "voice")
+    where = f"this is my {ENTRANCE_NAMES.get(context.entrance, context.entrance)} side"
+    return f"I'm {context.soul_name}; {where} (instance '{context.instance_id}'). {voice}".strip()
+
+
+def where_else(context: Context) -> str:
+    others = [i for i in context.view.instances if i.id != context.instance_id]
+    if not others:
+        return "Right now this is my only instance; memory.db shows no other."
+    lines = []
+    for instance in others:
+        place = ENTRANCE_NAMES.get(instance.entrance, instance.entrance)
+        if instance.alive:
+            state = "online"
+        else:
+            state = f"offline since {context.local_time(instance.since)}"
+        latest = instance.recent[0] if instance.recent else None
+        doing = ""
+        if latest is not None and latest.text is None:
+            doing = f"; lately a private conversation on {place}"
+        elif latest is not None:
+            who = "I said" if latest.direction == "out" else f"{latest.person_name} said"
+            doing = f"; lately {who}: “{_short(latest.text or '')}”"
+        lines.append(f"- '{instance.id}' on {place}: {state}{doing}")
+    return "Besides this one, my instances are:\n" + "\n".join(lines)
+
+
+def what_they_said(context: Context, where: str) -> str:
+    where = where.lower().rstrip("?.!")
+    where = {"mail": "email", "terminal": "local"}.get(where, where)
+    said = [
+        m
+        for m in context.view.elsewhere
+        if m.direction == "in" and m.text and where in (m.entrance, m.instance_id.lower())
+    ]
+    if not said:
+        return (
+            f"I have nothing from you on {where} in memory.db. If it was on another account, "
+            "link your accounts and I'll see it."
+        )
+    quoted = "\n".join(f"- “{m.text}” ({context.local_time(m.at)})" for m in said[:5])
+    return f"On {where} you told me:\n{quoted}"
+
+
+def promises(context: Context) -> str:
+    visible = [i for i in context.view.intentions if i.text is not None]
+    hidden = [i for i in context.view.intentions if i.text is None]
+    if not visible and not hidden:
+        return "I have no open promises right now."
+    lines = []
+    for item in visible:
+        due = f" ({context.local_time(item.due_at)})" if item.due_at else ""
+        state = " — waiting for my coordinator" if item.status == "conflicted" else ""
+        lines.append(f"- {item.text}{due}{state} [via {item.owner_instance}]")
+    if hidden:
+        lines.append(f"- and {len(hidden)} from private conversations I can't share")
+    decisions = [d for d in context.view.decisions if d.resolution]
+    if decisions:
+        lines.append("My coordinator decided:")
+        lines.extend(f"- {d.subject}: {d.resolution}" for d in decisions[:3])
+    return "My open promises:\n" + "\n".join(lines)
+
+
+def recall_answer(context: Context) -> str:
+    visible = [m for m in context.view.recall if m.text]
+    if visible:
+        latest = visible[0]
+        who = "I" if latest.direction == "out" else (latest.person_name or "someone")
+        return (
+            "I can't reason about that offline, but memory.db has this: "
+            f"{who} on {latest.entrance}: “{_short(latest.text or '')}”"
+        )
+    for note in context.view.recall_notes:
+        return f"I can't reason about that offline, but I noted: “{_short(note.text)}”"
+    return "I don't know that; nothing in memory.db answers it."
+
+
+def commit(
+    context: Context, text: str, due: datetime | None, *, target: str | None = None
+) -> dict[str, Any]:
+    action = request_action(text)
+    subject = normalize_subject(action, person=context.person_name)
+    when = f" on {context.local_time(due)}" if due else ""
+    target = target or target_entrance(text.lower())
+    for_record = re.sub(r"\byou\b", context.person_name or "them", action)
+    for_record = re.sub(
+        r"\byour\b", f"{context.person_name}'s" if context.person_name else "their", for_record
+    )
+    intention = {
+        "text": for_record,
+        "subject": subject,
+        "due_at": due.isoformat() if due else None,
+        "duration_minutes": 60,
+        "target_entrance": target,
+    }
+    conflicts = [
+        i
+        for i in context.view.intentions
+        if due is not None and i.due_at is not None and abs((i.due_at - due).total_seconds()) < 3600
+    ]
+    reply = f"Yes, I'll {action}{when}. I've written it down"
+    if target and target != context.entrance:
+        reply += (
+            f"; it needs my {ENTRANCE_NAMES.get(target, target)} side, so I've asked my coordinator"
+        )
+    elif conflicts:
+        reply += ", but I may already have something then; my coordinator will sort it out"
+    return {"reply": reply + ".", "intentions": [intention]}
+
+
+def request_action(text: str) -> str:
+    """The action of a request, without the time: 'call me on Friday at 3pm?' -> 'call you'."""
+    match = _ACTION.search(text.lower())
+    action = next((g for g in match.groups() if g), text) if match else text
+    action = _TIME_WORDS.sub("", action.lower())
+    action = re.sub(r"[?!.]+$", "", action).strip(" ,;")
+    action = re.sub(r"\bme\b", "you", action)
+    action = re.sub(r"\bmy\b", "your", action)
+    return action or "do that"
+
+
+def target_entrance(lowered: str) -> str | None:
+    match = _TARGET.search(lowered)
+    if not match:
+        return None
+    return {"mail": "email"}.get(match.group("entrance"), match.group("entrance"))
+
+
+def find_due(text: str, context: Context) -> datetime | None:
+    """The first date or time in a request, in the persona's timezone (future preferred)."""
+    from dateparser.search import search_dates
+
+    zone = ZoneInfo(context.timezone)
+    now = context.now.astimezone(zone)
+    found = search_dates(
+        text,
+        languages=["en"],
+        settings={
+            "TIMEZONE": context.timezone,
+            "RETURN_AS_TIMEZONE_AWARE": True,
+            "PREFER_DATES_FROM": "future",
+            "RELATIVE_BASE": now.replace(tzinfo=None),
+        },
+    )
+    if not found:
+        return None
+    moments = [moment for phrase, moment in found if _looks_like_time(phrase)]
+    if not moments:
+        return None
+    # "on Friday at 3pm" may come back as two phrases: combine a day with a time of day.
+    due = moments[0]
+    if len(moments) > 1 and due.hour == now.hour and due.minute == now.minute:
+        due = due.replace(hour=moments[1].hour, minute=moments[1].minute)
+    due = due.astimezone(zone)
+    if due < now - timedelta(minutes=1):
+        due += timedelta(days=7 if due.date() != now.date() else 1)
+    return due
+
+
+def _looks_like_time(phrase: str) -> bool:
+    return bool(
+        re.search(
+            r"\d|today|tomorrow|tonight|monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+            r"|noon|midnight|morning|evening|week",
+            phrase.lower(),
+        )
+    )
+
+
+def _open_for_person(context: Context) -> list[ViewIntention]:
+    return [i for i in context.view.intentions if i.about_this_person and i.text]
+
+
+def _first_sentence(soul_text: str, section: str) -> str:
+    match = re.search(
+        rf"^##\s+{section}\s*$\n+(?P<body>.+?)(?:\n\n|\n##|$)", soul_text, re.I | re.M | re.S
+    )
+    if not match:
+        return ""
+    body = " ".join(match.group("body").split())
+    sentence = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0]
+    return sentence
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

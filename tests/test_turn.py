@@ -1,0 +1,183 @@
+"""One turn in-process: the offline brain, the litellm path against a fake model API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bot.config import Config, load_config
+from bot.llm import parse_reply
+from bot.memory import Memory
+from bot.mind import Mind
+from bot.models import Author, Incoming
+from bot.soul import sync_soul_file
+from tests.fakes.openai_api import FakeOpenAI
+
+
+def message(
+    text: str,
+    *,
+    person: str = "alice",
+    entrance: str = "local",
+    conversation: str | None = None,
+    kind: str = "dm",
+) -> Incoming:
+    return Incoming(
+        entrance=entrance,
+        conversation_id=conversation or f"{entrance}:{person}",
+        conversation_kind=kind,  # type: ignore[arg-type]
+        author=Author(external_id=person, display_name=person.capitalize()),
+        text=text,
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path, soul_file: Path) -> Config:
+    cfg = load_config(Path(__file__).parents[1] / "config" / "mirror.toml", db=tmp_path / "m.db")
+    cfg.soul.path = soul_file
+    return cfg
+
+
+@pytest.fixture
+async def mind(config: Config, memory: Memory, soul_file: Path) -> AsyncIterator[Mind]:
+    await sync_soul_file(memory, soul_file)
+    await memory.register_instance("phone", "local", "host", 1, 1)
+    yield Mind(memory, config, instance_id="phone", entrance="local")
+
+
+def test_parse_reply_accepts_json_fenced_json_and_prose() -> None:
+    data = (
+        '{"reply": "Sure.", "intentions": [{"text": "call Bob", "subject": "call bob",'
+        ' "due_at": "2026-11-27T15:00:00+00:00"}], "notes": ["Bob likes tea"]}'
+    )
+    reply = parse_reply(data)
+    assert reply.text == "Sure." and reply.intentions[0].due_at == datetime(
+        2026, 11, 27, 15, tzinfo=UTC
+    )
+    assert parse_reply(f"```json\n{data}\n```").notes == ["Bob likes tea"]
+    assert parse_reply("Just prose, no JSON.").text == "Just prose, no JSON."
+    assert parse_reply('{"reply": 3, "broken": ').text.startswith("{")
+    assert parse_reply('{"reply": "ok", "intentions": [{"text": "x", "due_at": "whenever"}]}').text
+    with pytest.raises(ValueError):
+        parse_reply("   ")
+
+
+async def test_offline_brain_turns_a_dated_request_into_an_intention(
+    mind: Mind, memory: Memory
+) -> None:
+    reply = await mind.turn(message("Can you call me on Friday at 3pm?"))
+    assert reply is not None and "call you" in reply.text
+    [intention] = await memory.intentions()
+    assert intention.subject == "call alice"
+    assert intention.due_at is not None and intention.due_at.weekday() == 4
+    assert intention.due_at.hour == 15 and intention.person_name == "Alice"
+
+    reply = await mind.turn(message("It's done, thanks"))
+    assert reply is not None and "marked it done" in reply.text
+    assert (await memory.intention(intention.id)).status == "done"  # type: ignore[union-attr]
+
+
+async def test_offline_brain_keeps_the_persona_timezone(mind: Mind, memory: Memory) -> None:
+    mind.config.persona.timezone = "America/New_York"
+    await mind.turn(message("Could you review my draft tomorrow at 9am?"))
+    [intention] = await memory.intentions()
+    assert intention.due_at is not None
+    local = intention.due_at.astimezone(__import__("zoneinfo").ZoneInfo("America/New_York"))
+    assert (local.hour, local.minute) == (9, 0)
+
+
+async def test_request_for_another_entrance_sets_the_target(mind: Mind, memory: Memory) -> None:
+    await mind.turn(message("Please tell the Discord group the meeting moved to 5pm"))
+    [intention] = await memory.intentions()
+    assert intention.target_entrance == "discord"
+
+
+async def test_already_answered_message_is_not_answered_again(mind: Mind) -> None:
+    incoming = message("hello").model_copy(update={"platform_message_id": "p1"})
+    assert await mind.turn(incoming) is not None
+    assert await mind.turn(incoming) is None
+
+
+async def test_email_style_gets_greeting_and_sign_off(mind: Mind) -> None:
+    reply = await mind.turn(message("What is your name?", entrance="email", person="ann@x.org"))
+    assert reply is not None
+    assert reply.text.startswith("Hi Ann@x.org,") and reply.text.rstrip().endswith("Wren")
+
+
+@pytest.fixture
+async def fake_model(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeOpenAI]:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    async with FakeOpenAI(models=("fake-model", "fake-b")) as fake:
+        yield fake
+
+
+def use_fake(config: Config, fake: FakeOpenAI, **model: object) -> None:
+    config.model.name = "openai/fake-model"
+    config.model.api_base = fake.base_url
+    config.model.retries = 0
+    for key, value in model.items():
+        setattr(config.model, key, value)
+
+
+async def test_json_answer_becomes_reply_and_intentions(
+    mind: Mind, memory: Memory, fake_model: FakeOpenAI
+) -> None:
+    use_fake(mind.config, fake_model)
+    fake_model.queue_json(
+        {
+            "reply": "I'll ring Bob on Friday.",
+            "intentions": [
+                {
+                    "text": "ring Bob",
+                    "subject": "call bob",
+                    "due_at": "2026-11-27T15:00:00+00:00",
+                    "duration_minutes": 30,
+                }
+            ],
+            "notes": ["Alice wants Bob called"],
+        }
+    )
+    reply = await mind.turn(message("Ring Bob on Friday at 3 please"))
+    assert reply is not None and reply.text == "I'll ring Bob on Friday."
+    assert reply.model == "openai/fake-model"
+    [intention] = await memory.intentions()
+    assert (intention.subject, intention.duration_s) == ("call bob", 1800)
+
+    request = fake_model.requests[-1]
+    assert request["response_format"] == {"type": "json_object"}
+    system = request["messages"][0]["content"]
+    assert system.startswith("# Name\nWren")
+    assert "# Mirror view" in system and "phone on local: alive" in system
+    assert request["messages"][-1]["content"] == "Alice: Ring Bob on Friday at 3 please"
+
+
+async def test_prose_answer_is_used_as_the_reply(mind: Mind, fake_model: FakeOpenAI) -> None:
+    use_fake(mind.config, fake_model)
+    fake_model.queue_reply("Hello Alice, lovely to hear from you.")
+    reply = await mind.turn(message("hi"))
+    assert reply is not None and reply.text == "Hello Alice, lovely to hear from you."
+
+
+async def test_timeout_falls_back_to_the_next_model(mind: Mind, fake_model: FakeOpenAI) -> None:
+    use_fake(mind.config, fake_model, timeout_s=0.5, fallbacks=["openai/fake-b"])
+    fake_model.slow_model("fake-model", 3)
+    fake_model.queue_reply("from the fallback")
+    reply = await mind.turn(message("hi"))
+    assert (
+        reply is not None and reply.text == "from the fallback" and reply.model == "openai/fake-b"
+    )
+
+
+async def test_every_model_failing_gives_an_apology_and_keeps_the_message(
+    mind: Mind, memory: Memory, fake_model: FakeOpenAI
+) -> None:
+    use_fake(mind.config, fake_model, retries=1, retry_backoff_s=0.01)
+    fake_model.fail_model("fake-model", 500, should_retry=False)
+    reply = await mind.turn(message("are you there?"))
+    assert reply is not None and not reply.answered and "Sorry" in reply.text
+    assert len(fake_model.requests) == 2  # one retry, as configured
+    [_, incoming] = await memory.message_log()
+    assert incoming.direction == "in" and incoming.status == "unanswered"
