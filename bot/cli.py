@@ -468,6 +468,182 @@ def up(
     run_service(chat_entrance)
 
 
+@app.command("run")
+def run_entrance(
+    entrance: Annotated[str, typer.Argument(help="telegram, discord, email, or scheduler.")],
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Run one entrance (or the scheduler) as this process."""
+    cfg = get_config(config, db)
+    if entrance == "scheduler":
+        from bot.scheduler import Scheduler
+
+        run_service(Scheduler(cfg))
+        return
+    if entrance == "local":
+        raise fail("the local entrance runs in a terminal: use `mirror chat`")
+    from bot.config import entrance_secret_env, secret_for
+    from bot.entrance import PLATFORM_ENTRANCES, EntranceFailure, load_entrance
+
+    if entrance not in PLATFORM_ENTRANCES:
+        raise fail(
+            f"unknown entrance {entrance!r}; one of: {', '.join(PLATFORM_ENTRANCES)}, scheduler"
+        )
+    secret = secret_for(entrance)
+    if not secret:
+        raise fail(f"{entrance}: set {entrance_secret_env(entrance)} in the environment or .env")
+    try:
+        service = load_entrance(entrance, cfg, secret)
+        run_service(service)
+    except EntranceFailure as exc:
+        raise fail(f"{entrance}: {exc}") from None
+
+
+@app.command("scheduler")
+def scheduler_command(
+    once: Annotated[bool, typer.Option("--once", help="Run one tick and exit.")] = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """The scheduler: `--once` runs one tick and prints what it did."""
+    cfg = get_config(config, db)
+    from bot.scheduler import Scheduler
+
+    if not once:
+        run_service(Scheduler(cfg))
+        return
+
+    async def go() -> None:
+        scheduler = Scheduler(cfg, name="scheduler-once")
+        await scheduler.open()
+        try:
+            report = await scheduler.tick()
+        finally:
+            await scheduler.close()
+        typer.echo(report.summary())
+
+    run_async(go)
+
+
+# coordinator -----------------------------------------------------------------------------
+
+
+def _coordinator_command(cfg: Config, name: str, args: list[str]) -> None:
+    async def go() -> None:
+        from bot.coordinator import Command, Coordinator
+
+        memory = await open_memory(cfg)
+        try:
+            outcome = await Coordinator(memory, cfg).run(
+                Command(name, args), actor="cli", trusted=True
+            )
+        finally:
+            await memory.close()
+        typer.echo(outcome.text)
+        if name in ("resolve", "dismiss", "approve", "deny") and not outcome.changed:
+            raise typer.Exit(2)
+
+    run_async(go)
+
+
+@app.command()
+def pending(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Items waiting for the coordinator."""
+    cfg = get_config(config, db)
+    if not as_json:
+        _coordinator_command(cfg, "pending", [])
+        return
+
+    async def go() -> None:
+        memory = await open_memory(cfg)
+        try:
+            items = await memory.pending_items()
+        finally:
+            await memory.close()
+        echo_json([item.model_dump(mode="json") for item in items])
+
+    run_async(go)
+
+
+@app.command()
+def resolve(
+    item_id: int,
+    choice: Annotated[str, typer.Argument(help="A, B, both, neither, approve, deny, or words.")],
+    note: Annotated[str | None, typer.Option(help="A note kept with the decision.")] = None,
+    notify: Annotated[bool, typer.Option(help="Tell each affected person.")] = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Decide an item as the coordinator."""
+    cfg = get_config(config, db)
+    args = (
+        [str(item_id), choice] + (note.split() if note else []) + (["--notify"] if notify else [])
+    )
+    _coordinator_command(cfg, "resolve", args)
+
+
+@app.command()
+def dismiss(item_id: int, config: ConfigOption = None, db: DbOption = None) -> None:
+    """Close an item without a decision."""
+    _coordinator_command(get_config(config, db), "dismiss", [str(item_id)])
+
+
+@app.command()
+def intentions(
+    status: Annotated[str | None, typer.Option(help="open, done, conflicted, …")] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The persona's intentions across every instance."""
+    cfg = get_config(config, db)
+
+    async def go() -> None:
+        memory = await open_memory(cfg)
+        try:
+            found = await memory.intentions(status)
+        finally:
+            await memory.close()
+        if as_json:
+            echo_json([item.model_dump(mode="json") for item in found])
+            return
+        for item in found:
+            due = f" due {item.due_at:%Y-%m-%d %H:%M} UTC" if item.due_at else ""
+            target = f" -> {item.target_entrance}" if item.target_entrance else ""
+            typer.echo(
+                f"{item.id:>5} [{item.status}] {item.owner_instance}/{item.entrance} "
+                f"'{item.subject}': {item.text}{due}{target}"
+            )
+
+    run_async(go)
+
+
+@app.command()
+def conflicts(
+    config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False
+) -> None:
+    """Conflicts and requests, with their decisions."""
+    cfg = get_config(config, db)
+
+    async def go() -> None:
+        memory = await open_memory(cfg)
+        try:
+            found = await memory.conflicts()
+        finally:
+            await memory.close()
+        if as_json:
+            echo_json([item.model_dump(mode="json") for item in found])
+            return
+        for item in found:
+            decided = f" -> {item.resolution}" if item.resolution else ""
+            typer.echo(
+                f"{item.id:>5} {item.kind} [{item.status}] '{item.subject}': {item.reason}{decided}"
+            )
+
+    run_async(go)
+
+
 # backup ----------------------------------------------------------------------------------
 
 

@@ -86,9 +86,14 @@ class Address(BaseModel):
         return f"{self.entrance}:{self.id}"
 
 
+class SchedulerConfig(Section):
+    interval_s: float = Field(default=2.0, gt=0)
+    lease_s: float = Field(default=6.0, gt=0)
+    expire_after_s: float = Field(default=7 * 86400, gt=0)
+
+
 class CoordinatorConfig(Section):
     address: str = "local:coordinator"
-    surface_interval_s: float = Field(default=10, gt=0)
     remind_after_s: float = Field(default=3600, gt=0)
     escalate_after_s: float = Field(default=86400, gt=0)
 
@@ -151,6 +156,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     persona: PersonaConfig = Field(default_factory=PersonaConfig)
     coordinator: CoordinatorConfig = Field(default_factory=CoordinatorConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     entrances: Entrances = Field(default_factory=Entrances)
 
     # Where the file came from (None: embedded defaults). Not a TOML key.

@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bot.config import Config
+from bot.coordinator import Coordinator, Outcome
 from bot.memory import Memory
 from bot.mind import Mind
 from bot.models import Incoming, Reply
@@ -42,6 +43,7 @@ class Instance:
         self.heartbeat_s = heartbeat_s
         self.memory = Memory(config.memory.path, busy_timeout_ms=config.memory.busy_timeout_ms)
         self.mind = Mind(self.memory, config, instance_id=instance_id, entrance=entrance)
+        self.coordinator = Coordinator(self.memory, config)
         self.watcher = (
             SoulWatcher(self.memory, config.soul.path, max_bytes=config.soul.max_bytes)
             if watch_soul
@@ -111,10 +113,19 @@ class Instance:
         return courier
 
     async def handle(self, incoming: Incoming) -> Reply | None:
-        """One turn; shutdown waits for turns in flight so nothing is half-written."""
+        """One turn; shutdown waits for turns in flight so nothing is half-written.
+
+        Coordinator commands (/pending, /resolve …) are answered by the coordinator code,
+        never by the model, and only act for the configured coordinator.
+        """
         self._turns_in_flight += 1
         self._no_turns.clear()
         try:
+            outcome = await self.coordinator.handle(
+                incoming.entrance, incoming.author.external_id, incoming.text
+            )
+            if outcome is not None:
+                return Reply(text=outcome.text, model=None)
             return await self.mind.turn(incoming)
         except Exception:
             # The message is recorded (or the failure is in recording it); the log says which.
@@ -126,6 +137,10 @@ class Instance:
             self._turns_in_flight -= 1
             if not self._turns_in_flight:
                 self._no_turns.set()
+
+    async def press(self, external_id: str, data: str) -> Outcome:
+        """A button press on this entrance (coordinator choices)."""
+        return await self.coordinator.press(self.entrance, external_id, data)
 
     async def _heartbeat(self) -> None:
         while True:

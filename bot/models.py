@@ -163,6 +163,7 @@ class Conflict(Frozen):
     resolved_at: datetime | None
     created_at: datetime
     surfaced_at: datetime | None
+    kept: list[str] = Field(default_factory=list)
 
 
 class OutboxItem(Frozen):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 from bot.memory.conversation_store import ConversationStore, Recorded, fts_query
+from bot.memory.coordinator_store import CoordinatorStore, LeaseLost, Outgoing
 from bot.memory.database import (
     Database,
     MemoryDbError,
@@ -28,10 +29,12 @@ from bot.models import Status
 __all__ = [
     "ItemError",
     "Lease",
+    "LeaseLost",
     "Memory",
     "MemoryDbError",
     "MemoryUnavailable",
     "NewIntention",
+    "Outgoing",
     "Provenance",
     "Recorded",
     "SchemaTooNew",
@@ -47,6 +50,7 @@ class Memory(
     MirrorStore,
     TurnStore,
     IntentionStore,
+    CoordinatorStore,
     OutboxStore,
     SoulStore,
     PresenceStore,

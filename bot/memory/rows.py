@@ -128,6 +128,7 @@ def conflict(row: sqlite3.Row) -> Conflict:
         resolved_at=_maybe_at(row, "resolved_at"),
         created_at=_at(row, "created_at"),
         surfaced_at=_maybe_at(row, "surfaced_at"),
+        kept=json.loads(row["kept"]) if row["kept"] else [],
     )
 
 

@@ -1,0 +1,280 @@
+"""The coordinator's items in memory.db: details, decisions, surfacing, reminders.
+
+Writes made on the scheduler's behalf carry its lease epoch and check, in the same
+transaction, that the lease is still held (a fencing token): a scheduler that lost its
+lease while paused cannot write stale outbox rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.memory import rows
+from bot.memory.database import Database, audit_in
+from bot.memory.intention_store import ItemError
+from bot.memory.outbox_store import enqueue_in
+from bot.models import Conflict, Intention
+
+
+class LeaseLost(Exception):
+    """The writer no longer holds the lease its epoch names."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """One intention of an item, with where it came from (the coordinator sees all)."""
+
+    intention: Intention
+    conversation_external_id: str | None
+    conversation_kind: str | None
+
+
+@dataclass(frozen=True)
+class ItemDetails:
+    item: Conflict
+    sides: list[Side]
+    decision: Conflict | None = None  # the earlier decision a 'decision' conflict contradicts
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An outbox row to queue with a decision."""
+
+    entrance: str
+    target: str
+    text: str
+    dedupe_key: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_lease(conn: sqlite3.Connection, now: float, name: str, holder: str, epoch: int) -> None:
+    row = conn.execute(
+        "SELECT 1 FROM leases WHERE name = ? AND holder = ? AND epoch = ? AND expires_at > ?",
+        (name, holder, epoch, now),
+    ).fetchone()
+    if row is None:
+        raise LeaseLost(f"lease {name} epoch {epoch} is no longer held by {holder}")
+
+
+def _side(conn: sqlite3.Connection, intention_id: int) -> Side:
+    row = conn.execute(
+        "SELECT i.*, p.name AS person_name, c.external_id AS conversation_external_id,"
+        " c.kind AS conversation_kind FROM intentions i"
+        " LEFT JOIN people p ON p.id = i.person_id"
+        " LEFT JOIN conversations c ON c.id = i.conversation_id WHERE i.id = ?",
+        (intention_id,),
+    ).fetchone()
+    return Side(rows.intention(row), row["conversation_external_id"], row["conversation_kind"])
+
+
+def item_details_in(conn: sqlite3.Connection, item_id: int) -> ItemDetails | None:
+    row = conn.execute("SELECT * FROM conflicts WHERE id = ?", (item_id,)).fetchone()
+    if row is None:
+        return None
+    sides = [_side(conn, row["intention_a"])]
+    if row["intention_b"] is not None:
+        sides.append(_side(conn, row["intention_b"]))
+    decision = None
+    if row["decision_of"] is not None:
+        earlier = conn.execute(
+            "SELECT * FROM conflicts WHERE id = ?", (row["decision_of"],)
+        ).fetchone()
+        decision = rows.conflict(earlier) if earlier else None
+    return ItemDetails(rows.conflict(row), sides, decision)
+
+
+class CoordinatorStore(Database):
+    async def item_details(self, item_id: int) -> ItemDetails | None:
+        return await self.read(item_details_in, item_id)
+
+    async def pending_details(self) -> list[ItemDetails]:
+        def run(conn: sqlite3.Connection) -> list[ItemDetails]:
+            ids = conn.execute(
+                "SELECT id FROM conflicts WHERE status IN ('open', 'surfaced') ORDER BY id"
+            ).fetchall()
+            return [d for d in (item_details_in(conn, r["id"]) for r in ids) if d is not None]
+
+        return await self.read(run)
+
+    async def decide_item(
+        self,
+        item_id: int,
+        *,
+        status: str,
+        choice: str,
+        resolution: str,
+        note: str | None,
+        actor: str,
+        intention_statuses: dict[int, str],
+        kept: list[str],
+        outgoing: list[Outgoing],
+    ) -> None:
+        """Record a decision, set the intentions' statuses, queue what it sends: one transaction."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            now = self.now
+            changed = conn.execute(
+                "UPDATE conflicts SET status = :status, choice = :choice,"
+                " resolution = :resolution, note = :note, kept = :kept, resolved_by = :actor,"
+                " resolved_at = :now WHERE id = :id AND status IN ('open', 'surfaced')",
+                {
+                    "status": status,
+                    "choice": choice,
+                    "resolution": resolution,
+                    "note": note,
+                    "kept": json.dumps(kept),
+                    "actor": actor,
+                    "now": now,
+                    "id": item_id,
+                },
+            ).rowcount
+            if not changed:
+                raise ItemError(f"item {item_id} is not pending any more")
+            for intention_id, new_status in intention_statuses.items():
+                conn.execute(
+                    "UPDATE intentions SET status = ?, updated_at = ? WHERE id = ?"
+                    " AND status IN ('open', 'conflicted', 'resolved')",
+                    (new_status, now, intention_id),
+                )
+            for message in outgoing:
+                enqueue_in(
+                    conn,
+                    now,
+                    entrance=message.entrance,
+                    target=message.target,
+                    text=message.text,
+                    payload=message.payload,
+                    dedupe_key=message.dedupe_key,
+                )
+            audit_in(
+                conn,
+                now,
+                actor,
+                f"item.{status}",
+                str(item_id),
+                {"choice": choice, "note": note, "resolution": resolution},
+            )
+
+        await self.write(run)
+
+    async def latest_conversation(
+        self, entrance: str, *, kind: str | None = None
+    ) -> tuple[str, str] | None:
+        """(external id, kind) of the most recently active conversation on an entrance."""
+
+        def run(conn: sqlite3.Connection) -> tuple[str, str] | None:
+            row = conn.execute(
+                "SELECT c.external_id, c.kind FROM conversations c"
+                " WHERE c.entrance = :entrance AND (:kind IS NULL OR c.kind = :kind)"
+                " ORDER BY (SELECT max(m.id) FROM messages m WHERE m.conversation_id = c.id) DESC"
+                " LIMIT 1",
+                {"entrance": entrance, "kind": kind},
+            ).fetchone()
+            return (row["external_id"], row["kind"]) if row else None
+
+        return await self.read(run)
+
+    # The scheduler's side -----------------------------------------------------------------
+
+    async def items_to_surface(self, limit: int = 100) -> list[ItemDetails]:
+        def run(conn: sqlite3.Connection) -> list[ItemDetails]:
+            ids = conn.execute(
+                "SELECT id FROM conflicts WHERE status = 'open' ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+            return [d for d in (item_details_in(conn, r["id"]) for r in ids) if d is not None]
+
+        return await self.read(run)
+
+    async def items_to_remind(self, older_than_s: float, limit: int = 100) -> list[ItemDetails]:
+        def run(conn: sqlite3.Connection) -> list[ItemDetails]:
+            ids = conn.execute(
+                "SELECT id FROM conflicts WHERE status = 'surfaced'"
+                " AND COALESCE(reminded_at, surfaced_at) < ? ORDER BY id LIMIT ?",
+                (self.now - older_than_s, limit),
+            ).fetchall()
+            return [d for d in (item_details_in(conn, r["id"]) for r in ids) if d is not None]
+
+        return await self.read(run)
+
+    async def items_to_escalate(self, limit: int = 100) -> list[ItemDetails]:
+        """Pending items one of whose intentions is already due, not yet escalated."""
+
+        def run(conn: sqlite3.Connection) -> list[ItemDetails]:
+            ids = conn.execute(
+                "SELECT c.id FROM conflicts c JOIN intentions i"
+                " ON i.id IN (c.intention_a, c.intention_b)"
+                " WHERE c.status = 'surfaced' AND c.escalated_at IS NULL AND i.due_at < ?"
+                " GROUP BY c.id ORDER BY c.id LIMIT ?",
+                (self.now, limit),
+            ).fetchall()
+            return [d for d in (item_details_in(conn, r["id"]) for r in ids) if d is not None]
+
+        return await self.read(run)
+
+    async def mark_item_sent(
+        self,
+        item_id: int,
+        what: str,
+        message: Outgoing,
+        *,
+        lease: str,
+        holder: str,
+        epoch: int,
+    ) -> bool:
+        """Queue one scheduler message about an item and stamp the item: one fenced write.
+
+        what: 'surfaced' | 'reminded' | 'escalated'. Returns False if it was already sent.
+        """
+        column = {
+            "surfaced": "surfaced_at",
+            "reminded": "reminded_at",
+            "escalated": "escalated_at",
+        }[what]
+
+        def run(conn: sqlite3.Connection) -> bool:
+            now = self.now
+            _check_lease(conn, now, lease, holder, epoch)
+            outbox_id = enqueue_in(
+                conn,
+                now,
+                entrance=message.entrance,
+                target=message.target,
+                text=message.text,
+                payload=message.payload,
+                dedupe_key=message.dedupe_key,
+                epoch=epoch,
+            )
+            status = "surfaced" if what == "surfaced" else None
+            conn.execute(
+                f"UPDATE conflicts SET {column} = :now, epoch = :epoch,"
+                " status = COALESCE(:status, status) WHERE id = :id",
+                {"now": now, "epoch": epoch, "status": status, "id": item_id},
+            )
+            return outbox_id is not None
+
+        return await self.write(run)
+
+    async def fenced_enqueue(
+        self, message: Outgoing, *, lease: str, holder: str, epoch: int
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            now = self.now
+            _check_lease(conn, now, lease, holder, epoch)
+            return (
+                enqueue_in(
+                    conn,
+                    now,
+                    entrance=message.entrance,
+                    target=message.target,
+                    text=message.text,
+                    payload=message.payload,
+                    dedupe_key=message.dedupe_key,
+                    epoch=epoch,
+                )
+                is not None
+            )
+
+        return await self.write(run)

@@ -1,0 +1,198 @@
+"""The scheduler: surfaces unresolved items to the coordinator, reminds, escalates, expires.
+
+Any number of schedulers may run; one acts. Each tick first takes or renews the
+'scheduler' lease (a row in `leases`, upserted under BEGIN IMMEDIATE); a scheduler without
+it is a standby and takes over once the holder's lease expires. Every write a tick makes
+is fenced by the lease epoch. APScheduler (3.11, AsyncIOScheduler, in-memory job store)
+runs the tick on an interval inside this one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from bot.config import Config
+from bot.coordinator import buttons_for, describe_item
+from bot.memory import LeaseLost, Memory, Outgoing
+from bot.memory.coordinator_store import ItemDetails
+
+log = logging.getLogger(__name__)
+
+LEASE = "scheduler"
+
+
+@dataclass
+class TickReport:
+    leader: bool
+    epoch: int | None = None
+    surfaced: list[int] = field(default_factory=list)
+    reminded: list[int] = field(default_factory=list)
+    escalated: list[int] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.leader:
+            return "standby (another scheduler holds the lease)"
+        return (
+            f"leader (epoch {self.epoch}): surfaced {len(self.surfaced)}, reminded "
+            f"{len(self.reminded)}, escalated {len(self.escalated)}, expired "
+            f"{len(self.expired)}, dead instances {len(self.dead)}"
+        )
+
+
+class Scheduler:
+    def __init__(self, config: Config, *, memory: Memory | None = None, name: str = "scheduler"):
+        self.config = config
+        self.name = name
+        self.holder = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.memory = memory or Memory(
+            config.memory.path, busy_timeout_ms=config.memory.busy_timeout_ms
+        )
+        self._owns_memory = memory is None
+        self._stop = asyncio.Event()
+        self.leader = False
+
+    async def open(self) -> None:
+        if self._owns_memory:
+            await self.memory.open()
+
+    async def close(self) -> None:
+        if self.leader:
+            await self.memory.release_lease(LEASE, self.holder)
+            self.leader = False
+        if self._owns_memory:
+            await self.memory.close()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Tick on an interval until asked to stop (SIGINT/SIGTERM)."""
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        await self.open()
+        await self.memory.register_instance(
+            self.name, "scheduler", socket.gethostname(), os.getpid(), None
+        )
+        jobs = AsyncIOScheduler()
+        jobs.add_job(
+            self._tick_logged,
+            "interval",
+            seconds=self.config.scheduler.interval_s,
+            id="tick",
+            max_instances=1,
+            coalesce=True,
+        )
+        jobs.start()
+        try:
+            await self._tick_logged()
+            await self._stop.wait()
+        finally:
+            jobs.shutdown(wait=False)
+            await self.memory.stop_instance(self.name)
+            await self.close()
+            log.info("scheduler %s stopped", self.holder)
+
+    async def _tick_logged(self) -> None:
+        try:
+            report = await self.tick()
+        except Exception:
+            log.exception("scheduler tick failed")
+            return
+        if report.leader and (
+            report.surfaced or report.reminded or report.escalated or report.expired or report.dead
+        ):
+            log.info("tick: %s", report.summary())
+
+    async def tick(self) -> TickReport:
+        """One pass of every job, if this scheduler holds the lease."""
+        held, lease = await self.memory.acquire_lease(
+            LEASE,
+            self.holder,
+            socket.gethostname(),
+            os.getpid(),
+            ttl_s=self.config.scheduler.lease_s,
+        )
+        if held != self.leader:
+            log.info(
+                "scheduler %s is now %s (epoch %d)",
+                self.holder,
+                "the leader" if held else "a standby",
+                lease.epoch,
+            )
+        self.leader = held
+        if not held:
+            return TickReport(leader=False)
+        report = TickReport(leader=True, epoch=lease.epoch)
+        try:
+            await self._run_jobs(report, lease.epoch)
+        except LeaseLost as exc:
+            log.warning("lost the lease mid-tick: %s", exc)
+            self.leader = False
+        await self.memory.heartbeat(self.name)
+        return report
+
+    async def _run_jobs(self, report: TickReport, epoch: int) -> None:
+        coordinator = self.config.coordinator
+        address = coordinator.parsed
+        zone = self.config.persona.timezone
+
+        def message(details: ItemDetails, prefix: str, key: str) -> Outgoing:
+            return Outgoing(
+                entrance=address.entrance,
+                target=address.id,
+                text=f"{prefix}{describe_item(details, zone)}",
+                dedupe_key=key,
+                payload={
+                    "kind": "coordinator_item",
+                    "item_id": details.item.id,
+                    "buttons": buttons_for(details),
+                },
+            )
+
+        for details in await self.memory.items_to_surface():
+            item_id = details.item.id
+            if await self.memory.mark_item_sent(
+                item_id,
+                "surfaced",
+                message(details, "", f"surface:{item_id}"),
+                lease=LEASE,
+                holder=self.holder,
+                epoch=epoch,
+            ):
+                report.surfaced.append(item_id)
+        for details in await self.memory.items_to_remind(coordinator.remind_after_s):
+            item_id = details.item.id
+            stamp = int(self.memory.now // coordinator.remind_after_s)
+            if await self.memory.mark_item_sent(
+                item_id,
+                "reminded",
+                message(details, "Reminder: still waiting for you.\n", f"remind:{item_id}:{stamp}"),
+                lease=LEASE,
+                holder=self.holder,
+                epoch=epoch,
+            ):
+                report.reminded.append(item_id)
+        for details in await self.memory.items_to_escalate():
+            item_id = details.item.id
+            if await self.memory.mark_item_sent(
+                item_id,
+                "escalated",
+                message(details, "OVERDUE: this is already due.\n", f"escalate:{item_id}"),
+                lease=LEASE,
+                holder=self.holder,
+                epoch=epoch,
+            ):
+                report.escalated.append(item_id)
+        report.expired = await self.memory.expire_intentions(self.config.scheduler.expire_after_s)
+        report.dead = await self.memory.mark_dead_instances(
+            self.config.persona.instance_dead_after_s
+        )
+        for name in report.dead:
+            log.warning("instance %s stopped heartbeating; marked dead", name)
