@@ -50,7 +50,10 @@ class LocalChat:
     async def run(self) -> None:
         await self.instance.start()
         try:
-            self.instance.deliver_outbox(self.deliver, target=self.person)
+            # Rows for this person (the coordinator's address) or for this conversation.
+            self.instance.deliver_outbox(
+                self.deliver, targets=[self.person, self.conversation_id]
+            )
             self._start_reader()
             self.emit("ready", f"{self.instance.instance_id} is listening as {self.person}")
             if self.banner and self.interactive:
@@ -67,6 +70,10 @@ class LocalChat:
         finally:
             await self.instance.stop()
 
+    @property
+    def conversation_id(self) -> str:
+        return f"{self.instance.instance_id}:{self.person}"
+
     def request_stop(self) -> None:
         """Finish the current turn, then leave (as on EOF)."""
         self._stopping = True
@@ -77,7 +84,7 @@ class LocalChat:
             entrance=ENTRANCE,
             # Each terminal is its own conversation: the same person on two instances is
             # two DMs, as on two platforms.
-            conversation_id=f"{self.instance.instance_id}:{self.person}",
+            conversation_id=self.conversation_id,
             conversation_kind="dm",
             author=Author(external_id=self.person, display_name=self.person),
             text=text,

@@ -1,6 +1,6 @@
 """A realistic memory of N messages: 200 conversations, 50 people, 4 entrances, DMs and groups.
 
-    python -m bench.prefill PATH N
+python -m bench.prefill PATH N
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Per-turn overhead with the offline brain, split into ingest, context and store.
 
-    python -m bench.turn [N ...]       (default: 10000 100000)
+python -m bench.turn [N ...]       (default: 10000 100000)
 """
 
 from __future__ import annotations
@@ -39,14 +39,21 @@ async def measure(size: int, turns: int = 300) -> dict[str, float]:
             await memory.register_instance("bench", "telegram", "host", os.getpid(), 1)
             mind = Mind(memory, config, instance_id="bench", entrance="telegram")
             totals, parts = [], {"ingest": [], "context": [], "store": []}
-            texts = ["what did I tell you on discord?", "the garden report is late",
-                     "what have you promised?", "where else are you?"]
+            texts = [
+                "what did I tell you on discord?",
+                "the garden report is late",
+                "what have you promised?",
+                "where else are you?",
+            ]
             for n in range(turns + 20):
                 incoming = Incoming(
-                    entrance="telegram", conversation_id=f"telegram-conv-{(n * 4 + 1) % 200}",
-                    conversation_kind="dm", author=Author(external_id="telegram:person1",
-                                                          display_name="person1"),
-                    text=texts[n % len(texts)], platform_message_id=f"bench-{n}")
+                    entrance="telegram",
+                    conversation_id=f"telegram-conv-{(n * 4 + 1) % 200}",
+                    conversation_kind="dm",
+                    author=Author(external_id="telegram:person1", display_name="person1"),
+                    text=texts[n % len(texts)],
+                    platform_message_id=f"bench-{n}",
+                )
                 await mind.turn(incoming)
                 t = mind.last_timings
                 if n >= 20:  # warm-up: imports, caches
@@ -64,8 +71,11 @@ async def main(sizes: list[int]) -> None:
     print(f"{'messages':>10} {'p50 ms':>8} {'p99 ms':>8} {'ingest':>8} {'context':>8} {'store':>8}")
     for size in sizes:
         r = await measure(size)
-        print(f"{size:>10} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['ingest_p50']:>8.2f} "
-              f"{r['context_p50']:>8.2f} {r['store_p50']:>8.2f}", flush=True)
+        print(
+            f"{size:>10} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['ingest_p50']:>8.2f} "
+            f"{r['context_p50']:>8.2f} {r['store_p50']:>8.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

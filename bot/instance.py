@@ -107,8 +107,9 @@ class Instance:
         self._tasks.append(task)
         return task
 
-    def deliver_outbox(self, send: Send, *, target: str | None = None) -> OutboxCourier:
-        courier = OutboxCourier(self.memory, self.entrance, self.instance_id, send, target=target)
+    def deliver_outbox(self, send: Send, *, targets: list[str] | None = None) -> OutboxCourier:
+        """Deliver this entrance's outbox rows (only those for `targets`, when given)."""
+        courier = OutboxCourier(self.memory, self.entrance, self.instance_id, send, targets=targets)
         self.spawn(courier.run(), "outbox")
         return courier
 

@@ -170,8 +170,7 @@ def what_they_said(context: Context, where: str) -> str:
 def promises(context: Context) -> str:
     visible = [i for i in context.view.intentions if i.text is not None]
     hidden = [i for i in context.view.intentions if i.text is None]
-    if not visible and not hidden:
-        return "I have no open promises right now."
+    decisions = [d for d in context.view.decisions if d.resolution]
     lines = []
     for item in visible:
         due = f" ({context.local_time(item.due_at)})" if item.due_at else ""
@@ -179,11 +178,12 @@ def promises(context: Context) -> str:
         lines.append(f"- {item.text}{due}{state} [via {item.owner_instance}]")
     if hidden:
         lines.append(f"- and {len(hidden)} from private conversations I can't share")
-    decisions = [d for d in context.view.decisions if d.resolution]
+    answer = "My open promises:\n" + "\n".join(lines) if lines else "I have no open promises."
     if decisions:
-        lines.append("My coordinator decided:")
-        lines.extend(f"- {d.subject}: {d.resolution}" for d in decisions[:3])
-    return "My open promises:\n" + "\n".join(lines)
+        answer += "\nMy coordinator decided:\n" + "\n".join(
+            f"- {d.subject}: {d.resolution}" for d in decisions[:3]
+        )
+    return answer
 
 
 def recall_answer(context: Context) -> str:

@@ -28,7 +28,7 @@ class OutboxCourier:
         claimer: str,
         send: Send,
         *,
-        target: str | None = None,
+        targets: list[str] | None = None,
         poll_s: float = 0.05,
         recheck_s: float = 1.0,
         max_attempts: int = 5,
@@ -38,7 +38,7 @@ class OutboxCourier:
         self.entrance = entrance
         self.claimer = claimer
         self.send = send
-        self.target = target
+        self.targets = targets
         self.poll_s = poll_s
         self.recheck_s = recheck_s
         self.max_attempts = max_attempts
@@ -64,7 +64,9 @@ class OutboxCourier:
         """Claim and deliver what is due now; returns how many were sent."""
         sent = 0
         while True:
-            items = await self.memory.claim_outbox(self.entrance, self.claimer, target=self.target)
+            items = await self.memory.claim_outbox(
+                self.entrance, self.claimer, targets=self.targets
+            )
             if not items:
                 return sent
             for item in items:

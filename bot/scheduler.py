@@ -57,6 +57,7 @@ class Scheduler:
         self._owns_memory = memory is None
         self._stop = asyncio.Event()
         self.leader = False
+        self._role_known = False
 
     async def open(self) -> None:
         if self._owns_memory:
@@ -80,6 +81,7 @@ class Scheduler:
         await self.memory.register_instance(
             self.name, "scheduler", socket.gethostname(), os.getpid(), None
         )
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         jobs = AsyncIOScheduler()
         jobs.add_job(
             self._tick_logged,
@@ -119,7 +121,8 @@ class Scheduler:
             os.getpid(),
             ttl_s=self.config.scheduler.lease_s,
         )
-        if held != self.leader:
+        if held != self.leader or not self._role_known:
+            self._role_known = True
             log.info(
                 "scheduler %s is now %s (epoch %d)",
                 self.holder,
@@ -156,40 +159,29 @@ class Scheduler:
                 },
             )
 
+        async def send(details: ItemDetails, what: str, prefix: str, key: str) -> bool:
+            return await self.memory.mark_item_sent(
+                details.item.id,
+                what,
+                message(details, prefix, key),
+                lease=LEASE,
+                holder=self.holder,
+                epoch=epoch,
+                remind_after_s=coordinator.remind_after_s,
+            )
+
         for details in await self.memory.items_to_surface():
-            item_id = details.item.id
-            if await self.memory.mark_item_sent(
-                item_id,
-                "surfaced",
-                message(details, "", f"surface:{item_id}"),
-                lease=LEASE,
-                holder=self.holder,
-                epoch=epoch,
-            ):
-                report.surfaced.append(item_id)
-        for details in await self.memory.items_to_remind(coordinator.remind_after_s):
-            item_id = details.item.id
-            stamp = int(self.memory.now // coordinator.remind_after_s)
-            if await self.memory.mark_item_sent(
-                item_id,
-                "reminded",
-                message(details, "Reminder: still waiting for you.\n", f"remind:{item_id}:{stamp}"),
-                lease=LEASE,
-                holder=self.holder,
-                epoch=epoch,
-            ):
-                report.reminded.append(item_id)
+            if await send(details, "surfaced", "", f"surface:{details.item.id}"):
+                report.surfaced.append(details.item.id)
+        stamp = int(self.memory.now // coordinator.remind_after_s)
+        for details in await self.memory.items_to_remind():
+            key = f"remind:{details.item.id}:{stamp}"
+            if await send(details, "reminded", "Reminder: still waiting for you.\n", key):
+                report.reminded.append(details.item.id)
         for details in await self.memory.items_to_escalate():
-            item_id = details.item.id
-            if await self.memory.mark_item_sent(
-                item_id,
-                "escalated",
-                message(details, "OVERDUE: this is already due.\n", f"escalate:{item_id}"),
-                lease=LEASE,
-                holder=self.holder,
-                epoch=epoch,
-            ):
-                report.escalated.append(item_id)
+            key = f"escalate:{details.item.id}"
+            if await send(details, "escalated", "OVERDUE: this is already due.\n", key):
+                report.escalated.append(details.item.id)
         report.expired = await self.memory.expire_intentions(self.config.scheduler.expire_after_s)
         report.dead = await self.memory.mark_dead_instances(
             self.config.persona.instance_dead_after_s

@@ -144,6 +144,7 @@ CREATE TABLE conflicts (
     decision_of     INTEGER REFERENCES conflicts (id),  -- the earlier decision contradicted
     reason          TEXT NOT NULL,
     subject         TEXT NOT NULL,
+    due_at          REAL,                        -- the earliest due time of its intentions
     status          TEXT NOT NULL DEFAULT 'open'
         CHECK (status IN ('open', 'surfaced', 'resolved', 'dismissed')),
     choice          TEXT,
@@ -155,6 +156,7 @@ CREATE TABLE conflicts (
     created_at      REAL NOT NULL,
     surfaced_at     REAL,
     reminded_at     REAL,
+    next_remind_at  REAL,
     escalated_at    REAL,
     epoch           INTEGER
 );
@@ -162,6 +164,8 @@ CREATE TABLE conflicts (
 CREATE UNIQUE INDEX conflicts_pair
     ON conflicts (kind, intention_a, COALESCE(intention_b, 0), COALESCE(decision_of, 0));
 CREATE INDEX conflicts_status ON conflicts (status, id);
+CREATE INDEX conflicts_remind ON conflicts (status, next_remind_at);
+CREATE INDEX conflicts_due ON conflicts (status, escalated_at, due_at);
 CREATE INDEX conflicts_subject ON conflicts (subject, status);
 
 CREATE TABLE outbox (

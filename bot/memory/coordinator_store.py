@@ -188,12 +188,12 @@ class CoordinatorStore(Database):
 
         return await self.read(run)
 
-    async def items_to_remind(self, older_than_s: float, limit: int = 100) -> list[ItemDetails]:
+    async def items_to_remind(self, limit: int = 100) -> list[ItemDetails]:
         def run(conn: sqlite3.Connection) -> list[ItemDetails]:
             ids = conn.execute(
-                "SELECT id FROM conflicts WHERE status = 'surfaced'"
-                " AND COALESCE(reminded_at, surfaced_at) < ? ORDER BY id LIMIT ?",
-                (self.now - older_than_s, limit),
+                "SELECT id FROM conflicts WHERE status = 'surfaced' AND next_remind_at <= ?"
+                " ORDER BY next_remind_at LIMIT ?",
+                (self.now, limit),
             ).fetchall()
             return [d for d in (item_details_in(conn, r["id"]) for r in ids) if d is not None]
 
@@ -204,10 +204,8 @@ class CoordinatorStore(Database):
 
         def run(conn: sqlite3.Connection) -> list[ItemDetails]:
             ids = conn.execute(
-                "SELECT c.id FROM conflicts c JOIN intentions i"
-                " ON i.id IN (c.intention_a, c.intention_b)"
-                " WHERE c.status = 'surfaced' AND c.escalated_at IS NULL AND i.due_at < ?"
-                " GROUP BY c.id ORDER BY c.id LIMIT ?",
+                "SELECT id FROM conflicts WHERE status = 'surfaced' AND escalated_at IS NULL"
+                " AND due_at < ? ORDER BY due_at LIMIT ?",
                 (self.now, limit),
             ).fetchall()
             return [d for d in (item_details_in(conn, r["id"]) for r in ids) if d is not None]
@@ -223,6 +221,7 @@ class CoordinatorStore(Database):
         lease: str,
         holder: str,
         epoch: int,
+        remind_after_s: float,
     ) -> bool:
         """Queue one scheduler message about an item and stamp the item: one fenced write.
 
@@ -250,8 +249,17 @@ class CoordinatorStore(Database):
             status = "surfaced" if what == "surfaced" else None
             conn.execute(
                 f"UPDATE conflicts SET {column} = :now, epoch = :epoch,"
-                " status = COALESCE(:status, status) WHERE id = :id",
-                {"now": now, "epoch": epoch, "status": status, "id": item_id},
+                " status = COALESCE(:status, status),"
+                " next_remind_at = CASE WHEN :what = 'escalated' THEN next_remind_at"
+                "   ELSE :now + :remind END WHERE id = :id",
+                {
+                    "now": now,
+                    "epoch": epoch,
+                    "status": status,
+                    "what": what,
+                    "remind": remind_after_s,
+                    "id": item_id,
+                },
             )
             return outbox_id is not None
 

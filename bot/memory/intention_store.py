@@ -130,8 +130,18 @@ def _insert_item(
 ) -> int:
     cursor = conn.execute(
         "INSERT INTO conflicts (kind, intention_a, intention_b, decision_of, reason, subject,"
-        " status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'open', ?) ON CONFLICT DO NOTHING",
-        (kind, intention_a, intention_b, decision_of, reason, subject, now),
+        " due_at, status, created_at) VALUES (:kind, :a, :b, :decision, :reason, :subject,"
+        " (SELECT min(due_at) FROM intentions WHERE id IN (:a, :b)), 'open', :now)"
+        " ON CONFLICT DO NOTHING",
+        {
+            "kind": kind,
+            "a": intention_a,
+            "b": intention_b,
+            "decision": decision_of,
+            "reason": reason,
+            "subject": subject,
+            "now": now,
+        },
     )
     return cursor.rowcount
 
@@ -139,6 +149,15 @@ def _insert_item(
 class IntentionStore(Database):
     async def add_intention(self, new: NewIntention) -> tuple[int, int]:
         return await self.write(add_intention_in, self.now, new)
+
+    async def add_intentions(self, batch: list[NewIntention]) -> int:
+        """Store many intentions in one transaction (imports, benchmarks); returns conflicts."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            now = self.now
+            return sum(add_intention_in(conn, now, new)[1] for new in batch)
+
+        return await self.write(run)
 
     async def intention(self, intention_id: int) -> Intention | None:
         row = await self.read(
@@ -212,9 +231,12 @@ class IntentionStore(Database):
 
         def run(conn: sqlite3.Connection) -> list[int]:
             cutoff = self.now - older_than_s
+            # Two index ranges (status, due_at) rather than a scan of every open intention.
             expired = conn.execute(
                 "UPDATE intentions SET status = 'expired', updated_at = :now"
-                " WHERE status = 'open' AND COALESCE(due_at, created_at) < :cutoff RETURNING id",
+                " WHERE id IN (SELECT id FROM intentions WHERE status = 'open' AND due_at < :cutoff"
+                "   UNION ALL SELECT id FROM intentions WHERE status = 'open' AND due_at IS NULL"
+                "   AND created_at < :cutoff) RETURNING id",
                 {"now": self.now, "cutoff": cutoff},
             ).fetchall()
             return [row["id"] for row in expired]

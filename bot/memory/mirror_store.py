@@ -165,7 +165,7 @@ class MirrorStore(Database):
                     "   OR i.person_id = :audience THEN i.text END AS text,"
                     " i.subject, i.due_at, i.status, i.target_entrance"
                     " FROM intentions i LEFT JOIN people p ON p.id = i.person_id"
-                    " WHERE i.status IN ('open', 'conflicted')"
+                    " WHERE i.status IN ('open', 'conflicted', 'resolved')"
                     " ORDER BY i.id DESC LIMIT :limit",
                     {**params, "limit": limits.intentions},
                 )

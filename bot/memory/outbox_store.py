@@ -73,7 +73,7 @@ class OutboxStore(Database):
         entrance: str,
         claimer: str,
         *,
-        target: str | None = None,
+        targets: list[str] | None = None,
         claim_s: float = 60,
         limit: int = 10,
     ) -> list[OutboxItem]:
@@ -85,13 +85,13 @@ class OutboxStore(Database):
                 "UPDATE outbox SET status = 'sending', claimed_by = :claimer,"
                 " claimed_until = :until, attempts = attempts + 1"
                 " WHERE id IN (SELECT id FROM outbox WHERE entrance = :entrance"
-                "   AND (:target IS NULL OR target = :target) AND ("
-                "   (status = 'pending' AND next_attempt_at <= :now)"
+                "   AND (:targets IS NULL OR target IN (SELECT value FROM json_each(:targets)))"
+                "   AND ((status = 'pending' AND next_attempt_at <= :now)"
                 "   OR (status = 'sending' AND claimed_until < :now))"
                 "   ORDER BY id LIMIT :limit)"
                 " RETURNING *",
                 {
-                    "target": target,
+                    "targets": json.dumps(targets) if targets is not None else None,
                     "claimer": claimer,
                     "until": now + claim_s,
                     "entrance": entrance,
@@ -102,24 +102,6 @@ class OutboxStore(Database):
 
         claimed = await self.write(run)
         return sorted((rows.outbox_item(row) for row in claimed), key=lambda item: item.id)
-
-    async def has_due_outbox(self, entrance: str, target: str | None = None) -> bool:
-        """Cheap indexed check: is anything due for this entrance?"""
-
-        def run(conn: sqlite3.Connection) -> bool:
-            now = self.now
-            return (
-                conn.execute(
-                    "SELECT 1 FROM outbox WHERE entrance = :entrance"
-                    " AND (:target IS NULL OR target = :target) AND ("
-                    " (status = 'pending' AND next_attempt_at <= :now)"
-                    " OR (status = 'sending' AND claimed_until < :now)) LIMIT 1",
-                    {"entrance": entrance, "target": target, "now": now},
-                ).fetchone()
-                is not None
-            )
-
-        return await self.read(run)
 
     async def mark_sent(self, item_id: int, claimer: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
