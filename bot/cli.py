@@ -448,34 +448,73 @@ def up(
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Run the persona: every configured entrance, or the local one in this terminal."""
-    cfg = get_config(config, db)
-    from adapters.local import LocalChat
-    from bot.config import entrance_secret_env, secret_for
+    """Run the persona: one supervised process per configured entrance, plus the scheduler.
 
+    With no platform entrance configured, the local entrance runs in this terminal.
+    """
+    cfg = get_config(config, db)
+    from bot.config import entrance_secret_env, secret_for
+    from bot.supervisor import ChildSpec, Supervisor, mirror_argv
+
+    flags = []
+    if cfg.source is not None:
+        flags += ["--config", str(cfg.source)]
+    flags += ["--db", str(cfg.memory.path)]
+    runnable = []
     for name in ("telegram", "discord", "email"):
         entrance = getattr(cfg.entrances, name)
         if not entrance.enabled:
             typer.echo(f"skipping {name}: set [entrances.{name}] enabled = true", err=True)
         elif not secret_for(name):
             typer.echo(f"skipping {name}: set {entrance_secret_env(name)}", err=True)
+        else:
+            runnable.append(name)
+    specs = [ChildSpec(name, mirror_argv("run", name, *flags)) for name in runnable]
+    specs.append(ChildSpec("scheduler", mirror_argv("run", "scheduler", *flags)))
+    supervisor = Supervisor(specs)
+    if runnable:
+        typer.echo(f"running {', '.join(runnable)} and the scheduler; Ctrl-C stops them", err=True)
+        run_service(supervisor)
+        return
+
+    from adapters.local import LocalChat
+
     chat_entrance = LocalChat(
         cfg,
         instance_id="local",
         person=person,
         banner=LOCAL_BANNER.format(instance="local", person=person),
     )
-    run_service(chat_entrance)
+
+    class LocalWithScheduler:
+        """The local chat in the foreground, the supervised scheduler beside it."""
+
+        async def run(self) -> None:
+            beside = asyncio.create_task(supervisor.run())
+            try:
+                await chat_entrance.run()
+            finally:
+                supervisor.request_stop()
+                await beside
+
+        def request_stop(self) -> None:
+            chat_entrance.request_stop()
+
+    run_service(LocalWithScheduler())
 
 
 @app.command("run")
 def run_entrance(
     entrance: Annotated[str, typer.Argument(help="telegram, discord, email, or scheduler.")],
+    standby: Annotated[
+        bool, typer.Option(help="If the entrance is already running, wait to take over.")
+    ] = False,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
     """Run one entrance (or the scheduler) as this process."""
     cfg = get_config(config, db)
+    cfg.standby = standby
     if entrance == "scheduler":
         from bot.scheduler import Scheduler
 

@@ -161,6 +161,8 @@ class Config(Section):
 
     # Where the file came from (None: embedded defaults). Not a TOML key.
     source: Path | None = Field(default=None, exclude=True)
+    # `mirror run ENTRANCE --standby`: wait for the entrance's lease instead of refusing.
+    standby: bool = Field(default=False, exclude=True)
 
 
 class Secrets(BaseSettings):

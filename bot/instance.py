@@ -12,12 +12,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.config import Config
 from bot.coordinator import Coordinator, Outcome
+from bot.entrance import EntranceFailure
 from bot.memory import Memory
 from bot.mind import Mind
 from bot.models import Incoming, Reply
@@ -34,13 +37,20 @@ class Instance:
         *,
         instance_id: str,
         entrance: str,
-        heartbeat_s: float = 5.0,
+        heartbeat_s: float | None = None,
         watch_soul: bool = True,
+        exclusive: bool | None = None,
     ) -> None:
         self.config = config
         self.instance_id = instance_id
         self.entrance = entrance
-        self.heartbeat_s = heartbeat_s
+        # Three heartbeats fit in the time after which others consider us dead.
+        self.heartbeat_s = heartbeat_s or min(5.0, config.persona.instance_dead_after_s / 3)
+        # One poller per platform entrance: a second `mirror run telegram` must not also poll.
+        self.exclusive = entrance != "local" if exclusive is None else exclusive
+        self.lease_name = f"entrance:{entrance}"
+        self.lease_ttl_s = self.heartbeat_s * 3
+        self.holder = f"{instance_id}@{socket.gethostname()}:{os.getpid()}"
         self.memory = Memory(config.memory.path, busy_timeout_ms=config.memory.busy_timeout_ms)
         self.mind = Mind(self.memory, config, instance_id=instance_id, entrance=entrance)
         self.coordinator = Coordinator(self.memory, config)
@@ -61,6 +71,12 @@ class Instance:
 
     async def start(self) -> None:
         await self.memory.open()
+        if self.exclusive:
+            try:
+                await self._take_lease()
+            except BaseException:
+                await self.memory.close()
+                raise
         if self.watcher is not None:
             await self.watcher.start()
         soul = await self.memory.active_soul()
@@ -97,6 +113,9 @@ class Instance:
             await self.watcher.stop()
         with contextlib.suppress(Exception):
             await self.memory.stop_instance(self.instance_id)
+        if self.exclusive:
+            with contextlib.suppress(Exception):
+                await self.memory.release_lease(self.lease_name, self.holder)
         await self.memory.close()
         self.started = False
         log.info("instance %s stopped", self.instance_id)
@@ -143,10 +162,56 @@ class Instance:
         """A button press on this entrance (coordinator choices)."""
         return await self.coordinator.press(self.entrance, external_id, data)
 
+    async def _take_lease(self) -> None:
+        """Hold this entrance's lease, or refuse (or, with --standby, wait for it)."""
+        announced = False
+        while True:
+            held, lease = await self.memory.acquire_lease(
+                self.lease_name, self.holder, self.host, os.getpid(), ttl_s=self.lease_ttl_s
+            )
+            if held:
+                if announced:
+                    log.info("%s: took over the %s lease", self.instance_id, self.entrance)
+                return
+            since = datetime.fromtimestamp(lease.acquired_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            who = f"pid {lease.pid} on {lease.host} since {since} UTC"
+            if not self.config.standby:
+                raise EntranceFailure(
+                    f"{self.entrance} is already running ({who}); stop it, or start this one "
+                    "with --standby to take over when it stops"
+                )
+            if not announced:
+                log.info(
+                    "%s: standby; the %s entrance is held by %s",
+                    self.instance_id,
+                    self.entrance,
+                    who,
+                )
+                announced = True
+            await asyncio.sleep(max(0.2, self.lease_ttl_s / 5))
+
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             try:
+                if self.exclusive:
+                    held, lease = await self.memory.acquire_lease(
+                        self.lease_name,
+                        self.holder,
+                        self.host,
+                        os.getpid(),
+                        ttl_s=self.lease_ttl_s,
+                    )
+                    if not held:
+                        # Someone took over while we were stalled: stop, never poll twice.
+                        log.error(
+                            "%s: lost the %s lease to pid %d; stopping",
+                            self.instance_id,
+                            self.entrance,
+                            lease.pid,
+                        )
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        return
                 soul = await self.memory.active_soul()
                 await self.memory.heartbeat(self.instance_id, soul.id if soul else None)
             except asyncio.CancelledError:

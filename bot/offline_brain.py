@@ -146,7 +146,7 @@ def where_else(context: Context) -> str:
         elif latest is not None:
             who = "I said" if latest.direction == "out" else f"{latest.person_name} said"
             doing = f"; lately {who}: “{_short(latest.text or '')}”"
-        lines.append(f"- '{instance.id}' on {place}: {state}{doing}")
+        lines.append(f"- my {place} side ('{instance.id}') is {state}{doing}")
     return "Besides this one, my instances are:\n" + "\n".join(lines)
 
 
