@@ -121,10 +121,10 @@ async def test_mirror_up_without_platforms_runs_local_with_the_scheduler(
     config = write_config()
     up = await MirrorProcess("up", "--config", str(config), "--as", "ann").start()
     try:
-        await up.wait_for_line(lambda l: "skipping telegram" in l, stream="stderr")
-        await up.wait_for_line(lambda l: "[scheduler]" in l and "leader" in l, stream="stderr")
+        await up.wait_for_line(lambda line: "skipping telegram" in line, stream="stderr")
+        await up.wait_for_line(lambda line: "[scheduler]" in line and "leader" in line, stream="stderr")
         await up.write("What is your name?")
-        await up.wait_for_line(lambda l: "Wren" in l)
+        await up.wait_for_line(lambda line: "Wren" in line)
         await up.close_stdin()
         assert await asyncio.wait_for(up.proc.wait(), 30) == 0  # type: ignore[union-attr]
     finally:
