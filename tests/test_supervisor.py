@@ -122,7 +122,9 @@ async def test_mirror_up_without_platforms_runs_local_with_the_scheduler(
     up = await MirrorProcess("up", "--config", str(config), "--as", "ann").start()
     try:
         await up.wait_for_line(lambda line: "skipping telegram" in line, stream="stderr")
-        await up.wait_for_line(lambda line: "[scheduler]" in line and "leader" in line, stream="stderr")
+        await up.wait_for_line(
+            lambda line: "[scheduler]" in line and "leader" in line, stream="stderr"
+        )
         await up.write("What is your name?")
         await up.wait_for_line(lambda line: "Wren" in line)
         await up.close_stdin()
