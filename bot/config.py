@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONFIG_PATH = Path("config/mirror.toml")
 ENTRANCES = ("local", "telegram", "discord", "email")
@@ -165,27 +164,6 @@ class Config(Section):
     standby: bool = Field(default=False, exclude=True)
 
 
-class Secrets(BaseSettings):
-    """Tokens and passwords: environment variables or a `.env` the user creates."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="MIRROR_", env_file=".env", extra="ignore", env_ignore_empty=True
-    )
-
-    telegram_token: str | None = None
-    discord_token: str | None = None
-    email_password: str | None = None
-
-
-class Overrides(BaseSettings):
-    """Non-secret environment overrides: MIRROR_CONFIG and MIRROR_DB."""
-
-    model_config = SettingsConfigDict(env_prefix="MIRROR_", extra="ignore", env_ignore_empty=True)
-
-    config: Path | None = None
-    db: Path | None = None
-
-
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
@@ -200,9 +178,9 @@ def load_config(path: Path | str | None = None, *, db: Path | str | None = None)
 
     The memory path is overridden by `db`, else by MIRROR_DB.
     """
-    overrides = Overrides()
-    explicit = path is not None or overrides.config is not None
-    chosen = Path(path) if path is not None else (overrides.config or DEFAULT_CONFIG_PATH)
+    env_config = os.environ.get("MIRROR_CONFIG") or None
+    explicit = path is not None or env_config is not None
+    chosen = Path(path) if path is not None else Path(env_config or DEFAULT_CONFIG_PATH)
 
     data: dict[str, Any] = {}
     source: Path | None = None
@@ -224,15 +202,36 @@ def load_config(path: Path | str | None = None, *, db: Path | str | None = None)
         where = f"{source}: " if source else ""
         raise ConfigError(f"{where}{_describe(exc)}") from None
 
-    db_path = Path(db) if db is not None else overrides.db
-    if db_path is not None:
-        config.memory.path = db_path
+    env_db = os.environ.get("MIRROR_DB") or None
+    if db is not None or env_db is not None:
+        config.memory.path = Path(db if db is not None else env_db)  # type: ignore[arg-type]
     config.source = source
     return config
 
 
-def load_secrets() -> Secrets:
-    return Secrets()
+class SecretValues(BaseModel):
+    telegram_token: str | None = None
+    discord_token: str | None = None
+    email_password: str | None = None
+
+
+def load_secrets() -> SecretValues:
+    """Tokens and passwords: environment variables or a `.env` the user creates.
+
+    pydantic-settings is imported here, not at module level, to keep `mirror status` fast.
+    """
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class Secrets(BaseSettings):
+        model_config = SettingsConfigDict(
+            env_prefix="MIRROR_", env_file=".env", extra="ignore", env_ignore_empty=True
+        )
+
+        telegram_token: str | None = None
+        discord_token: str | None = None
+        email_password: str | None = None
+
+    return SecretValues.model_validate(Secrets().model_dump())
 
 
 def entrance_secret_env(entrance: str) -> str | None:
@@ -244,14 +243,10 @@ def entrance_secret_env(entrance: str) -> str | None:
     }.get(entrance)
 
 
-def secret_for(entrance: str, secrets: Secrets | None = None) -> str | None:
+def secret_for(entrance: str, secrets: SecretValues | None = None) -> str | None:
     secrets = secrets or load_secrets()
     return {
         "telegram": secrets.telegram_token,
         "discord": secrets.discord_token,
         "email": secrets.email_password,
     }.get(entrance)
-
-
-def environ_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes", "on"}
