@@ -29,6 +29,11 @@ HELP = """Coordinator commands:
 /dismiss ID                   close an item without a decision
 /approve ID  /deny ID         for requests that need another entrance
 Add --notify to /resolve to tell each affected person on their own entrance."""
+REFUSED = "Only my coordinator can do that."
+ONLY_IN_PRIVATE = (
+    "Coordinator commands work only in a private chat with me: the answers show private "
+    "conversations."
+)
 CONFLICT_CHOICES = {"a": "keep A", "b": "keep B", "both": "keep both", "neither": "drop both"}
 REQUEST_CHOICES = {"approve": "approve", "deny": "deny"}
 _BUTTON = re.compile(
@@ -151,22 +156,34 @@ class Coordinator:
     def is_coordinator(self, entrance: str, external_id: str) -> bool:
         return (entrance, external_id) == self.identity
 
-    async def handle(self, entrance: str, external_id: str, text: str) -> Outcome | None:
-        """Apply a coordinator command; None when the text is not one of ours."""
+    async def handle(
+        self, entrance: str, external_id: str, text: str, *, private: bool
+    ) -> Outcome | None:
+        """Apply a coordinator command; None when the text is not one of ours.
+
+        Commands are refused outside private chats: their answers show private content.
+        """
         command = parse_command(text)
         if command is None or command.name not in COMMANDS:
             return None
-        return await self.run(
-            command, actor=f"{entrance}:{external_id}", entrance=entrance, external_id=external_id
-        )
+        return await self._checked(command, entrance, external_id, private)
 
-    async def press(self, entrance: str, external_id: str, data: str) -> Outcome:
+    async def press(self, entrance: str, external_id: str, data: str, *, private: bool) -> Outcome:
         command = parse_button(data)
         if command is None:
             return Outcome("That button is not one of mine.")
-        return await self.run(
-            command, actor=f"{entrance}:{external_id}", entrance=entrance, external_id=external_id
-        )
+        return await self._checked(command, entrance, external_id, private)
+
+    async def _checked(
+        self, command: Command, entrance: str, external_id: str, private: bool
+    ) -> Outcome:
+        actor = f"{entrance}:{external_id}"
+        if not private:
+            await self.memory.audit(
+                actor, "coordinator.refused", command.name, reason="not a private chat"
+            )
+            return Outcome(ONLY_IN_PRIVATE)
+        return await self.run(command, actor=actor, entrance=entrance, external_id=external_id)
 
     async def run(
         self,
@@ -183,7 +200,7 @@ class Coordinator:
         ):
             await self.memory.audit(actor, "coordinator.refused", command.name, args=command.args)
             log.warning("refused /%s from %s: not the coordinator", command.name, actor)
-            return Outcome("Only my coordinator can do that.")
+            return Outcome(REFUSED)
         try:
             return await self._run(command, actor)
         except ItemError as exc:

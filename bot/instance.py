@@ -142,7 +142,10 @@ class Instance:
         self._no_turns.clear()
         try:
             outcome = await self.coordinator.handle(
-                incoming.entrance, incoming.author.external_id, incoming.text
+                incoming.entrance,
+                incoming.author.external_id,
+                incoming.text,
+                private=incoming.conversation_kind == "dm",
             )
             if outcome is not None:
                 return Reply(text=outcome.text, model=None)
@@ -158,9 +161,9 @@ class Instance:
             if not self._turns_in_flight:
                 self._no_turns.set()
 
-    async def press(self, external_id: str, data: str) -> Outcome:
-        """A button press on this entrance (coordinator choices)."""
-        return await self.coordinator.press(self.entrance, external_id, data)
+    async def press(self, external_id: str, data: str, *, private: bool) -> Outcome:
+        """A button press on this entrance (coordinator choices); private: in a DM."""
+        return await self.coordinator.press(self.entrance, external_id, data, private=private)
 
     async def _take_lease(self) -> None:
         """Hold this entrance's lease, or refuse (or, with --standby, wait for it)."""

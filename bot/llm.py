@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -158,8 +159,36 @@ def _offline_handler(litellm: Any) -> Any:
 
 
 async def preload() -> None:
-    """Import litellm in a thread so the first turn does not wait for it."""
-    await asyncio.to_thread(litellm_module)
+    """Import litellm in a daemon thread so the first turn does not wait for it.
+
+    Not asyncio.to_thread: its worker is joined at exit, so a process stopping during
+    start-up would wait seconds for the import to finish.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def load() -> None:
+        error: BaseException | None = None
+        try:
+            litellm_module()
+        except BaseException as exc:
+            error = exc
+
+        def report() -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        try:
+            loop.call_soon_threadsafe(report)
+        except RuntimeError:
+            pass  # the loop has closed: nobody is waiting
+
+    threading.Thread(target=load, name="load-litellm", daemon=True).start()
+    await done
 
 
 async def complete(config: ModelConfig, context: Context) -> Answer:

@@ -116,14 +116,17 @@ async def test_bad_coordinator_input_is_answered_and_audited(
             ("/approve 1", "is a conflict"),
             ("/show", "needs an item id"),
         ]:
-            outcome = await coordinator.handle("local", "carol", text)
+            outcome = await coordinator.handle("local", "carol", text, private=True)
             assert outcome is not None and expected in outcome.text and not outcome.changed
-        outcome = await coordinator.handle("local", "mallory", "/resolve 1 A")
+        outcome = await coordinator.handle("local", "mallory", "/resolve 1 A", private=True)
         assert outcome is not None and "Only my coordinator" in outcome.text
         assert (await memory.conflict(1)).status == "open"  # type: ignore[union-attr]
         assert len(await memory.audit_log("coordinator.invalid")) == 5
         assert len(await memory.audit_log("coordinator.refused")) == 1
-        assert await coordinator.handle("local", "carol", "/unknowncommand") is None
+        assert (await memory.conflict(1)).status == "open"  # type: ignore[union-attr]
+        assert await coordinator.handle("local", "carol", "/unknowncommand", private=True) is None
+        group = await coordinator.handle("local", "carol", "/pending", private=False)
+        assert group is not None and "only in a private chat" in group.text
 
 
 async def test_cross_entrance_request_is_approved_into_the_target_outbox(

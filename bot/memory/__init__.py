@@ -18,6 +18,7 @@ from bot.memory.database import (
     MemoryUnavailable,
     SchemaTooNew,
 )
+from bot.memory.guard_store import GuardStore
 from bot.memory.intention_store import IntentionStore, ItemError, NewIntention
 from bot.memory.mirror_store import MirrorStore, ViewLimits
 from bot.memory.outbox_store import OutboxStore
@@ -27,6 +28,7 @@ from bot.memory.turn_store import Provenance, StoredTurn, TurnRecord, TurnStore
 from bot.models import Status
 
 __all__ = [
+    "GuardStore",
     "ItemError",
     "Lease",
     "LeaseLost",
@@ -46,6 +48,7 @@ __all__ = [
 
 
 class Memory(
+    GuardStore,
     ConversationStore,
     MirrorStore,
     TurnStore,
