@@ -107,6 +107,12 @@ def _section(config: Config, name: str, kind: type[S]) -> S:
     return value if isinstance(value, kind) else kind()
 
 
+def listed(ids: Iterable[str], entrance: str, external_id: str) -> bool:
+    """Is the account among configured external ids (mail addresses in any case)?"""
+    key = account_key(entrance, external_id)
+    return any(account_key(entrance, item) == key for item in ids)
+
+
 def is_admin(access: AccessConfig, entrance: str, external_id: str) -> bool:
     """Is ENTRANCE:ID in the [access] admins list? (The coordinator is not implied.)"""
     return account_key(entrance, external_id) in access.admins
@@ -185,11 +191,11 @@ class Gatekeeper:
         rules = self.rules(entrance)
         actor = account_key(entrance, author.external_id)
         if is_empty(incoming.text):
-            return await self._refuse(recorded, actor, "refused", "empty message")
+            return await self._refuse(recorded, actor, "refused", "empty")
         if self.is_own(entrance, author.external_id):
             return await self._refuse(recorded, actor, "echo", "one of my own accounts")
         trusted = self.may_administer(entrance, author.external_id)
-        listed_bot = author.is_bot and author.external_id in rules.bots
+        listed_bot = author.is_bot and listed(rules.bots, entrance, author.external_id)
         if author.is_bot and not listed_bot:
             return await self._refuse(recorded, actor, "refused", "a bot not on the allowlist")
         if (
@@ -198,7 +204,7 @@ class Gatekeeper:
             and not ({incoming.conversation_id, *places} & set(rules.groups))
         ):
             return await self._refuse(recorded, actor, "refused", "a group I am not set up for")
-        vetted = trusted or listed_bot or author.external_id in rules.allow
+        vetted = trusted or listed_bot or listed(rules.allow, entrance, author.external_id)
         facts = await self._facts(incoming, recorded, trusted=trusted, vetted=vetted)
 
         if not trusted:
@@ -517,8 +523,8 @@ class Gatekeeper:
         if self.may_administer(incoming.entrance, author.external_id):
             return True
         if author.is_bot:
-            return author.external_id in rules.bots
-        if rules.policy == "open" or author.external_id in rules.allow:
+            return listed(rules.bots, incoming.entrance, author.external_id)
+        if rules.policy == "open" or listed(rules.allow, incoming.entrance, author.external_id):
             return True
         if rules.policy == "pairing":
             return await self.memory.person_granted(account.person_id)

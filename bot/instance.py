@@ -77,6 +77,15 @@ class Instance:
             except BaseException:
                 await self.memory.close()
                 raise
+            # We are the only deliverer for this entrance now: rows a killed predecessor had
+            # claimed come back at once instead of after their claim expires.
+            released = await self.memory.release_claims(self.entrance, self.instance_id)
+            if released:
+                log.info(
+                    "%s: took back %d outbox row(s) claimed before a crash",
+                    self.instance_id,
+                    released,
+                )
         if self.watcher is not None:
             await self.watcher.start()
         soul = await self.memory.active_soul()

@@ -103,6 +103,18 @@ class OutboxStore(Database):
         claimed = await self.write(run)
         return sorted((rows.outbox_item(row) for row in claimed), key=lambda item: item.id)
 
+    async def release_claims(self, entrance: str, claimer: str) -> int:
+        """Give back rows a crashed predecessor of this claimer had taken (at start-up)."""
+        return await self.write(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE outbox SET status = 'pending', claimed_until = NULL"
+                    " WHERE entrance = ? AND claimed_by = ? AND status = 'sending'",
+                    (entrance, claimer),
+                ).rowcount
+            )
+        )
+
     async def mark_sent(self, item_id: int, claimer: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
