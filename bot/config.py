@@ -79,7 +79,9 @@ class Address(BaseModel):
         entrance = match["entrance"]
         if entrance not in ENTRANCES:
             raise ValueError(f"unknown entrance {entrance!r} in {value!r}; one of {ENTRANCES}")
-        return cls(entrance=entrance, id=match["id"])
+        # Mail addresses compare case-insensitively; platform ids are exact.
+        external_id = match["id"].lower() if entrance == "email" else match["id"]
+        return cls(entrance=entrance, id=external_id)
 
     def __str__(self) -> str:
         return f"{self.entrance}:{self.id}"

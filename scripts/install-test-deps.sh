@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian programs the test suite needs (Dovecot for the email entrance tests).
 set -euo pipefail
+# Dovecot: a real IMAP server for the email entrance; openssl: test TLS certificates.
+missing=()
 if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
-    echo "installing dovecot-imapd for the email tests"
+    missing+=(dovecot-imapd)
+fi
+if ! command -v openssl >/dev/null 2>&1; then
+    missing+=(openssl)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]} for the tests"
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends dovecot-imapd >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
 fi

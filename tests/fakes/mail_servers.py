@@ -238,30 +238,45 @@ class Dovecot:
         return key
 
     def mailbox(self, address: str, folder: str = "INBOX") -> list[StoredMail]:
-        """All messages of a folder, in IMAP UID order (unsynced new ones last, by age)."""
+        """All messages of a folder, in IMAP UID order (unsynced new ones last, by age).
+
+        Dovecot renames files while it works (``new/`` to ``cur/``, flags in the name), so
+        the folder is read until one listing stays the same across the read.
+        """
         root = self.maildir(address, folder)
-        uids = self._uidlist(root)
-        keywords = self._keywords(root)
-        found: list[StoredMail] = []
-        for sub in ("cur", "new"):
-            directory = root / sub
-            if not directory.is_dir():
-                continue
-            for path in directory.iterdir():
-                key, _, info = path.name.partition(":2,")
-                flags = {_MAILDIR_FLAGS.get(ch, ch) for ch in info if ch.isupper()}
-                flags |= {keywords.get(ord(ch) - ord("a"), ch) for ch in info if ch.islower()}
-                found.append(
-                    StoredMail(
-                        key=key,
-                        path=path,
-                        uid=uids.get(key.split(",")[0]),
-                        flags=frozenset(flags),
-                        message=_parse(path.read_bytes()),
+        for _attempt in range(50):
+            listing = self._listing(root)
+            uids = self._uidlist(root)
+            keywords = self._keywords(root)
+            found: list[StoredMail] = []
+            try:
+                for path in listing:
+                    key, _, info = path.name.partition(":2,")
+                    flags = {_MAILDIR_FLAGS.get(ch, ch) for ch in info if ch.isupper()}
+                    flags |= {keywords.get(ord(ch) - ord("a"), ch) for ch in info if ch.islower()}
+                    found.append(
+                        StoredMail(
+                            key=key,
+                            path=path,
+                            uid=uids.get(key.split(",")[0]),
+                            flags=frozenset(flags),
+                            message=_parse(path.read_bytes()),
+                        )
                     )
-                )
-        found.sort(key=lambda m: (m.uid is None, m.uid or 0, _key_order(m.key)))
-        return found
+            except FileNotFoundError:
+                continue  # renamed while we read: look again
+            if self._listing(root) == listing:
+                found.sort(key=lambda m: (m.uid is None, m.uid or 0, _key_order(m.key)))
+                return found
+        raise RuntimeError(f"{root} kept changing while it was read")
+
+    @staticmethod
+    def _listing(root: Path) -> list[Path]:
+        paths: list[Path] = []
+        for sub in ("cur", "new"):
+            with contextlib.suppress(FileNotFoundError):
+                paths.extend(sorted((root / sub).iterdir()))
+        return paths
 
     def messages(self, address: str, folder: str = "INBOX") -> list[EmailMessage]:
         """The parsed messages of a folder, in the order of :meth:`mailbox`."""
