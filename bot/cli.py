@@ -469,7 +469,14 @@ def up(
             typer.echo(f"skipping {name}: set {entrance_secret_env(name)}", err=True)
         else:
             runnable.append(name)
-    specs = [ChildSpec(name, mirror_argv("run", name, *flags)) for name in runnable]
+    specs = [
+        ChildSpec(
+            name,
+            mirror_argv("run", name, *flags),
+            restart_argv=mirror_argv("run", name, "--standby", *flags),
+        )
+        for name in runnable
+    ]
     specs.append(ChildSpec("scheduler", mirror_argv("run", "scheduler", *flags)))
     supervisor = Supervisor(specs)
     if runnable:

@@ -29,6 +29,9 @@ PERMANENT_FAILURE = 2
 class ChildSpec:
     name: str
     argv: list[str]
+    # How to restart it: an entrance restarts with --standby, so it waits for the lease its
+    # crashed predecessor still holds instead of being refused.
+    restart_argv: list[str] | None = None
 
 
 @dataclass
@@ -116,8 +119,11 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _start(self, state: ChildState) -> None:
+        argv = state.spec.argv
+        if state.restarts and state.spec.restart_argv:
+            argv = state.spec.restart_argv
         state.process = await asyncio.create_subprocess_exec(
-            *state.spec.argv,
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
