@@ -2,7 +2,9 @@
 
 Turns gateway events into `Incoming` for the shared `Instance`, sends replies split to
 Discord's 2000-character limit, delivers outbox rows for entrance "discord" (coordinator
-items arrive by DM with buttons) and applies button presses. It knows everything about
+items arrive by DM with buttons) and applies button presses. Discord does not replay what
+was posted while no session was open, so after each new session the entrance reads the
+channels' recent history and answers what it missed (`catch_up`). It knows everything about
 Discord (ids, limits, mentions, intents, endpoints) and nothing about policy: who may act
 as coordinator, what to answer and what to remember belong to `bot/`. This is the only
 module that imports discord.py.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -44,6 +47,12 @@ REFUSED = "Only my coordinator can do that."
 COMMANDS_ONLY_IN_DMS = (
     "Coordinator commands work only in a DM with me, so nothing private is shown to the server."
 )
+# Catching up after downtime: per channel, at most this many messages, none older than this.
+CATCH_UP_LIMIT = 50
+CATCH_UP_WINDOW = datetime.timedelta(hours=24)
+CATCH_UP_CHANNELS_AT_ONCE = 4
+# Message ids this process has taken (live or from history), so none is handled twice.
+SEEN_LIMIT = 10_000
 # Replies may ping people by id, never @everyone or a role, and never the person answered.
 ALLOWED_MENTIONS = discord.AllowedMentions(
     everyone=False, roles=False, users=True, replied_user=False
@@ -329,6 +338,10 @@ class _MirrorClient(discord.Client):
     async def on_connect(self) -> None:
         self.connected.set()
 
+    async def on_ready(self) -> None:
+        # After every IDENTIFY (a resumed session replays what it missed; this one did not).
+        self.entrance.on_ready()
+
     async def on_message(self, message: discord.Message) -> None:
         await self.entrance.on_message(message)
 
@@ -358,6 +371,8 @@ class DiscordEntrance:
         self._idle = asyncio.Event()
         self._idle.set()
         self._threads: set[int] = set()
+        self._seen: dict[int, None] = {}  # insertion-ordered: the oldest is dropped first
+        self._catch_up: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -433,6 +448,10 @@ class DiscordEntrance:
             await asyncio.wait_for(self._idle.wait(), self.config.model.timeout_s + 10)
         except TimeoutError:
             log.warning("stopping with %d Discord turn(s) unfinished", self._turns)
+        if self._catch_up is not None:
+            self._catch_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._catch_up
         await self.client.close()
         if self._gateway is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -446,6 +465,8 @@ class DiscordEntrance:
         me = self.client.user
         if me is None or message.author.id == me.id:
             return  # our own messages come back from the gateway; mind recorded them
+        if not self._first_sight(message.id):
+            return  # both live and in the history read after a reconnect
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return  # joins, pins, thread notices
         incoming = self.incoming_from(message, me)
@@ -468,6 +489,15 @@ class DiscordEntrance:
             self._turns -= 1
             if not self._turns:
                 self._idle.set()
+
+    def _first_sight(self, message_id: int) -> bool:
+        """True the first time this process takes a message (live or from history)."""
+        if message_id in self._seen:
+            return False
+        self._seen[message_id] = None
+        if len(self._seen) > SEEN_LIMIT:
+            del self._seen[next(iter(self._seen))]
+        return True
 
     def incoming_from(self, message: discord.Message, me: discord.ClientUser) -> Incoming:
         names = {user.id: user.display_name for user in message.mentions}
@@ -524,6 +554,95 @@ class DiscordEntrance:
             for role in message.guild.roles
             if role.tags is not None and role.tags.bot_id == me.id
         ]
+
+    # ---------------------------------------------------------------- catching up
+
+    def on_ready(self) -> None:
+        """A new gateway session (first start, or a reconnect that could not resume)."""
+        if self._stopping or (self._catch_up is not None and not self._catch_up.done()):
+            return
+        self._catch_up = asyncio.create_task(self.catch_up(), name="discord:catch-up")
+
+    async def catch_up(self) -> None:
+        """Answer what was posted while no session was open, oldest first, through
+        `on_message` (same mention rules; memory.db makes each message count once).
+
+        Reads the channels of every Discord conversation in memory.db (DMs, servers,
+        threads) and the configured channels: the messages after the newest one memory.db
+        holds, at most CATCH_UP_LIMIT per channel (the newest) and none older than
+        CATCH_UP_WINDOW. A memory.db with no Discord message yet has missed nothing: the
+        configured channels' old talk is not answered on a first start.
+        """
+        try:
+            latest = await self.instance.memory.latest_platform_ids(ENTRANCE)
+            since = discord.utils.utcnow() - CATCH_UP_WINDOW
+            floor = discord.utils.time_snowflake(since, high=True)
+            after: dict[int, int] = {}
+            for conversation, message_id in latest.items():
+                if conversation.isdigit() and message_id.isdigit():
+                    after[int(conversation)] = max(int(message_id), floor)
+            if latest:
+                for channel_id in self.settings.channels:
+                    if channel_id.isdigit():
+                        after.setdefault(int(channel_id), floor)
+            slots = asyncio.Semaphore(CATCH_UP_CHANNELS_AT_ONCE)
+
+            async def one(channel_id: int, after_id: int) -> int:
+                async with slots:
+                    return await self._catch_up_channel(channel_id, after_id)
+
+            read = await asyncio.gather(*(one(c, a) for c, a in after.items()))
+            if any(read):
+                log.info(
+                    "caught up on %d message(s) posted while disconnected, in %d channel(s)",
+                    sum(read),
+                    sum(1 for n in read if n),
+                )
+        except Exception:
+            log.exception("catching up on Discord history failed")
+
+    async def _catch_up_channel(self, channel_id: int, after_id: int) -> int:
+        """Feed one channel's missed messages to `on_message`; returns how many (not ours)."""
+        try:
+            channel = await self._history_channel(channel_id)
+            last = getattr(channel, "last_message_id", None)
+            if channel is None or (isinstance(last, int) and last <= after_id):
+                return 0
+            newest_first = [
+                message
+                async for message in channel.history(
+                    limit=CATCH_UP_LIMIT, after=discord.Object(after_id), oldest_first=False
+                )
+            ]
+        except discord.HTTPException as exc:
+            log.warning("could not read the history of Discord channel %s: %s", channel_id, exc)
+            return 0
+        except Exception:
+            log.exception("could not read the history of Discord channel %s", channel_id)
+            return 0
+        me = self.client.user
+        read = 0
+        for message in reversed(newest_first):
+            if self._stopping:
+                break
+            if me is None or message.author.id != me.id:
+                read += 1
+            try:
+                await self.on_message(message)
+            except Exception:
+                log.exception("catching up on Discord message %s failed", message.id)
+        return read
+
+    async def _history_channel(self, channel_id: int) -> discord.abc.Messageable | None:
+        """The channel (a DM, server channel or thread) whose history can be read."""
+        channel = self.client.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.client.fetch_channel(channel_id)
+            except (discord.NotFound, discord.Forbidden) as exc:
+                log.info("not catching up on Discord channel %s: %s", channel_id, exc)
+                return None
+        return channel if isinstance(channel, discord.abc.Messageable) else None
 
     # ---------------------------------------------------------------- sending
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -461,6 +462,88 @@ async def test_an_outbox_row_is_delivered_exactly_once_across_a_restart(
 
     await eventually(all_marked_sent)
     assert [s["content"] for s in fake.sent] == ["first note", "second note", "third note"]
+
+
+async def test_messages_posted_while_the_entrance_was_down_are_answered_once_on_restart(
+    fake: FakeDiscord,
+    write_config: Callable[..., Path],
+    memory: Memory,
+    processes: list[MirrorProcess],
+) -> None:
+    # The killed process's entrance lease runs out after 2 s; the restart waits for it.
+    config = discord_config(write_config, fake, "[persona]\ninstance_dead_after_s = 2\n")
+    first = await start_discord(config)
+    processes.append(first)
+    chatter = await fake.push_message(CHANNEL, "The heron is back on the pond.", author_id=BOB)
+    answered = await fake.push_message(ALICE_DM, "what is your name?", author_id=ALICE)
+    await fake.wait_for_sent(replying_to(answered), timeout=30)
+
+    async def chatter_recorded() -> bool:
+        return any(m.platform_message_id == chatter["id"] for m in await memory.message_log(10))
+
+    await eventually(chatter_recorded)
+    assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    # Posted while no Discord process runs: Discord will not send these on the next IDENTIFY.
+    dm = fake.store_message(ALICE_DM, "are you there?", author_id=ALICE)
+    talk = fake.store_message(CHANNEL, "Anyone seen the heron today?", author_id=BOB)
+    asked = fake.store_message(CHANNEL, "did you miss us?", author_id=ALICE, mentions_bot=True)
+    second = await start_discord(config, "--standby")
+    processes.append(second)
+    await second.wait_for_line(
+        lambda line: "caught up on 3 message(s)" in line and "in 2 channel(s)" in line,
+        stream="stderr",
+        timeout=30,
+    )
+
+    # Catching up ran each message through on_message to the end: every reply is out.
+    replies = {m["id"]: [s for s in fake.sent if replying_to(m)(s)] for m in (answered, dm, asked)}
+    assert {key: len(sent) for key, sent in replies.items()} == {
+        answered["id"]: 1,  # answered before the kill, not again
+        dm["id"]: 1,
+        asked["id"]: 1,
+    }
+    assert replies[dm["id"]][0]["channel_id"] == ALICE_DM
+    assert replies[asked["id"]][0]["channel_id"] == CHANNEL
+    assert len(fake.sent) == 3  # nothing for the talk that did not mention the persona
+    log = {m.platform_message_id: m for m in await memory.message_log(50) if m.direction == "in"}
+    assert log[dm["id"]].status == "answered" and log[dm["id"]].conversation_kind == "dm"
+    assert log[asked["id"]].status == "answered" and log[asked["id"]].text == "did you miss us?"
+    assert log[talk["id"]].status == "received"  # recorded for the other instances
+
+
+async def test_the_fake_keeps_channel_history_and_pages_it_like_discord(
+    fake: FakeDiscord,
+) -> None:
+    with pytest.raises(RuntimeError):  # with no bot connected, nothing can be pushed
+        await fake.push_message(CHANNEL, "lost", author_id=ALICE)
+    stored = [fake.store_message(CHANNEL, f"m{n}", author_id=ALICE) for n in range(5)]
+    ids = [int(m["id"]) for m in stored]
+    fake.store_message(OPEN_CHANNEL, "elsewhere", author_id=BOB)
+    headers = {"Authorization": f"Bot {TOKEN}"}
+    url = f"{fake.api_base}/channels/{CHANNEL}/messages"
+
+    async def page(**query: int) -> list[int]:
+        async with http.get(url, params=query, headers=headers) as response:
+            assert response.status == 200, await response.text()
+            return [int(m["id"]) for m in await response.json()]
+
+    async with aiohttp.ClientSession() as http:
+        assert await page() == ids[::-1]  # newest first
+        assert await page(limit=2) == [ids[4], ids[3]]
+        assert await page(after=ids[1], limit=2) == [ids[3], ids[2]]  # the oldest after it
+        assert await page(before=ids[3]) == [ids[2], ids[1], ids[0]]
+        assert await page(around=ids[2], limit=3) == [ids[3], ids[2], ids[1]]
+        async with http.post(url, json={"content": "from the bot"}, headers=headers) as response:
+            sent = int((await response.json())["id"])
+        assert await page(after=ids[4]) == [sent]
+        async with http.get(url, params={"limit": 0}, headers=headers) as response:
+            assert response.status == 400
+    assert [m["content"] for m in fake.history(CHANNEL)] == [
+        *(f"m{n}" for n in range(5)),
+        "from the bot",
+    ]
+    assert fake.sent[0]["content"] == "from the bot"
 
 
 async def test_a_refused_token_exits_2_with_one_line(

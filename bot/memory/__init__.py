@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from bot.memory.catchup_store import CatchupStore
 from bot.memory.conversation_store import ConversationStore, Recorded, fts_query
 from bot.memory.coordinator_store import CoordinatorStore, LeaseLost, Outgoing
 from bot.memory.database import (
@@ -49,6 +50,7 @@ __all__ = [
 
 class Memory(
     GuardStore,
+    CatchupStore,
     ConversationStore,
     MirrorStore,
     TurnStore,

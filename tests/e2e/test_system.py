@@ -248,7 +248,12 @@ async def test_killed_discord_comes_back_and_nothing_is_lost_or_answered_twice(
     pid = next(i["pid"] for i in system.status()["instances"] if i["id"] == "discord")
     mark = len(system.up.stderr)
     os.kill(pid, signal.SIGKILL)
-    await system.up.wait_for_line(ready("discord", "exited"), stream="stderr", timeout=TURN_S)
+    await system.up.wait_for_line(
+        lambda line: line.startswith("discord: exited"),
+        stream="stderr",
+        since=mark,
+        timeout=TURN_S,
+    )
     await system.discord.wait_until(lambda: not system.discord.connected, timeout=TURN_S)
 
     # The others keep answering.

@@ -29,6 +29,11 @@ What is faked:
   guild, RESUME -> replay of the missed events + RESUMED (unknown session: INVALID_SESSION),
   close 4004 on a wrong token, 4014 on refused intents (see ``refuse_privileged`` and
   ``require_intents``).
+* History: every message users post and the bot sends is kept per channel (deleted and
+  ephemeral ones excepted); ``GET /channels/{id}/messages`` pages it with ``limit`` and one of
+  ``before`` / ``after`` / ``around``, newest first, like Discord. Discord does not replay
+  messages posted while a bot was disconnected on its next IDENTIFY:
+  :meth:`FakeDiscord.store_message` posts such a message (history only, no MESSAGE_CREATE).
 * Events: MESSAGE_CREATE (:meth:`FakeDiscord.push_message`; delivered only to sessions with the
   GUILD_MESSAGES / DIRECT_MESSAGES intent, and with an empty content, embeds, attachments and
   components in guilds unless the session has MESSAGE_CONTENT or the bot is mentioned, like
@@ -56,8 +61,9 @@ over HTTP under ``/_fake/`` (see :meth:`FakeDiscord._control_routes`).
 
 Deliberate simplifications: one bot; every session gets every event (no sharding); guilds hold
 only the bot as a member, with one ``@everyone`` role granting all permissions; permissions are
-never checked; message ids are unique across channels; ``GET /channels/{id}/messages``
-(history), threads, slash-command registration and MESSAGE_UPDATE events are not implemented.
+never checked; message ids are unique across channels; history ignores permissions and the
+message-content intent; threads, slash-command registration and MESSAGE_UPDATE events are not
+implemented.
 """
 
 from __future__ import annotations
@@ -480,9 +486,74 @@ class FakeDiscord:
         ``message_reference`` is a message id or a reference dict; the referenced message is
         attached as ``referenced_message`` when the fake knows it. Returns the full payload
         (before any per-session content stripping). Raises RuntimeError when no bot has
-        identified yet (the message would be lost; see :meth:`wait_until_connected`).
+        identified yet (the message would be lost; see :meth:`wait_until_connected`, or
+        :meth:`store_message` for a message posted while the bot is away).
         """
         self._require_session("MESSAGE_CREATE")
+        message = self._post_as_user(
+            channel_id,
+            content,
+            author_id=author_id,
+            guild_id=guild_id,
+            mentions_bot=mentions_bot,
+            message_reference=message_reference,
+            author_bot=author_bot,
+        )
+        await self._dispatch_message(message)
+        return copy.deepcopy(message)
+
+    def store_message(
+        self,
+        channel_id: int,
+        content: str,
+        *,
+        author_id: int,
+        guild_id: int | None = None,
+        mentions_bot: bool = False,
+        message_reference: int | JSON | None = None,
+        author_bot: bool = False,
+    ) -> JSON:
+        """Like :meth:`push_message`, but only into the channel's history: no MESSAGE_CREATE.
+
+        For a message posted while the bot is disconnected (Discord does not replay those
+        on a new IDENTIFY); the bot sees it only through ``GET /channels/{id}/messages``.
+        Works whether or not a bot is connected. Returns the full payload.
+        """
+        message = self._post_as_user(
+            channel_id,
+            content,
+            author_id=author_id,
+            guild_id=guild_id,
+            mentions_bot=mentions_bot,
+            message_reference=message_reference,
+            author_bot=author_bot,
+        )
+        self._notify()
+        return copy.deepcopy(message)
+
+    def history(self, channel_id: int) -> list[JSON]:
+        """The channel's messages, oldest first, as ``GET /channels/{id}/messages`` sees them
+        (what users and the bot posted, minus deleted and ephemeral messages)."""
+        channel = str(channel_id)
+        found = [
+            m
+            for m in self.messages.values()
+            if m["channel_id"] == channel and not int(m["flags"]) & MESSAGE_FLAG_EPHEMERAL
+        ]
+        return sorted(found, key=lambda m: int(m["id"]))
+
+    def _post_as_user(
+        self,
+        channel_id: int,
+        content: str,
+        *,
+        author_id: int,
+        guild_id: int | None,
+        mentions_bot: bool,
+        message_reference: int | JSON | None,
+        author_bot: bool,
+    ) -> JSON:
+        """Store a user's message in a channel (see :meth:`push_message`); no dispatch."""
         if author_id not in self.users:
             self.add_user(author_id, f"user{author_id}", bot=author_bot)
         author = copy.deepcopy(self.users[author_id])
@@ -502,15 +573,13 @@ class FakeDiscord:
             content = f"{mention} {content}"
         if isinstance(message_reference, int):
             message_reference = {"message_id": message_reference}
-        message = self._store_message(
+        return self._store_message(
             channel,
             author,
             content,
             message_reference=message_reference,
             with_member=guild_id is not None,
         )
-        await self._dispatch_message(message)
-        return copy.deepcopy(message)
 
     async def push_interaction(
         self,
@@ -972,6 +1041,7 @@ class FakeDiscord:
             ("GET", "/channels/{channel_id:\\d+}", self._get_channel),
             ("POST", "/channels/{channel_id:\\d+}/typing", self._trigger_typing),
             ("POST", "/channels/{channel_id:\\d+}/messages", self._create_message),
+            ("GET", "/channels/{channel_id:\\d+}/messages", self._get_messages),
             ("GET", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}", self._get_message),
             ("PATCH", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}", self._edit_message),
             ("DELETE", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}", self._delete),
@@ -1107,6 +1177,35 @@ class FakeDiscord:
         self._notify()
         await self._echo(message)
         return _json_response(message)
+
+    async def _get_messages(self, request: web.Request) -> web.Response:
+        """Channel history, newest first like Discord: ``limit`` (1-100, default 50) messages
+        ``before`` an id (the newest ones before it), ``after`` an id (the oldest ones after
+        it) or ``around`` an id (half before it, the rest from it on); only one of the three.
+        """
+        channel = self._channel(request)
+        query = request.query
+        try:
+            limit = int(query.get("limit", "50"))
+            anchors = {
+                key: int(query[key]) for key in ("before", "after", "around") if key in query
+            }
+        except ValueError:
+            raise ApiError(400, "Invalid Form Body", 50035) from None
+        if not 1 <= limit <= 100 or len(anchors) > 1:
+            raise ApiError(400, "Invalid Form Body", 50035)
+        history = self.history(int(channel["id"]))  # oldest first
+        if "after" in anchors:
+            page = [m for m in history if int(m["id"]) > anchors["after"]][:limit]
+        elif "around" in anchors:
+            older = [m for m in history if int(m["id"]) < anchors["around"]]
+            older = older[max(0, len(older) - limit // 2) :]
+            rest = [m for m in history if int(m["id"]) >= anchors["around"]]
+            page = older + rest[: limit - len(older)]
+        else:
+            before = anchors.get("before")
+            page = [m for m in history if before is None or int(m["id"]) < before][-limit:]
+        return _json_response(list(reversed(page)))
 
     async def _get_message(self, request: web.Request) -> web.Response:
         return _json_response(self._message(request))
@@ -1386,7 +1485,8 @@ class FakeDiscord:
         """Routes under ``/_fake/`` exposing the test-side API to another process.
 
         POST push_message / push_interaction (JSON body = keyword arguments) -> payload
-        (409 when the bot has no gateway session); POST close_gateway {code};
+        (409 when the bot has no gateway session); POST store_message (same body as
+        push_message; history only, works with no bot connected); POST close_gateway {code};
         POST inject_429 {route_substring, retry_after, times, global_};
         POST add_guild {guild_id, name, channels: [[id, name], ...]};
         POST add_user {user_id, username, bot}; POST wait_for_sent {count, timeout, since,
@@ -1452,6 +1552,7 @@ class FakeDiscord:
 
         add = app.router.add_post
         add("/_fake/push_message", call(lambda b: self.push_message(**b)))
+        add("/_fake/store_message", call(lambda b: self.store_message(**b)))
         add("/_fake/push_interaction", call(lambda b: self.push_interaction(**b)))
         add("/_fake/close_gateway", call(lambda b: self.close_gateway(int(b.get("code", 4000)))))
         add("/_fake/inject_429", call(lambda b: self.inject_429(**b)))
