@@ -1,7 +1,8 @@
-"""The guard's arithmetic and text rules: pure functions, no IO, no clock, no SQL.
+"""The guard's arithmetic and text rules: no IO, no clock, no SQL.
 
-Everything here takes its inputs as arguments (texts, times, counters) and returns a value,
-so it is trivially unit- and property-tested: bad input (invalid UTF-8, huge messages),
+Everything here takes its inputs as arguments (texts, times, counters) and returns a value
+(the one stateful piece, `EchoWindow`, is an in-memory index fed by its caller), so it is
+trivially unit- and property-tested: bad input (invalid UTF-8, huge messages),
 echo normalisation and matching, bare acknowledgements and near-duplicates (bot loops),
 token-bucket arithmetic, the bot-exchange budget, and one-time codes. Policy that needs
 memory (who may talk, pairing, links) lives in `bot.access`; SQL in `bot.memory.guard_store`.
@@ -13,8 +14,10 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Literal
 
 # Bad input ------------------------------------------------------------------------------
@@ -106,6 +109,15 @@ def normalize_for_echo(text: str) -> str:
     return " ".join(_WORD.findall(folded))
 
 
+def _repeats(heard: str, said: str, min_chars: int, min_fragment_chars: int) -> bool:
+    """The echo rules on normalised texts (see `echo_match`)."""
+    if len(heard) < min_chars or len(said) < min_chars:
+        return False
+    if said == heard or f" {said} " in f" {heard} ":
+        return True
+    return len(heard) >= min_fragment_chars and f" {heard} " in f" {said} "
+
+
 def echo_match(
     incoming: str,
     sent: Iterable[str],
@@ -123,40 +135,136 @@ def echo_match(
     heard = normalize_for_echo(incoming)
     if len(heard) < min_chars:
         return None
-    padded_heard = f" {heard} "
     for original in sent:
-        said = normalize_for_echo(original)
-        if len(said) < min_chars:
-            continue
-        if said == heard or f" {said} " in padded_heard:
-            return original
-        if len(heard) >= min_fragment_chars and padded_heard in f" {said} ":
+        if _repeats(heard, normalize_for_echo(original), min_chars, min_fragment_chars):
             return original
     return None
 
 
-def echo_search_words(text: str, per_group: int = 3) -> list[list[str]]:
-    """Groups of words to find candidate sent texts by full-text search (each group ANDed).
+@dataclass(frozen=True)
+class _Sent:
+    at: float
+    conversation_id: int
+    words: str  # normalised
+    excerpt: str  # the original's first 200 characters, for the audit
 
-    Long words are the rare ones, so each group is the longest few distinct words: of the
-    whole text, and of its second half (a forward's original usually follows the comment).
-    Words are lower-cased as the FTS tokenizer sees them (not case-folded: "ß" stays).
+
+class EchoWindow:
+    """What the persona sent lately, normalised and indexed by word, in this process.
+
+    Fed with outgoing messages in id order (`add`, from memory's outgoing log: every
+    process sees every entrance's replies); `match` finds a repeat among them without
+    touching the database, in bounded time whatever the size of memory: an exact repeat
+    (after normalisation, which also drops "Fwd:" and "> ") is one dictionary lookup; other
+    repeats are looked for among at most ~2 x `max_candidates` sent texts that share the
+    incoming text's rarest words (true counts, from the index), newest first. Pure: the
+    caller supplies the time.
     """
-    text = _FORWARD_PREFIX.sub("", _QUOTE_MARKER.sub("", text))
-    words = [w for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in _STOPWORDS]
-    if not words:
-        return []
 
-    def longest(pool: Sequence[str]) -> list[str]:
-        distinct = list(dict.fromkeys(pool))
-        return sorted(distinct, key=lambda w: (-len(w), distinct.index(w)))[:per_group]
+    def __init__(self, window_s: float = 86400.0, *, max_candidates: int = 64) -> None:
+        self.window_s = window_s
+        self.max_candidates = max_candidates
+        self.last_id = 0
+        self._sent: dict[int, _Sent] = {}
+        self._by_text: dict[str, int] = {}
+        self._by_word: dict[str, deque[int]] = {}  # ids in the order added (ascending)
+        self._order: deque[tuple[float, int]] = deque()
 
-    groups = [longest(words)]
-    if len(words) > 2 * per_group:
-        tail = longest(words[len(words) // 2 :])
-        if set(tail) != set(groups[0]):
-            groups.append(tail)
-    return groups
+    def __len__(self) -> int:
+        return len(self._sent)
+
+    def add(self, message_id: int, at: float, conversation_id: int, text: str) -> None:
+        if message_id in self._sent:
+            return
+        self.last_id = max(self.last_id, message_id)
+        words = normalize_for_echo(text)
+        self._sent[message_id] = _Sent(at, conversation_id, words, text[:200])
+        self._by_text[words] = message_id
+        self._order.append((at, message_id))
+        for word in set(_index_words(words)):
+            self._by_word.setdefault(word, deque()).append(message_id)
+
+    def expire(self, now: float) -> None:
+        horizon = now - self.window_s
+        while self._order and self._order[0][0] <= horizon:
+            _, message_id = self._order.popleft()
+            sent = self._sent.pop(message_id, None)
+            if sent is None:
+                continue
+            if self._by_text.get(sent.words) == message_id:
+                del self._by_text[sent.words]
+            for word in set(_index_words(sent.words)):
+                ids = self._by_word.get(word)
+                if not ids:
+                    continue
+                if ids[0] == message_id:
+                    ids.popleft()
+                else:
+                    ids.remove(message_id)
+                if not ids:
+                    del self._by_word[word]
+
+    def match(
+        self,
+        text: str,
+        *,
+        now: float,
+        conversation_id: int | None = None,
+        min_chars: int = 20,
+        min_fragment_chars: int = 48,
+    ) -> str | None:
+        """The excerpt of a sent text `text` repeats (other conversations only), or None."""
+        return self.match_normalized(
+            normalize_for_echo(text),
+            now=now,
+            conversation_id=conversation_id,
+            min_chars=min_chars,
+            min_fragment_chars=min_fragment_chars,
+        )
+
+    def match_normalized(
+        self,
+        heard: str,
+        *,
+        now: float,
+        conversation_id: int | None = None,
+        min_chars: int = 20,
+        min_fragment_chars: int = 48,
+    ) -> str | None:
+        """`match` for a text already passed through `normalize_for_echo`."""
+        if len(heard) < min_chars:
+            return None
+        horizon = now - self.window_s
+        exact = self._by_text.get(heard)
+        for message_id in ([exact] if exact is not None else []) + self._candidates(heard):
+            sent = self._sent[message_id]
+            if sent.at <= horizon or sent.conversation_id == conversation_id:
+                continue
+            if _repeats(heard, sent.words, min_chars, min_fragment_chars):
+                return sent.excerpt
+        return None
+
+    def _candidates(self, heard: str) -> list[int]:
+        """Sent ids worth comparing with `heard`, newest first, at most 2 x max_candidates.
+
+        A text containing all of `heard` (a piece of it was quoted) is in the posting of its
+        rarest word; a text contained in `heard` (a forward with a comment) is in the
+        posting of one of its words: the rarest postings are taken until the bound.
+        """
+        words = set(_index_words(heard))
+        postings = sorted((ids for w in words if (ids := self._by_word.get(w))), key=len)
+        limit = self.max_candidates
+        found: dict[int, None] = {}
+        for ids in postings:
+            for message_id in islice(reversed(ids), limit):
+                found.setdefault(message_id)
+            if len(found) >= limit:
+                break
+        return sorted(found, reverse=True)[: 2 * limit]
+
+
+def _index_words(words: str) -> list[str]:
+    return [w for w in words.split() if len(w) >= 3 and w not in _STOPWORDS]
 
 
 # Bot loops: bare acknowledgements and near-duplicates ---------------------------------------

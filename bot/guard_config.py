@@ -87,7 +87,7 @@ class GuardConfig(_Section):
     echo_window_s: float = Field(default=86400, gt=0)
     echo_min_chars: int = Field(default=20, ge=1)
     echo_min_fragment_chars: int = Field(default=48, ge=1)
-    echo_candidates: int = Field(default=20, ge=1)
+    echo_candidates: int = Field(default=64, ge=1)  # sent texts compared per check, at most
     acknowledge_echo: bool = True
     bot_exchanges_per_conversation: int = Field(default=8, ge=0)
     bot_exchanges_per_hour: int = Field(default=20, ge=0)

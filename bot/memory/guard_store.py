@@ -1,5 +1,6 @@
 """The guard's tables in memory.db: access grants, one-time codes, identity links, token
-buckets, bot-exchange budgets, once-only notices, echo candidates and daily model usage.
+buckets, bot-exchange budgets, once-only notices, the outgoing log the echo index is fed
+from, and daily model usage.
 
 Only SQL and the bookkeeping that must be atomic lives here; the rules themselves (bucket
 arithmetic, the bot budget) are the pure functions of `bot.guard`, called inside the
@@ -27,17 +28,15 @@ from bot.memory.database import Database, audit_in
 from bot.memory.outbox_store import enqueue_in
 from bot.models import Person
 
-# The echo check's full-text search: newest first, bounded below by the first message id
-# of the echo window (from outgoing_log, indexed on time), so its cost follows the last
-# day's matches, not the whole history.
-ECHO_CANDIDATES_SQL = """
-    SELECT m.text FROM messages_fts
-    JOIN messages m ON m.id = messages_fts.rowid
-    WHERE messages_fts MATCH :query AND messages_fts.rowid >= :floor
-      AND m.direction = 'out' AND m.conversation_id <> :conversation AND m.created_at > :since
-    ORDER BY messages_fts.rowid DESC LIMIT :limit
+# The persona's outgoing messages committed since a process last looked (every entrance's,
+# in id order): an indexed range over outgoing_log, which a trigger fills and pruning keeps
+# to about two days. Each process keeps its own word index of them (bot.guard.EchoWindow).
+SENT_SINCE_SQL = """
+    SELECT l.message_id, l.at, m.conversation_id, m.text FROM outgoing_log l
+    JOIN messages m ON m.id = l.message_id
+    WHERE l.message_id > :after AND l.at > :since
+    ORDER BY l.message_id
 """
-ECHO_FLOOR_SQL = "SELECT message_id FROM outgoing_log WHERE at > :since ORDER BY at LIMIT 1"
 RECENT_INCOMING_SQL = """
     SELECT m.text, COALESCE(i.is_bot, 0) AS is_bot FROM messages m
     LEFT JOIN identities i ON i.id = m.identity_id
@@ -64,17 +63,24 @@ class FactsRequest:
     message_id: int
     conversation_id: int
     person_id: int
-    echo_query: str | None = None
-    echo_since: float = 0.0
-    echo_limit: int = 20
+    sent_after: int | None = None  # outgoing messages with a larger id (None: skip)
+    sent_since: float = 0.0
     recent_incoming: int = 0
     want_grant: bool = False
     usage_day: int | None = None
 
 
 @dataclass(frozen=True)
+class SentMessage:
+    id: int
+    at: float
+    conversation_id: int
+    text: str
+
+
+@dataclass(frozen=True)
 class GuardFacts:
-    echo_candidates: list[str] = field(default_factory=list)
+    sent: list[SentMessage] = field(default_factory=list)  # oldest first
     recent_incoming: list[tuple[str, bool]] = field(default_factory=list)  # newest first
     granted: bool = False
     usage_tokens: int = 0
@@ -313,23 +319,15 @@ class GuardStore(Database):
         """Everything a check reads, in one snapshot (one await)."""
 
         def run(conn: sqlite3.Connection) -> GuardFacts:
-            echo: list[str] = []
-            if request.echo_query:
-                floor = conn.execute(ECHO_FLOOR_SQL, {"since": request.echo_since}).fetchone()
-                if floor is not None:
-                    echo = [
-                        row["text"]
-                        for row in conn.execute(
-                            ECHO_CANDIDATES_SQL,
-                            {
-                                "query": request.echo_query,
-                                "floor": floor["message_id"],
-                                "conversation": request.conversation_id,
-                                "since": request.echo_since,
-                                "limit": request.echo_limit,
-                            },
-                        )
-                    ]
+            sent: list[SentMessage] = []
+            if request.sent_after is not None:
+                sent = [
+                    SentMessage(row[0], row[1], row[2], row[3])
+                    for row in conn.execute(
+                        SENT_SINCE_SQL,
+                        {"after": request.sent_after, "since": request.sent_since},
+                    )
+                ]
             recent: list[tuple[str, bool]] = []
             if request.recent_incoming:
                 recent = [
@@ -356,7 +354,18 @@ class GuardStore(Database):
                 ).fetchone()
                 if row is not None:
                     tokens, cost = row["tokens"], row["cost_usd"]
-            return GuardFacts(echo, recent, granted, tokens, cost)
+            return GuardFacts(sent, recent, granted, tokens, cost)
+
+        return await self.read(run)
+
+    async def sent_since(self, after: int, since: float) -> list[SentMessage]:
+        """Outgoing messages with an id above `after`, sent after `since`, oldest first."""
+
+        def run(conn: sqlite3.Connection) -> list[SentMessage]:
+            return [
+                SentMessage(row[0], row[1], row[2], row[3])
+                for row in conn.execute(SENT_SINCE_SQL, {"after": after, "since": since})
+            ]
 
         return await self.read(run)
 
