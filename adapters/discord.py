@@ -388,6 +388,8 @@ class DiscordEntrance:
                 return
             self.instance.deliver_outbox(self.deliver)
             user = self.client.user
+            if user is not None:
+                self.instance.add_own_account(str(user.id))
             log.info("discord entrance connected as %s (id %s)", user, user.id if user else "?")
             await self._until_stopped()
         finally:
@@ -470,7 +472,9 @@ class DiscordEntrance:
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return  # joins, pins, thread notices
         incoming = self.incoming_from(message, me)
-        if message.author.bot or self._stopping or not self.addressed(message, me):
+        # Bots go to the guard too: it refuses those not allowlisted (recorded, with why)
+        # and holds allowlisted ones to the bot-exchange budget.
+        if self._stopping or not self.addressed(message, me):
             await self.instance.memory.record_incoming(incoming, self.instance.instance_id)
             return
         self._turns += 1
@@ -507,6 +511,9 @@ class DiscordEntrance:
         attachments = [f"[attachment: {a.filename}]" for a in message.attachments]
         text = "\n".join(part for part in [text, *attachments] if part)
         reference = message.reference
+        places = [str(message.guild.id)] if message.guild is not None else []
+        if isinstance(message.channel, discord.Thread) and message.channel.parent_id:
+            places.append(str(message.channel.parent_id))
         return Incoming(
             entrance=ENTRANCE,
             conversation_id=str(message.channel.id),
@@ -523,6 +530,7 @@ class DiscordEntrance:
                 str(reference.message_id) if reference and reference.message_id else None
             ),
             received_at=message.created_at,
+            places=tuple(places),
         )
 
     def addressed(self, message: discord.Message, me: discord.ClientUser) -> bool:

@@ -232,6 +232,7 @@ class TelegramEntrance:
         try:
             if not await self._start_instance():
                 return
+            self.instance.add_own_account(str(self.app.bot.id))
             await self.app.start()
             assert self.app.updater is not None
             await self.app.updater.start_polling(

@@ -21,9 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
-
-from pydantic import BaseModel
+from typing import Literal
 
 from bot.config import Config
 from bot.coordinator import Command, Coordinator, parse_command
@@ -50,7 +48,7 @@ from bot.memory.guard_store import (
     GuardFacts,
     PendingPairing,
 )
-from bot.models import Incoming, Person
+from bot.models import Incoming, Person, SoulVersion
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +73,6 @@ SOUL_USAGE = "Usage: /soul show | /soul history | /soul rollback VERSION"
 SHOW_LIMIT = 3500
 PRUNE_EVERY_S = 3600.0
 
-S = TypeVar("S", bound=BaseModel)
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -98,12 +94,6 @@ class Verdict:
 
 
 ALLOW = Verdict(allow=True)
-
-
-def _section(config: Config, name: str, kind: type[S]) -> S:
-    """config.<name> once bot.config wires the section in; the defaults until then."""
-    value = getattr(config, name, None)
-    return value if isinstance(value, kind) else kind()
 
 
 def listed(ids: Iterable[str], entrance: str, external_id: str) -> bool:
@@ -135,9 +125,9 @@ class Gatekeeper:
     ) -> None:
         self.memory = memory
         self.config = config
-        self.guard = guard_config or _section(config, "guard", GuardConfig)
-        self.access = access or _section(config, "access", AccessConfig)
-        self.limits = limits or _section(config, "limits", LimitsConfig)
+        self.guard = guard_config or config.guard
+        self.access = access or config.access
+        self.limits = limits or config.limits
         self.instance_id = instance_id
         self.entrance = entrance
         self.own_accounts: set[str] = set()
@@ -550,8 +540,6 @@ async def admin_command(
     `allowed`: the actor is an admin or the coordinator (the caller checks; the CLI is
     trusted). Anyone else is refused and the attempt audited, whatever the text says.
     """
-    from bot.soul import SoulError, parse_soul, write_soul_file
-
     parsed = parse_command(command) if isinstance(command, str) else command
     if parsed is None or parsed.name != "soul":
         return None
@@ -582,29 +570,43 @@ async def admin_command(
         if len(args) < 2 or not args[1].lstrip("v").isdigit():
             return "Usage: /soul rollback VERSION (/soul history lists them)"
         number = int(args[1].lstrip("v"))
-        old = await memory.soul_version(number)
-        if old is None:
-            return f"There is no soul version {number}; /soul history lists them."
         try:
-            soul = parse_soul(old.text, max_bytes=max(config.soul.max_bytes, len(old.text) * 4))
-        except SoulError as exc:
-            return f"Version {number} is not a valid soul: {exc}"
-        version, _ = await memory.record_soul_version(
-            text=soul.text, name=soul.name, sha256=soul.sha256, source="rollback", author=actor
-        )
-        await memory.audit(actor, "soul.rollback", str(version.id), to_version=number)
-        try:
-            await write_soul_file(config.soul.path, soul.text)
+            version = await rollback_soul(memory, config, number, actor)
+        except RollbackError as exc:
+            return str(exc)
         except OSError as exc:
-            return (
-                f"Soul version {version.id} is active, but I could not write "
-                f"{config.soul.path}: {exc.strerror}"
-            )
+            return f"Soul version {number} is active again, but I could not write SOUL.md: {exc}"
         return (
             f"Soul version {version.id} is active ({version.name}, from version {number}); "
             "every instance speaks with it from its next turn."
         )
     return SOUL_USAGE
+
+
+class RollbackError(Exception):
+    """A soul version that cannot be made active again (the message says why)."""
+
+
+async def rollback_soul(memory: Memory, config: Config, number: int, actor: str) -> SoulVersion:
+    """Make soul version `number` active again (a new version, source 'rollback'), audit it,
+    and write it back to SOUL.md so the file and memory agree. Raises RollbackError when
+    there is no such valid version, OSError when SOUL.md cannot be written (memory has the
+    new version by then: every instance uses it from its next turn)."""
+    from bot.soul import SoulError, parse_soul, write_soul_file
+
+    old = await memory.soul_version(number)
+    if old is None:
+        raise RollbackError(f"There is no soul version {number}; /soul history lists them.")
+    try:
+        soul = parse_soul(old.text, max_bytes=max(config.soul.max_bytes, len(old.text) * 4))
+    except SoulError as exc:
+        raise RollbackError(f"Version {number} is not a valid soul: {exc}") from None
+    version, _ = await memory.record_soul_version(
+        text=soul.text, name=soul.name, sha256=soul.sha256, source="rollback", author=actor
+    )
+    await memory.audit(actor, "soul.rollback", str(version.id), to_version=number)
+    await write_soul_file(config.soul.path, soul.text)
+    return version
 
 
 async def approve_pairing(memory: Memory, code: str, actor: str) -> str:

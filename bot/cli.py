@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
@@ -34,8 +35,13 @@ soul_app = typer.Typer(
     help="The persona's identity (SOUL.md) and its versions.", no_args_is_help=True
 )
 memory_app = typer.Typer(help="Look into memory.db.", no_args_is_help=True)
+pair_app = typer.Typer(
+    help="Pairing: let in people who asked for it (entrances with policy 'pairing').",
+    no_args_is_help=True,
+)
 app.add_typer(soul_app, name="soul")
 app.add_typer(memory_app, name="memory")
+app.add_typer(pair_app, name="pair")
 
 ConfigOption = Annotated[
     Path | None,
@@ -268,19 +274,15 @@ def soul_rollback(
     cfg = get_config(config, db)
 
     async def go() -> None:
-        from bot.soul import parse_soul, write_soul_file
+        from bot.access import RollbackError, rollback_soul
 
         memory = await open_memory(cfg)
         try:
-            old = await memory.soul_version(version_id)
-            if old is None:
-                raise CommandError(f"no soul version {version_id}")
-            soul = parse_soul(old.text, max_bytes=max(cfg.soul.max_bytes, len(old.text) * 4))
-            version, _ = await memory.record_soul_version(
-                text=soul.text, name=soul.name, sha256=soul.sha256, source="rollback", author=author
-            )
-            await memory.audit(author, "soul.rollback", str(version.id), to_version=version_id)
-            await write_soul_file(cfg.soul.path, soul.text)
+            version = await rollback_soul(memory, cfg, version_id, author)
+        except RollbackError as exc:
+            raise CommandError(str(exc)) from None
+        except OSError as exc:
+            raise CommandError(f"the version is active; SOUL.md not written: {exc}") from None
         finally:
             await memory.close()
         typer.echo(
@@ -688,6 +690,125 @@ def conflicts(
             )
 
     run_async(go)
+
+
+# people: pairing and identity links -------------------------------------------------------
+
+ActorOption = Annotated[str, typer.Option("--as", help="Who does it (audited).")]
+
+
+def _guard_command(
+    cfg: Config, action: Callable[[Any], Awaitable[str]], *, ok: tuple[str, ...]
+) -> None:
+    """Run one of bot.access's admin helpers; exit 2 unless its answer starts with `ok`."""
+
+    async def go() -> str:
+        memory = await open_memory(cfg)
+        try:
+            return await action(memory)
+        except ValueError as exc:  # a bad ENTRANCE:ID
+            raise CommandError(str(exc)) from None
+        finally:
+            await memory.close()
+
+    text = run_async(go)
+    typer.echo(text)
+    if not text.startswith(ok):
+        raise typer.Exit(2)
+
+
+@pair_app.command("approve")
+def pair_approve(
+    code: str, config: ConfigOption = None, db: DbOption = None, actor: ActorOption = "cli"
+) -> None:
+    """Let in the account that was given CODE (it is told on its entrance)."""
+    from bot.access import approve_pairing
+
+    cfg = get_config(config, db)
+    _guard_command(cfg, lambda memory: approve_pairing(memory, code, actor), ok=("Approved",))
+
+
+@pair_app.command("list")
+def pair_list(
+    config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False
+) -> None:
+    """Pairing codes waiting for approval."""
+    cfg = get_config(config, db)
+
+    async def go() -> list[Any]:
+        from bot.access import pending_pairings
+
+        memory = await open_memory(cfg)
+        try:
+            return await pending_pairings(memory)
+        finally:
+            await memory.close()
+
+    found = run_async(go)
+    if as_json:
+        echo_json([vars(item) for item in found])
+        return
+    if not found:
+        typer.echo("no pairing request is waiting")
+    for item in found:
+        minutes = max(0, round((item.expires_at - time.time()) / 60))
+        name = f" ({item.display_name})" if item.display_name else ""
+        typer.echo(f"{item.code}  {item.account}{name}  expires in {minutes} min")
+
+
+@app.command()
+def people(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Everyone the persona knows, with their linked accounts."""
+    cfg = get_config(config, db)
+
+    async def go() -> list[Any]:
+        from bot.access import list_people
+
+        memory = await open_memory(cfg)
+        try:
+            return await list_people(memory)
+        finally:
+            await memory.close()
+
+    found = run_async(go)
+    if as_json:
+        echo_json([person.model_dump(mode="json") for person in found])
+        return
+    for person in found:
+        typer.echo(f"{person.id:>5} {person.name}: {', '.join(person.identities)}")
+
+
+@app.command()
+def link(
+    first: Annotated[str, typer.Argument(help="ENTRANCE:ID, e.g. telegram:123456")],
+    second: Annotated[str, typer.Argument(help="ENTRANCE:ID, e.g. discord:987654")],
+    config: ConfigOption = None,
+    db: DbOption = None,
+    actor: ActorOption = "cli",
+) -> None:
+    """Link two accounts to one person (privacy follows: each sees the other's DMs)."""
+    from bot.access import link_accounts
+
+    cfg = get_config(config, db)
+    _guard_command(
+        cfg,
+        lambda memory: link_accounts(memory, first, second, actor),
+        ok=("Linked", f"{first} and {second} already"),
+    )
+
+
+@app.command()
+def unlink(
+    account: Annotated[str, typer.Argument(help="ENTRANCE:ID")],
+    config: ConfigOption = None,
+    db: DbOption = None,
+    actor: ActorOption = "cli",
+) -> None:
+    """Give an account a person of its own again."""
+    from bot.access import unlink_account
+
+    cfg = get_config(config, db)
+    _guard_command(cfg, lambda memory: unlink_account(memory, account, actor), ok=("Unlinked",))
 
 
 # backup ----------------------------------------------------------------------------------

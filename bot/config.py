@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.guard_config import AccessConfig, GuardConfig, LimitsConfig
+
 DEFAULT_CONFIG_PATH = Path("config/mirror.toml")
 ENTRANCES = ("local", "telegram", "discord", "email")
 _ADDRESS = re.compile(r"^(?P<entrance>[a-z][a-z0-9_]*):(?P<id>\S+)$")
@@ -159,6 +161,9 @@ class Config(Section):
     coordinator: CoordinatorConfig = Field(default_factory=CoordinatorConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     entrances: Entrances = Field(default_factory=Entrances)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     # Where the file came from (None: embedded defaults). Not a TOML key.
     source: Path | None = Field(default=None, exclude=True)

@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.access import Gatekeeper
 from bot.config import Config
 from bot.coordinator import Coordinator, Outcome
 from bot.entrance import EntranceFailure
@@ -52,8 +53,21 @@ class Instance:
         self.lease_ttl_s = self.heartbeat_s * 3
         self.holder = f"{instance_id}@{socket.gethostname()}:{os.getpid()}"
         self.memory = Memory(config.memory.path, busy_timeout_ms=config.memory.busy_timeout_ms)
-        self.mind = Mind(self.memory, config, instance_id=instance_id, entrance=entrance)
         self.coordinator = Coordinator(self.memory, config)
+        self.gatekeeper = Gatekeeper(
+            self.memory,
+            config,
+            instance_id=instance_id,
+            entrance=entrance,
+            coordinator=self.coordinator,
+        )
+        self.mind = Mind(
+            self.memory,
+            config,
+            instance_id=instance_id,
+            entrance=entrance,
+            gatekeeper=self.gatekeeper,
+        )
         self.watcher = (
             SoulWatcher(self.memory, config.soul.path, max_bytes=config.soul.max_bytes)
             if watch_soul
@@ -92,6 +106,7 @@ class Instance:
         await self.memory.register_instance(
             self.instance_id, self.entrance, self.host, os.getpid(), soul.id if soul else None
         )
+        await self.gatekeeper.warm_up()
         self.spawn(self._heartbeat(), "heartbeat")
         self.spawn(self._preload_model(), "preload-model")
         self.started = True
@@ -141,15 +156,24 @@ class Instance:
         self.spawn(courier.run(), "outbox")
         return courier
 
+    def add_own_account(self, external_id: str) -> None:
+        """The persona's own account on this entrance (a bot id): never answered."""
+        self.gatekeeper.add_own_account(self.entrance, external_id)
+
     async def handle(self, incoming: Incoming) -> Reply | None:
         """One turn; shutdown waits for turns in flight so nothing is half-written.
 
-        Coordinator commands (/pending, /resolve …) are answered by the coordinator code,
-        never by the model, and only act for the configured coordinator.
+        Commands are answered by code, never by the model: the guard's (/link,
+        /approve-pair, /soul …, for admins and the coordinator) and the coordinator's
+        (/pending, /resolve …, only for the configured coordinator). The model's output is
+        only ever sent, never read as a command.
         """
         self._turns_in_flight += 1
         self._no_turns.clear()
         try:
+            answer = await self.gatekeeper.handle_command(incoming)
+            if answer is not None:
+                return Reply(text=answer, model=None)
             outcome = await self.coordinator.handle(
                 incoming.entrance,
                 incoming.author.external_id,

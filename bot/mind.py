@@ -1,21 +1,26 @@
-"""One turn: Incoming -> record -> context -> model -> store -> Reply.
+"""One turn: Incoming -> clean -> record -> guard -> context -> model -> store -> Reply.
 
-The incoming message is recorded before anything else can fail, so nothing is lost; a
-message already answered is not answered again (platform redelivery, crash and restart).
-When every model fails, the offline brain's apology is sent and the message stays marked
-'unanswered' for a later look.
+The incoming message is cleaned (control characters dropped, huge text cut with a note)
+and recorded before anything else can fail, so nothing is lost; a message already handled
+is not handled again (platform redelivery, crash and restart). The guard (`bot.access`)
+then decides before the model is called: a refused or echoed message keeps its row and
+an audit entry saying why. When every model fails, the offline brain's apology is sent and
+the message stays marked 'unanswered' for a later look.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from bot import llm, offline_brain
+from bot.access import Gatekeeper
 from bot.config import Config
 from bot.context import Context, trim_context
+from bot.guard import clean_text, clip_incoming
 from bot.intentions import normalize_subject
 from bot.memory import Memory, NewIntention, Recorded, TurnRecord
 from bot.models import Incoming, IntentionDraft, Reply, SoulVersion, utcnow
@@ -29,6 +34,7 @@ class TurnTimings:
     """Where one turn's time went (seconds), for bench/turn.py."""
 
     ingest: float = 0.0
+    guard: float = 0.0
     context: float = 0.0
     model: float = 0.0
     store: float = 0.0
@@ -37,11 +43,22 @@ class TurnTimings:
 class Mind:
     """The persona's turn for one instance."""
 
-    def __init__(self, memory: Memory, config: Config, *, instance_id: str, entrance: str):
+    def __init__(
+        self,
+        memory: Memory,
+        config: Config,
+        *,
+        instance_id: str,
+        entrance: str,
+        gatekeeper: Gatekeeper | None = None,
+    ):
         self.memory = memory
         self.config = config
         self.instance_id = instance_id
         self.entrance = entrance
+        self.gatekeeper = gatekeeper or Gatekeeper(
+            memory, config, instance_id=instance_id, entrance=entrance
+        )
         self.last_timings = TurnTimings()
         coordinator = config.coordinator.parsed
         self._coordinator = (coordinator.entrance, coordinator.id)
@@ -50,10 +67,14 @@ class Mind:
         return (incoming.entrance, incoming.author.external_id) == self._coordinator
 
     async def turn(self, incoming: Incoming) -> Reply | None:
-        """Answer one incoming message; None when it was already answered."""
-        import time
+        """Answer one incoming message; None when there is nothing to send.
 
+        Nothing to send: the message was handled before, or the guard refused it without a
+        word (a bot, an echo, a spent budget). A refusal with words (a pairing code, "slow
+        down") comes back as a Reply with `model=None`.
+        """
         started = time.perf_counter()
+        incoming = self.cleaned(incoming)
         recorded = await self.memory.record_incoming(incoming, self.instance_id)
         if not recorded.created and await self.memory.incoming_status(recorded.message_id) in (
             "answered",
@@ -62,20 +83,50 @@ class Mind:
         ):
             log.info("message %s was already handled; not answering twice", recorded.message_id)
             return None
-        return await self.answer(incoming, recorded, started=started)
+        ingested = time.perf_counter()
+        verdict = await self.gatekeeper.check(incoming, recorded, places=incoming.places)
+        guarded = time.perf_counter()
+        if not verdict.allow:
+            self.last_timings = TurnTimings(ingest=ingested - started, guard=guarded - ingested)
+            if verdict.reply is None:
+                return None
+            return Reply(text=verdict.reply, model=None)
+        return await self.answer(
+            incoming,
+            recorded,
+            offline=verdict.use_offline,
+            timings=TurnTimings(ingest=ingested - started, guard=guarded - ingested),
+        )
+
+    def cleaned(self, incoming: Incoming) -> Incoming:
+        """The text as memory should keep it: no control characters, huge text cut."""
+        text = clip_incoming(clean_text(incoming.text), self.config.guard.max_message_chars)
+        return incoming if text == incoming.text else incoming.model_copy(update={"text": text})
 
     async def answer(
-        self, incoming: Incoming, recorded: Recorded, *, started: float | None = None
+        self,
+        incoming: Incoming,
+        recorded: Recorded,
+        *,
+        offline: bool = False,
+        timings: TurnTimings | None = None,
     ) -> Reply:
-        import time
+        """Context, model, store: the turn after the guard let the message in.
 
-        started = started or time.perf_counter()
-        ingested = time.perf_counter()
+        `offline`: answer with the offline brain (the daily model budget is spent).
+        """
+        timings = timings or TurnTimings()
+        started = time.perf_counter()
         soul = await self.memory.active_soul()
         context = await self.build_context(incoming, recorded, soul)
         built = time.perf_counter()
+        model_config = self.config.model
+        if offline:
+            model_config = model_config.model_copy(
+                update={"name": llm.OFFLINE_MODEL, "fallbacks": []}
+            )
         try:
-            answer = await llm.complete(self.config.model, context)
+            answer = await llm.complete(model_config, context)
             reply, model, answered = answer.reply, answer.model, True
             usage = (answer.prompt_tokens, answer.completion_tokens, answer.cost_usd)
         except llm.ModelUnavailable as exc:
@@ -109,8 +160,9 @@ class Mind:
         )
         finished = time.perf_counter()
         self.last_timings = TurnTimings(
-            ingest=ingested - started,
-            context=built - ingested,
+            ingest=timings.ingest,
+            guard=timings.guard,
+            context=built - started,
             model=thought - built,
             store=finished - thought,
         )

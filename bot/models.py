@@ -50,6 +50,8 @@ class Incoming(Frozen):
     text: str
     platform_message_id: str | None = None
     reply_to_platform_id: str | None = None
+    # Ids this conversation also belongs to, for [access.*] groups (a guild, a parent channel).
+    places: tuple[str, ...] = ()
     received_at: datetime = Field(default_factory=utcnow)
 
     @property

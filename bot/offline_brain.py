@@ -68,6 +68,12 @@ _TIME_WORDS = re.compile(
     r"|\b\d{1,2}(:\d2)?\s*(am|pm)\b.*"
 )
 _QUESTION = re.compile(r"\?\s*$|^(who|what|when|where|why|how|do|does|did|is|are|can)\b")
+_COMMAND = re.compile(r"^/(?P<name>[a-z][\w-]*)(?:@\w+)?\b", re.I)
+GREETING_COMMANDS = frozenset({"start", "hello", "hi"})
+COMMANDS_HELP = (
+    "Commands I know: /link (connect your accounts on my other entrances)"
+    "; my coordinator and admins have a few more."
+)
 
 
 def answer(context: Context) -> dict[str, Any]:
@@ -76,7 +82,9 @@ def answer(context: Context) -> dict[str, Any]:
     lowered = text.lower()
     reply: dict[str, Any] = {"reply": "", "intentions": [], "notes": [], "done": []}
 
-    if _NAME.search(lowered):
+    if match := _COMMAND.match(lowered):
+        reply["reply"] = command_answer(context, match.group("name"))
+    elif _NAME.search(lowered):
         reply["reply"] = introduce(context)
     elif match := _TOLD.search(lowered):
         reply["reply"] = what_they_said(context, match.group("where"))
@@ -111,6 +119,13 @@ def styled(context: Context, body: str) -> str:
         name = context.person_name or "there"
         body = f"Hi {name},\n\n{body}\n\nBest,\n{context.soul_name}"
     return body
+
+
+def command_answer(context: Context, name: str) -> str:
+    """A slash command nobody's code took (the guard and the coordinator answer theirs)."""
+    if name in GREETING_COMMANDS or name == "help":
+        return f"{introduce(context)}\n\n{COMMANDS_HELP}"
+    return f"I don't know the command /{name}. {COMMANDS_HELP}"
 
 
 def apology(context: Context, reason: str) -> str:

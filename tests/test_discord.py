@@ -264,7 +264,7 @@ async def test_mention_in_a_server_and_a_dm_are_answered_other_talk_only_recorde
     assert log[asked["id"]].status == "answered"
     assert log[chatter["id"]].status == "received"  # recorded for the other instances
     assert log[chatter["id"]].conversation_kind == "group"
-    assert log[from_bot["id"]].status == "received"
+    assert log[from_bot["id"]].status == "refused"  # the guard: a bot not on the allowlist
     assert log[dm["id"]].conversation_kind == "dm"
     pushed = (chatter, from_bot, asked, open_talk, dm, command)
     assert set(log) == {m["id"] for m in pushed}  # our own echoed replies are not incoming

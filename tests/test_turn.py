@@ -107,6 +107,33 @@ async def test_email_style_gets_greeting_and_sign_off(mind: Mind) -> None:
     assert reply.text.startswith("Hi Ann@x.org,") and reply.text.rstrip().endswith("Wren")
 
 
+async def test_unknown_command_gets_a_clear_reply(mind: Mind) -> None:
+    reply = await mind.turn(message("/frobnicate now"))
+    assert reply is not None and "I don't know the command /frobnicate" in reply.text
+    reply = await mind.turn(message("/start"))
+    assert reply is not None and "I'm Wren" in reply.text and "/link" in reply.text
+
+
+async def test_bad_input_is_cleaned_cut_or_refused_never_lost(
+    mind: Mind, memory: Memory, config: Config
+) -> None:
+    huge = "Tell me about herons. " + "blah " * 5000
+    reply = await mind.turn(message(huge, person="hugo"))
+    assert reply is not None
+    [kept] = await memory.search_messages("herons")
+    assert kept.text is not None and len(kept.text) <= config.guard.max_message_chars
+    assert kept.text.startswith("Tell me about herons.")
+    assert kept.text.rstrip().endswith("characters omitted]")
+
+    assert await mind.turn(message("  \u200b\n ", person="ivy")) is None  # recorded, refused
+    reply = await mind.turn(message("what\x00 is\x07 your name?", person="ivy"))
+    assert reply is not None and "Wren" in reply.text
+    log = await memory.message_log(10)
+    statuses = {m.text: m.status for m in log if m.direction == "in"}
+    assert statuses["what is your name?"] == "answered"
+    assert any(status == "refused" for status in statuses.values())
+
+
 @pytest.fixture
 async def fake_model(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeOpenAI]:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
