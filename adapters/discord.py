@@ -480,7 +480,11 @@ class DiscordEntrance:
         self._turns += 1
         self._idle.clear()
         try:
-            if message.guild is not None and is_coordinator_command(incoming.text):
+            if (
+                message.guild is not None
+                and not message.author.bot
+                and is_coordinator_command(incoming.text)
+            ):
                 # Items show both sides, private ones included: never in a server channel.
                 await self.instance.memory.record_incoming(incoming, self.instance.instance_id)
                 await self.send_reply(message, COMMANDS_ONLY_IN_DMS)

@@ -208,9 +208,9 @@ class Gatekeeper:
         facts = await self._facts(incoming, recorded, echo=echo, vetted=vetted)
 
         if echo:
-            said = self._echo_of(heard, recorded, facts)
-            if said is not None:
-                return await self._echo(incoming, recorded, actor, said)
+            found = self._echo_of(heard, recorded, facts)
+            if found is not None and not await self._said_it_first(heard, recorded, found[0]):
+                return await self._echo(incoming, recorded, actor, found[1])
         if not vetted and rules.policy == "allowlist":
             return await self._refuse(recorded, actor, "refused", "not on the allowlist")
         if not vetted and rules.policy == "pairing" and not facts.granted:
@@ -268,19 +268,33 @@ class Gatekeeper:
             )
         )
 
-    def _echo_of(self, heard: str, recorded: Recorded, facts: GuardFacts) -> str | None:
-        """What the persona sent elsewhere that this (normalised) text repeats, if any."""
+    def _echo_of(self, heard: str, recorded: Recorded, facts: GuardFacts) -> tuple[int, str] | None:
+        """The persona's message sent elsewhere that this (normalised) text repeats, if any:
+        (its id, an excerpt)."""
         for sent in facts.sent:
             self.echo.add(sent.id, sent.at, sent.conversation_id, sent.text)
         now = self.memory.now
         self.echo.expire(now)
-        return self.echo.match_normalized(
+        return self.echo.find(
             heard,
             now=now,
             conversation_id=recorded.conversation_id,
             min_chars=self.guard.echo_min_chars,
             min_fragment_chars=self.guard.echo_min_fragment_chars,
         )
+
+    async def _said_it_first(self, heard: str, recorded: Recorded, sent_id: int) -> bool:
+        """Did this person write `heard` before the persona sent message `sent_id`?
+
+        Then the persona was quoting them ("On Telegram you told me: …") or happened to use
+        their words, and their saying it again is no echo. Asked only when the text matched
+        something the persona sent (rare): one indexed read of their latest messages.
+        """
+        earlier = await self.memory.said_before(
+            recorded.person_id, sent_id, self.memory.now - self.guard.echo_window_s
+        )
+        padded = f" {heard} "
+        return any(padded in f" {normalize_for_echo(text)} " for text in earlier)
 
     def _buckets(self, entrance: str, person_id: int) -> list[BucketSpec]:
         buckets = []
@@ -435,13 +449,16 @@ class Gatekeeper:
         /link and /link CODE (private chats only), /approve-pair CODE (admins and the
         coordinator, any chat), /soul show|history|rollback VERSION (admins and the
         coordinator), /pending and /show ID for admins who are not the coordinator
-        (read-only, private chats only).
+        (read-only, private chats only). Never for bots or the persona's own accounts.
         """
         command = parse_command(incoming.text)
         if command is None:
             return None
         author = incoming.author
-        if self.is_own(incoming.entrance, author.external_id):
+        if author.is_bot or self.is_own(incoming.entrance, author.external_id):
+            # Commands are for people. A bot's "/soul …" goes through the guard like any of
+            # its messages (refused unless allowlisted, and counted against the bot budget),
+            # never answered here: otherwise any bot could make the persona talk to it.
             return None
         name = command.name.replace("_", "-")
         actor = account_key(incoming.entrance, author.external_id)

@@ -232,6 +232,25 @@ class EchoWindow:
         min_fragment_chars: int = 48,
     ) -> str | None:
         """`match` for a text already passed through `normalize_for_echo`."""
+        found = self.find(
+            heard,
+            now=now,
+            conversation_id=conversation_id,
+            min_chars=min_chars,
+            min_fragment_chars=min_fragment_chars,
+        )
+        return found[1] if found is not None else None
+
+    def find(
+        self,
+        heard: str,
+        *,
+        now: float,
+        conversation_id: int | None = None,
+        min_chars: int = 20,
+        min_fragment_chars: int = 48,
+    ) -> tuple[int, str] | None:
+        """`match_normalized`, with the id of the sent message: (id, excerpt) or None."""
         if len(heard) < min_chars:
             return None
         horizon = now - self.window_s
@@ -241,7 +260,7 @@ class EchoWindow:
             if sent.at <= horizon or sent.conversation_id == conversation_id:
                 continue
             if _repeats(heard, sent.words, min_chars, min_fragment_chars):
-                return sent.excerpt
+                return message_id, sent.excerpt
         return None
 
     def _candidates(self, heard: str) -> list[int]:

@@ -85,7 +85,7 @@ class GuardConfig(_Section):
 
     max_message_chars: int = Field(default=8000, ge=256)
     echo_window_s: float = Field(default=86400, gt=0)
-    echo_min_chars: int = Field(default=20, ge=1)
+    echo_min_chars: int = Field(default=32, ge=1)
     echo_min_fragment_chars: int = Field(default=48, ge=1)
     echo_candidates: int = Field(default=64, ge=1)  # sent texts compared per check, at most
     acknowledge_echo: bool = True

@@ -171,6 +171,9 @@ class Instance:
         self._turns_in_flight += 1
         self._no_turns.clear()
         try:
+            if incoming.author.is_bot:
+                # Bots never command: their text goes to the guard (allowlist, budgets).
+                return await self.mind.turn(incoming)
             answer = await self.gatekeeper.handle_command(incoming)
             if answer is not None:
                 return Reply(text=answer, model=None)

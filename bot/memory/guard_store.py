@@ -43,6 +43,14 @@ RECENT_INCOMING_SQL = """
     WHERE m.conversation_id = :conversation AND m.direction = 'in' AND m.id <= :message
     ORDER BY m.id DESC LIMIT :limit
 """
+# What a person wrote before a given message (newest first): their own words, which the
+# persona may have quoted back ("you told me …"). Echoes are not their words.
+SAID_BEFORE_SQL = """
+    SELECT text FROM messages
+    WHERE person_id = :person AND id < :before AND direction = 'in' AND status <> 'echo'
+      AND created_at > :since
+    ORDER BY id DESC LIMIT :limit
+"""
 GRANTED_SQL = """
     SELECT 1 FROM identities i JOIN access_grants g ON g.identity_id = i.id
     WHERE i.person_id = :person LIMIT 1
@@ -365,6 +373,23 @@ class GuardStore(Database):
             return [
                 SentMessage(row[0], row[1], row[2], row[3])
                 for row in conn.execute(SENT_SINCE_SQL, {"after": after, "since": since})
+            ]
+
+        return await self.read(run)
+
+    async def said_before(
+        self, person_id: int, before: int, since: float, *, limit: int = 200
+    ) -> list[str]:
+        """Texts `person_id` sent the persona before message id `before` (echoes excepted),
+        none older than `since`, newest first, at most `limit`."""
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [
+                row[0]
+                for row in conn.execute(
+                    SAID_BEFORE_SQL,
+                    {"person": person_id, "before": before, "since": since, "limit": limit},
+                )
             ]
 
         return await self.read(run)
