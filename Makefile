@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers: most tests wait on real processes and fakes, so two halve the time.
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test lint bench clean
 
@@ -23,7 +25,7 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	scripts/install-test-deps.sh
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); status=$$?; \
 		if [ $$status -eq 5 ]; then echo 'no tests collected'; exit 0; fi; exit $$status
 
 bench: $(STAMP)

@@ -137,12 +137,34 @@ def _block_length(pieces: Sequence[_Piece], start: int) -> int:
     return length + len(_CLOSER)  # left open: closed by the split
 
 
+def _shows_something(pieces: Sequence[_Piece]) -> bool:
+    """Text to read, or a code block the text itself left empty ("```\n```"), not only the
+    blank lines of a block cut open (an empty code box sent on its own)."""
+    if any(piece.text.strip() and not piece.is_fence for piece in pieces):
+        return True
+    opened = next((i for i, p in enumerate(pieces) if p.is_fence and p.fence_before is None), None)
+    return opened is not None and any(p.fence_after is None for p in pieces[opened + 1 :])
+
+
 def _render(pieces: Sequence[_Piece], start: int, end: int) -> str:
+    """The message holding pieces[start:end]; "" when it would show nothing."""
+    # A block cut where only blank lines and a fence of it fall on one side: the previous
+    # message closed it already, or the next one opens it; an empty code box would show.
+    first = start
+    while first < end and pieces[first].blank and pieces[first].fence_before is not None:
+        first += 1
+    if first < end and pieces[first].is_fence and pieces[first].fence_before is not None:
+        start = first + 1
+    last = end
+    while last > start and pieces[last - 1].blank and pieces[last - 1].fence_after is not None:
+        last -= 1
+    if last > start and pieces[last - 1].is_fence and pieces[last - 1].fence_before is None:
+        end = last - 1
     while start < end and pieces[start].blank and pieces[start].fence_before is None:
         start += 1
     while end > start and pieces[end - 1].blank and pieces[end - 1].fence_after is None:
         end -= 1
-    if start == end:
+    if start == end or not _shows_something(pieces[start:end]):
         return ""
     opener = pieces[start].fence_before
     out = [opener + "\n"] if opener else []
@@ -204,7 +226,8 @@ def split_for_discord(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     Prefers paragraph and line breaks. A ``` code block cut between two messages is closed
     at the end of the first and reopened, with its language tag, at the start of the next,
     so every message renders on its own; a block the text leaves open is closed. Blank
-    lines at the edges of a message are dropped (Discord trims them anyway).
+    lines at the edges of a message are dropped (Discord trims them anyway), and so is a
+    fence of a cut block with nothing of the block beside it: no empty code boxes.
     """
     if limit < _MIN_LIMIT:
         raise ValueError(f"limit must be at least {_MIN_LIMIT}")
@@ -215,7 +238,7 @@ def split_for_discord(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
         end, sizes = _fit(pieces, start, limit)
         cut = end if end == len(pieces) else _best_cut(pieces, start, end, sizes, limit)
         chunk = _render(pieces, start, cut)
-        if chunk.strip():
+        if chunk:
             chunks.append(chunk)
         start = cut
     return chunks

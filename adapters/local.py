@@ -51,9 +51,7 @@ class LocalChat:
         await self.instance.start()
         try:
             # Rows for this person (the coordinator's address) or for this conversation.
-            self.instance.deliver_outbox(
-                self.deliver, targets=[self.person, self.conversation_id]
-            )
+            self.instance.deliver_outbox(self.deliver, targets=[self.person, self.conversation_id])
             self._start_reader()
             self.emit("ready", f"{self.instance.instance_id} is listening as {self.person}")
             if self.banner and self.interactive:

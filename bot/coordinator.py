@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -56,16 +55,15 @@ class Outcome:
 
 
 def parse_command(text: str) -> Command | None:
-    """'/resolve 12 A take the call' -> Command('resolve', ['12', 'A', 'take', ...])."""
+    """'/resolve 12 A take the call' -> Command('resolve', ['12', 'A', 'take', ...]).
+
+    Arguments are the words as typed, split at any whitespace. No shell-style quoting: it ate
+    the apostrophes and backslashes of a note ("I can't, it's late" read "I cant, its late").
+    """
     stripped = text.strip()
     if not stripped.startswith("/"):
         return None
-    try:
-        words = shlex.split(stripped)
-    except ValueError:
-        words = stripped.split()
-    if not words:
-        return None
+    words = stripped.split()
     name = words[0][1:].split("@", 1)[0].lower()  # Telegram sends /cmd@botname in groups
     return Command(name=name, args=words[1:])
 

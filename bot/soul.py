@@ -57,7 +57,10 @@ def sha256_of(text: str) -> str:
 
 def parse_soul(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Soul:
     """Parse SOUL.md; raise SoulError naming what is missing or wrong."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+    except UnicodeEncodeError as exc:  # a lone surrogate, as JSON's "\ud800" decodes to
+        raise SoulError(f"SOUL.md is not valid Unicode (character {exc.start})") from None
     if len(raw) > max_bytes:
         raise SoulError(f"SOUL.md is {len(raw)} bytes; the limit is {max_bytes}")
     try:

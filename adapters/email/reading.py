@@ -36,9 +36,11 @@ _LOOP_HEADERS = (
     "Feedback-ID",
 )
 _REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|antw)(?:\s*\[\d+\])?\s*:\s*)+", re.IGNORECASE)
-# "On Tue, 3 Jun 2025 at 10:00, Alice <a@example.org> wrote:" (and a few other languages).
+# "On Tue, 3 Jun 2025 at 10:00, Alice <a@example.org> wrote:" (and a few other languages;
+# German names the writer after the verb: "Am Di., 3. Juni 2025 schrieb Alice <a@x.org>:").
 _ATTRIBUTION = re.compile(
-    r"^(on\b.*\bwrote|le\b.*\ba écrit|am\b.*\bschrieb|el\b.*\bescribió|il\b.*\bha scritto)\s*:$",
+    r"^(on\b.*\bwrote|le\b.*\ba écrit|am\b.*\bschrieb\b.*|el\b.*\bescribió|il\b.*\bha scritto)"
+    r"\s*:$",
     re.IGNORECASE,
 )
 _ORIGINAL_MESSAGE = re.compile(
@@ -91,6 +93,15 @@ def header(message: Message, name: str) -> str:
     except Exception:  # a malformed header must not stop the mail from being read
         return ""
     return "" if value is None else " ".join(str(value).split())
+
+
+def header_values(message: Message, name: str) -> list[str]:
+    """Every value of a header that may appear more than once, decoded like `header`."""
+    try:
+        values = message.get_all(name) or []
+    except Exception:  # a malformed header must not stop the mail from being read
+        return [""]
+    return [" ".join(str(value).split()) for value in values]
 
 
 def addresses(message: Message, name: str) -> list[tuple[str, str]]:
@@ -180,20 +191,26 @@ def _is_allowed(address: str, allow_senders: list[str]) -> bool:
 
 
 def why_not_answer(message: Message, own_address: str, allow_senders: list[str]) -> str | None:
-    """Why this mail must not be answered (None: answer it). Never feeds a mail loop."""
-    auto_submitted = header(message, "Auto-Submitted").split(";")[0].strip().lower()
-    if auto_submitted and auto_submitted != "no":
-        return f"Auto-Submitted: {auto_submitted}"
-    precedence = header(message, "Precedence").strip().lower()
-    if precedence in _LOOP_PRECEDENCE:
-        return f"Precedence: {precedence}"
+    """Why this mail must not be answered (None: answer it). Never feeds a mail loop.
+
+    A header that appears more than once counts with each of its values (an auto-responder
+    may add its own Auto-Submitted below a copied "Auto-Submitted: no").
+    """
+    for value in header_values(message, "Auto-Submitted"):
+        auto_submitted = value.split(";")[0].strip().lower()
+        if auto_submitted and auto_submitted != "no":
+            return f"Auto-Submitted: {auto_submitted}"
+    for value in header_values(message, "Precedence"):
+        precedence = value.strip().lower()
+        if precedence in _LOOP_PRECEDENCE:
+            return f"Precedence: {precedence}"
     for name in _LOOP_HEADERS:
         if name in message:
             return f"{name} header (automated or list mail)"
     if message.get_content_type() == "multipart/report":
         report = str(message.get_param("report-type", "") or "bounce or receipt")
         return f"multipart/report ({report})"
-    if "Return-Path" in message and not message_path(header(message, "Return-Path")):
+    if any(not message_path(value) for value in header_values(message, "Return-Path")):
         return "empty Return-Path (a bounce)"
     sender = sender_of(message)
     if sender is None:
@@ -241,21 +258,29 @@ def strip_quotes_and_signature(text: str) -> str:
         if line.lstrip().startswith(">"):
             index += 1
             continue
-        # An attribution may be wrapped over up to three lines by the sender's client.
-        span = next(
-            (
-                size
-                for size in (1, 2, 3)
-                if _ATTRIBUTION.match(" ".join(part.strip() for part in kept[index : index + size]))
-            ),
-            0,
-        )
+        span = _attribution_lines(kept, index)
         if span and _only_quotes_follow(kept[index + span :]):
             index += span
             continue
         without_quotes.append(line.rstrip())
         index += 1
     return _tidy("\n".join(without_quotes))
+
+
+def _attribution_lines(lines: list[str], index: int) -> int:
+    """How many lines (1 to 3) of an attribution start at `index`; 0 when none does.
+
+    A client may wrap an attribution, but not over a blank line; and a line above one that is
+    whole on its own ("On Friday works." above "On Tue, ... wrote:") is the reply's text.
+    """
+    for size in (1, 2, 3):
+        span = [line.strip() for line in lines[index : index + size]]
+        if len(span) < size or not span[-1]:
+            return 0
+        if _ATTRIBUTION.match(" ".join(span)):
+            rest_alone = any(_ATTRIBUTION.match(" ".join(span[k:])) for k in range(1, size))
+            return 0 if rest_alone else size
+    return 0
 
 
 def _only_quotes_follow(lines: list[str]) -> bool:
@@ -331,6 +356,14 @@ class _HtmlText(HTMLParser):
         if blank and self.lines and self.lines[-1][1]:
             self.lines.append((self.quote, ""))
 
+    def parse_html_declaration(self, i: int) -> int:
+        # html.parser raises on a malformed "<![..." (Outlook writes "<![if ...]>" and worse);
+        # read it as a bogus comment, as browsers do, and go on with the rest of the mail.
+        try:
+            return super().parse_html_declaration(i)
+        except AssertionError:
+            return self.parse_bogus_comment(i)
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIP:
             self.skip += 1
@@ -392,6 +425,8 @@ def html_to_text(html: str) -> str:
         parser.feed(html)
         return parser.text()
     except Exception:  # html.parser is lenient; this is a last resort for hostile input
+        hidden = "|".join(_SKIP)
+        html = re.sub(rf"<({hidden})\b.*?(</\1\s*>|\Z)", " ", html, flags=re.IGNORECASE | re.DOTALL)
         return _tidy(re.sub(r"<[^>]*>", " ", html))
 
 
