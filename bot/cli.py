@@ -7,8 +7,10 @@ exit code 2, never a traceback.
 
 from __future__ import annotations
 
-import asyncio
-import difflib
+import os
+
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # no scan of every package
+
 import json
 import logging
 import signal
@@ -86,6 +88,8 @@ def get_config(config: Path | None, db: Path | None) -> Config:
 
 
 def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    import asyncio
+
     from bot.memory import MemoryDbError
 
     try:
@@ -107,6 +111,8 @@ def run_service(service: Service) -> None:
 
     A stop request lets the current turn finish; a second one cancels at once.
     """
+
+    import asyncio
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -150,37 +156,41 @@ def echo_json(data: Any) -> None:
 def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Memory, soul, instances and what is pending."""
     cfg = get_config(config, db)
+    # No event loop and no aiosqlite: this is the command people run to see if all is well,
+    # and it should answer at once (bench/startup.py measures it).
+    from bot.memory import MemoryDbError
+    from bot.memory.snapshot import read_status
 
-    async def go() -> None:
-        memory = await open_memory(cfg)
-        try:
-            report = await memory.status(cfg.persona.instance_dead_after_s)
-        finally:
-            await memory.close()
-        if as_json:
-            data = report.model_dump(mode="json")
-            if data["soul"]:
-                data["soul"].pop("text")
-            echo_json(data)
-            return
-        soul = report.soul
-        typer.echo(f"memory      {report.memory_path} (schema {report.schema_version})")
-        typer.echo(
-            f"soul        {f'v{soul.id} {soul.name} sha256:{soul.sha256[:12]}' if soul else 'none'}"
+    try:
+        report = read_status(
+            cfg.memory.path,
+            cfg.persona.instance_dead_after_s,
+            busy_timeout_ms=cfg.memory.busy_timeout_ms,
         )
-        typer.echo(f"messages    {report.messages}")
-        typer.echo(f"intentions  {report.open_intentions} open")
-        typer.echo(f"conflicts   {report.open_conflicts} open")
-        typer.echo(f"outbox      {report.pending_outbox} pending")
-        typer.echo("instances" + ("   none" if not report.instances else ""))
-        for item in report.instances:
-            state = "alive" if report.alive[item.id] else item.status
-            typer.echo(
-                f"  {item.id:<14} {item.entrance:<9} {state:<7} last seen "
-                f"{item.last_seen:%Y-%m-%d %H:%M:%S} UTC (pid {item.pid} on {item.host})"
-            )
-
-    run_async(go)
+    except MemoryDbError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        data = report.model_dump(mode="json")
+        if data["soul"]:
+            data["soul"].pop("text")
+        echo_json(data)
+        return
+    soul = report.soul
+    typer.echo(f"memory      {report.memory_path} (schema {report.schema_version})")
+    typer.echo(
+        f"soul        {f'v{soul.id} {soul.name} sha256:{soul.sha256[:12]}' if soul else 'none'}"
+    )
+    typer.echo(f"messages    {report.messages}")
+    typer.echo(f"intentions  {report.open_intentions} open")
+    typer.echo(f"conflicts   {report.open_conflicts} open")
+    typer.echo(f"outbox      {report.pending_outbox} pending")
+    typer.echo("instances" + ("   none" if not report.instances else ""))
+    for item in report.instances:
+        state = "alive" if report.alive[item.id] else item.status
+        typer.echo(
+            f"  {item.id:<14} {item.entrance:<9} {state:<7} last seen "
+            f"{item.last_seen:%Y-%m-%d %H:%M:%S} UTC (pid {item.pid} on {item.host})"
+        )
 
 
 # soul ------------------------------------------------------------------------------------
@@ -252,6 +262,8 @@ def soul_diff(a: int, b: int, config: ConfigOption = None, db: DbOption = None) 
             if version is None:
                 raise CommandError(f"no soul version {number}")
         assert first and second
+        import difflib
+
         lines = difflib.unified_diff(
             first.text.splitlines(keepends=True),
             second.text.splitlines(keepends=True),
@@ -499,6 +511,8 @@ def up(
         """The local chat in the foreground, the supervised scheduler beside it."""
 
         async def run(self) -> None:
+            import asyncio
+
             beside = asyncio.create_task(supervisor.run())
             try:
                 await chat_entrance.run()

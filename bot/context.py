@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
-from bot.models import TurnView, ViewMessage
+from bot.models import TurnView, ViewDecision, ViewIntention, ViewMessage
 
 # Token budgets per section (estimated at ~4 characters a token).
 BUDGETS = {
@@ -40,6 +41,11 @@ Only add an intention when you make a real commitment."""
 
 def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
+
+
+@lru_cache(maxsize=16)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
 
 
 class Context(BaseModel):
@@ -76,12 +82,21 @@ class Context(BaseModel):
         return sorted(used)
 
     def local_time(self, moment: datetime) -> str:
-        return moment.astimezone(ZoneInfo(self.timezone)).strftime("%a %Y-%m-%d %H:%M")
+        return moment.astimezone(_zone(self.timezone)).strftime("%a %Y-%m-%d %H:%M")
+
+
+def _same_width(moment: datetime) -> str:
+    """What `Context.local_time` renders, for measuring: always this wide, and costs
+    nothing (trimming sizes about 70 lines a turn; each strftime is a few µs)."""
+    return "Www YYYY-MM-DD HH:MM"
 
 
 def trim_context(context: Context) -> Context:
     """Drop the oldest rows of each section until it fits its budget."""
     view = context.view
+
+    def quoted(message: ViewMessage) -> str:
+        return quote(context, message, when=_same_width)
 
     def fit(items: list[Any], budget: int, render: Callable[[Any], str]) -> list[Any]:
         kept, spent = [], 0
@@ -96,27 +111,62 @@ def trim_context(context: Context) -> Context:
     history_newest_first = view.history[::-1]
     trimmed = view.model_copy(
         update={
-            "history": fit(history_newest_first, BUDGETS["history"], lambda m: quote(context, m))[
-                ::-1
-            ],
-            "recall": fit(view.recall, BUDGETS["recall"], lambda m: quote(context, m)),
-            "elsewhere": fit(view.elsewhere, BUDGETS["elsewhere"], lambda m: quote(context, m)),
-            "intentions": fit(view.intentions, BUDGETS["intentions"], str),
-            "decisions": fit(view.decisions, BUDGETS["decisions"], str),
+            "history": fit(history_newest_first, BUDGETS["history"], quoted)[::-1],
+            "recall": fit(view.recall, BUDGETS["recall"], quoted),
+            "elsewhere": fit(view.elsewhere, BUDGETS["elsewhere"], quoted),
+            "intentions": fit(
+                view.intentions,
+                BUDGETS["intentions"],
+                lambda item: intention_line(context, item, when=_same_width),
+            ),
+            "decisions": fit(view.decisions, BUDGETS["decisions"], decision_line),
         }
     )
     return context.model_copy(update={"view": trimmed})
 
 
-def quote(context: Context, message: ViewMessage) -> str:
+def quote(
+    context: Context, message: ViewMessage, *, when: Callable[[datetime], str] | None = None
+) -> str:
     """One message as quoted data: where, who, when, and the text as a JSON string."""
     where = f"{message.entrance}/{message.instance_id}"
-    when = context.local_time(message.at)
+    at = (when or context.local_time)(message.at)
     if message.text is None:
-        return f"[{where} · {when}] (a private conversation on {message.entrance})"
+        return f"[{where} · {at}] (a private conversation on {message.entrance})"
     who = "you" if message.direction == "out" else (message.person_name or "someone")
     kind = "private chat" if message.conversation_kind == "dm" else message.conversation_kind
-    return f"[{where} · {kind} · {when}] {who}: {json.dumps(message.text, ensure_ascii=False)}"
+    return f"[{where} · {kind} · {at}] {who}: {json.dumps(message.text, ensure_ascii=False)}"
+
+
+def intention_line(
+    context: Context, item: ViewIntention, *, when: Callable[[datetime], str] | None = None
+) -> str:
+    """One open intention as the prompt lists it (redacted when from another's DM)."""
+    due = f" due {(when or context.local_time)(item.due_at)}" if item.due_at else ""
+    if item.text is None:
+        return (
+            f"- #{item.id} a private conversation on {item.entrance} produced an open "
+            f"intention{due}"
+        )
+    target = f" (needs {item.target_entrance})" if item.target_entrance else ""
+    who = f" for {item.person_name}" if item.person_name else ""
+    return (
+        f"- #{item.id} [{item.status}] {item.owner_instance}/{item.entrance}{who}:"
+        f" {json.dumps(item.text, ensure_ascii=False)}{due}{target}"
+    )
+
+
+def decision_line(decision: ViewDecision) -> str:
+    """One coordinator decision as the prompt lists it."""
+    return (
+        f"- on '{decision.subject}': {decision.status}"
+        + (
+            f", decided: {json.dumps(decision.resolution, ensure_ascii=False)}"
+            if decision.resolution
+            else ""
+        )
+        + (f" (note: {json.dumps(decision.note, ensure_ascii=False)})" if decision.note else "")
+    )
 
 
 def render_system(context: Context) -> str:
@@ -150,30 +200,12 @@ def render_system(context: Context) -> str:
         instance_lines.extend(f"  - {quote(context, m)}" for m in instance.recent[::-1])
     _section(parts, "Mirror view: your instances and what each did lately", instance_lines)
 
-    intention_lines = []
-    for item in view.intentions:
-        due = f" due {context.local_time(item.due_at)}" if item.due_at else ""
-        target = f" (needs {item.target_entrance})" if item.target_entrance else ""
-        if item.text is None:
-            intention_lines.append(
-                f"- #{item.id} a private conversation on {item.entrance} produced an open "
-                f"intention{due}"
-            )
-        else:
-            who = f" for {item.person_name}" if item.person_name else ""
-            intention_lines.append(
-                f"- #{item.id} [{item.status}] {item.owner_instance}/{item.entrance}{who}:"
-                f" {json.dumps(item.text, ensure_ascii=False)}{due}{target}"
-            )
-    _section(parts, "Open intentions across all your instances", intention_lines)
-
-    decision_lines = [
-        f"- on '{d.subject}': {d.status}"
-        + (f", decided: {json.dumps(d.resolution, ensure_ascii=False)}" if d.resolution else "")
-        + (f" (note: {json.dumps(d.note, ensure_ascii=False)})" if d.note else "")
-        for d in view.decisions
-    ]
-    _section(parts, "Coordinator decisions (binding)", decision_lines)
+    _section(
+        parts,
+        "Open intentions across all your instances",
+        [intention_line(context, item) for item in view.intentions],
+    )
+    _section(parts, "Coordinator decisions (binding)", [decision_line(d) for d in view.decisions])
     _section(
         parts,
         f"What {context.person_name or 'this person'} said elsewhere (newest first)",

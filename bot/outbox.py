@@ -1,8 +1,10 @@
 """Outbox delivery for an entrance: the one loop every adapter reuses.
 
 An idle courier costs almost nothing: it checks `PRAGMA data_version` (which changes only
-when another connection commits) every `poll_s`, and runs the claim query only then, or
-once a `recheck_s` for retries that have come due.
+when another connection commits) every `poll_s` without a thread hand-off
+(`Memory.data_version_now`), and looks for due rows only then, or
+once a `recheck_s` for retries that have come due. Looking is a read; only when something
+is due does it claim (a write), so couriers never take the write lock on every commit.
 """
 
 from __future__ import annotations
@@ -48,12 +50,13 @@ class OutboxCourier:
         last_version: int | None = None
         last_check = 0.0
         while True:
-            version = await self.memory.data_version()
+            version = self.memory.data_version_now()
             now = time.monotonic()
-            if version != last_version or now - last_check >= self.recheck_s:
+            if version is None or version != last_version or now - last_check >= self.recheck_s:
                 last_version, last_check = version, now
                 try:
-                    await self.deliver_due()
+                    if await self.memory.outbox_due(self.entrance, targets=self.targets):
+                        await self.deliver_due()
                 except asyncio.CancelledError:
                     raise
                 except Exception:

@@ -159,29 +159,34 @@ class Scheduler:
                 },
             )
 
-        async def send(details: ItemDetails, what: str, prefix: str, key: str) -> bool:
-            return await self.memory.mark_item_sent(
-                details.item.id,
+        async def send(batch: list[tuple[ItemDetails, str]], what: str, prefix: str) -> list[int]:
+            """One fenced transaction for the whole batch (one commit, not one per item)."""
+            return await self.memory.mark_items_sent(
+                [(details.item.id, message(details, prefix, key)) for details, key in batch],
                 what,
-                message(details, prefix, key),
                 lease=LEASE,
                 holder=self.holder,
                 epoch=epoch,
                 remind_after_s=coordinator.remind_after_s,
             )
 
-        for details in await self.memory.items_to_surface():
-            if await send(details, "surfaced", "", f"surface:{details.item.id}"):
-                report.surfaced.append(details.item.id)
+        surfacing = await self.memory.items_to_surface()
+        report.surfaced = await send(
+            [(details, f"surface:{details.item.id}") for details in surfacing], "surfaced", ""
+        )
         stamp = int(self.memory.now // coordinator.remind_after_s)
-        for details in await self.memory.items_to_remind():
-            key = f"remind:{details.item.id}:{stamp}"
-            if await send(details, "reminded", "Reminder: still waiting for you.\n", key):
-                report.reminded.append(details.item.id)
-        for details in await self.memory.items_to_escalate():
-            key = f"escalate:{details.item.id}"
-            if await send(details, "escalated", "OVERDUE: this is already due.\n", key):
-                report.escalated.append(details.item.id)
+        reminding = await self.memory.items_to_remind()
+        report.reminded = await send(
+            [(details, f"remind:{details.item.id}:{stamp}") for details in reminding],
+            "reminded",
+            "Reminder: still waiting for you.\n",
+        )
+        escalating = await self.memory.items_to_escalate()
+        report.escalated = await send(
+            [(details, f"escalate:{details.item.id}") for details in escalating],
+            "escalated",
+            "OVERDUE: this is already due.\n",
+        )
         report.expired = await self.memory.expire_intentions(self.config.scheduler.expire_after_s)
         report.dead = await self.memory.mark_dead_instances(
             self.config.persona.instance_dead_after_s

@@ -2,31 +2,48 @@
 
 Every instance (one OS process per entrance) shares this one SQLite database; it is how the
 persona's instances know what the others said, promised and learned. `Memory` combines the
-stores below; each store's methods are typed (pydantic in and out) and each logical write is
-one short `BEGIN IMMEDIATE` transaction.
+stores (bot/memory/*_store.py); each store's methods are typed (pydantic in and out) and
+each logical write is one short `BEGIN IMMEDIATE` transaction.
+
+The names below load on first use (PEP 562), so that importing one light module of this
+package (`bot.memory.snapshot` for `mirror status`) does not import asyncio, aiosqlite and
+every store.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from bot.memory.catchup_store import CatchupStore
-from bot.memory.conversation_store import ConversationStore, Recorded, fts_query
-from bot.memory.coordinator_store import CoordinatorStore, LeaseLost, Outgoing
-from bot.memory.database import (
-    Database,
-    MemoryDbError,
-    MemoryUnavailable,
-    SchemaTooNew,
-)
-from bot.memory.guard_store import GuardStore
-from bot.memory.intention_store import IntentionStore, ItemError, NewIntention
-from bot.memory.mirror_store import MirrorStore, ViewLimits
-from bot.memory.outbox_store import OutboxStore
-from bot.memory.presence_store import Lease, PresenceStore
-from bot.memory.soul_store import SoulStore
-from bot.memory.turn_store import Provenance, StoredTurn, TurnRecord, TurnStore
-from bot.models import Status
+if TYPE_CHECKING:
+    from bot.memory.conversation_store import Recorded, fts_query
+    from bot.memory.coordinator_store import LeaseLost, Outgoing
+    from bot.memory.guard_store import GuardStore
+    from bot.memory.intention_store import ItemError, NewIntention
+    from bot.memory.mirror_store import ViewLimits
+    from bot.memory.presence_store import Lease
+    from bot.memory.schema import MemoryDbError, MemoryUnavailable, SchemaTooNew
+    from bot.memory.store import Memory
+    from bot.memory.turn_store import Provenance, StoredTurn, TurnRecord
+
+_WHERE = {
+    "GuardStore": "bot.memory.guard_store",
+    "ItemError": "bot.memory.intention_store",
+    "Lease": "bot.memory.presence_store",
+    "LeaseLost": "bot.memory.coordinator_store",
+    "Memory": "bot.memory.store",
+    "MemoryDbError": "bot.memory.schema",
+    "MemoryUnavailable": "bot.memory.schema",
+    "NewIntention": "bot.memory.intention_store",
+    "Outgoing": "bot.memory.coordinator_store",
+    "Provenance": "bot.memory.turn_store",
+    "Recorded": "bot.memory.conversation_store",
+    "SchemaTooNew": "bot.memory.schema",
+    "StoredTurn": "bot.memory.turn_store",
+    "TurnRecord": "bot.memory.turn_store",
+    "ViewLimits": "bot.memory.mirror_store",
+    "fts_query": "bot.memory.conversation_store",
+}
 
 __all__ = [
     "GuardStore",
@@ -48,47 +65,10 @@ __all__ = [
 ]
 
 
-class Memory(
-    GuardStore,
-    CatchupStore,
-    ConversationStore,
-    MirrorStore,
-    TurnStore,
-    IntentionStore,
-    CoordinatorStore,
-    OutboxStore,
-    SoulStore,
-    PresenceStore,
-    Database,
-):
-    async def status(self, dead_after_s: float) -> Status:
-        def counts(conn: sqlite3.Connection) -> sqlite3.Row:
-            return conn.execute(
-                "SELECT"
-                " (SELECT count(*) FROM messages) AS messages,"
-                " (SELECT count(*) FROM intentions WHERE status IN ('open', 'conflicted'))"
-                "   AS open_intentions,"
-                " (SELECT count(*) FROM conflicts WHERE status IN ('open', 'surfaced'))"
-                "   AS open_conflicts,"
-                " (SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending'))"
-                "   AS pending_outbox"
-            ).fetchone()
-
-        row = await self.read(counts)
-        instances = await self.instances()
-        now = self.now
-        alive = {
-            item.id: item.status == "alive" and now - item.last_seen.timestamp() < dead_after_s
-            for item in instances
-        }
-        return Status(
-            memory_path=str(self.path),
-            schema_version=self.schema_version,
-            soul=await self.active_soul(),
-            instances=instances,
-            alive=alive,
-            messages=row["messages"],
-            open_intentions=row["open_intentions"],
-            open_conflicts=row["open_conflicts"],
-            pending_outbox=row["pending_outbox"],
-        )
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -59,31 +59,65 @@ def _check_lease(conn: sqlite3.Connection, now: float, name: str, holder: str, e
         raise LeaseLost(f"lease {name} epoch {epoch} is no longer held by {holder}")
 
 
-def _side(conn: sqlite3.Connection, intention_id: int) -> Side:
-    row = conn.execute(
-        "SELECT i.*, p.name AS person_name, c.external_id AS conversation_external_id,"
-        " c.kind AS conversation_kind FROM intentions i"
-        " LEFT JOIN people p ON p.id = i.person_id"
-        " LEFT JOIN conversations c ON c.id = i.conversation_id WHERE i.id = ?",
-        (intention_id,),
-    ).fetchone()
-    return Side(rows.intention(row), row["conversation_external_id"], row["conversation_kind"])
+_SIDE = (
+    "SELECT i.*, p.name AS person_name, c.external_id AS conversation_external_id,"
+    " c.kind AS conversation_kind FROM intentions i"
+    " LEFT JOIN people p ON p.id = i.person_id"
+    " LEFT JOIN conversations c ON c.id = i.conversation_id"
+)
+
+
+def items_details_in(conn: sqlite3.Connection, item_ids: list[int]) -> list[ItemDetails]:
+    """Items with their intentions and the decision they contradict: three queries
+    whatever the count (a scheduler tick takes 100 at a time); in the order of `item_ids`,
+    unknown ids left out."""
+    if not item_ids:
+        return []
+    ids = json.dumps(item_ids)
+    items = {
+        row["id"]: row
+        for row in conn.execute(
+            "SELECT * FROM conflicts WHERE id IN (SELECT value FROM json_each(?))", (ids,)
+        )
+    }
+    sides = json.dumps(
+        [row[key] for row in items.values() for key in ("intention_a", "intention_b")]
+    )
+    intentions = {
+        row["id"]: Side(
+            rows.intention(row), row["conversation_external_id"], row["conversation_kind"]
+        )
+        for row in conn.execute(f"{_SIDE} WHERE i.id IN (SELECT value FROM json_each(?))", (sides,))
+    }
+    earlier = json.dumps([row["decision_of"] for row in items.values()])
+    decisions = {
+        row["id"]: rows.conflict(row)
+        for row in conn.execute(
+            "SELECT * FROM conflicts WHERE id IN (SELECT value FROM json_each(?))", (earlier,)
+        )
+    }
+    found = []
+    for item_id in item_ids:
+        row = items.get(item_id)
+        if row is None:
+            continue
+        found.append(
+            ItemDetails(
+                rows.conflict(row),
+                [
+                    intentions[side]
+                    for side in (row["intention_a"], row["intention_b"])
+                    if side is not None and side in intentions
+                ],
+                decisions.get(row["decision_of"]),
+            )
+        )
+    return found
 
 
 def item_details_in(conn: sqlite3.Connection, item_id: int) -> ItemDetails | None:
-    row = conn.execute("SELECT * FROM conflicts WHERE id = ?", (item_id,)).fetchone()
-    if row is None:
-        return None
-    sides = [_side(conn, row["intention_a"])]
-    if row["intention_b"] is not None:
-        sides.append(_side(conn, row["intention_b"]))
-    decision = None
-    if row["decision_of"] is not None:
-        earlier = conn.execute(
-            "SELECT * FROM conflicts WHERE id = ?", (row["decision_of"],)
-        ).fetchone()
-        decision = rows.conflict(earlier) if earlier else None
-    return ItemDetails(rows.conflict(row), sides, decision)
+    found = items_details_in(conn, [item_id])
+    return found[0] if found else None
 
 
 class CoordinatorStore(Database):
@@ -95,7 +129,7 @@ class CoordinatorStore(Database):
             ids = conn.execute(
                 "SELECT id FROM conflicts WHERE status IN ('open', 'surfaced') ORDER BY id"
             ).fetchall()
-            return [d for d in (item_details_in(conn, r["id"]) for r in ids) if d is not None]
+            return items_details_in(conn, [r["id"] for r in ids])
 
         return await self.read(run)
 
@@ -184,7 +218,7 @@ class CoordinatorStore(Database):
             ids = conn.execute(
                 "SELECT id FROM conflicts WHERE status = 'open' ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
-            return [d for d in (item_details_in(conn, r["id"]) for r in ids) if d is not None]
+            return items_details_in(conn, [r["id"] for r in ids])
 
         return await self.read(run)
 
@@ -195,7 +229,7 @@ class CoordinatorStore(Database):
                 " ORDER BY next_remind_at LIMIT ?",
                 (self.now, limit),
             ).fetchall()
-            return [d for d in (item_details_in(conn, r["id"]) for r in ids) if d is not None]
+            return items_details_in(conn, [r["id"] for r in ids])
 
         return await self.read(run)
 
@@ -208,7 +242,7 @@ class CoordinatorStore(Database):
                 " AND due_at < ? ORDER BY due_at LIMIT ?",
                 (self.now, limit),
             ).fetchall()
-            return [d for d in (item_details_in(conn, r["id"]) for r in ids) if d is not None]
+            return items_details_in(conn, [r["id"] for r in ids])
 
         return await self.read(run)
 
@@ -227,41 +261,68 @@ class CoordinatorStore(Database):
 
         what: 'surfaced' | 'reminded' | 'escalated'. Returns False if it was already sent.
         """
+        sent = await self.mark_items_sent(
+            [(item_id, message)],
+            what,
+            lease=lease,
+            holder=holder,
+            epoch=epoch,
+            remind_after_s=remind_after_s,
+        )
+        return bool(sent)
+
+    async def mark_items_sent(
+        self,
+        items: list[tuple[int, Outgoing]],
+        what: str,
+        *,
+        lease: str,
+        holder: str,
+        epoch: int,
+        remind_after_s: float,
+    ) -> list[int]:
+        """`mark_item_sent` for many items in one fenced transaction (a tick's batch: one
+        commit instead of one per item); returns the ids whose message was newly queued."""
         column = {
             "surfaced": "surfaced_at",
             "reminded": "reminded_at",
             "escalated": "escalated_at",
         }[what]
+        if not items:
+            return []
 
-        def run(conn: sqlite3.Connection) -> bool:
+        def run(conn: sqlite3.Connection) -> list[int]:
             now = self.now
             _check_lease(conn, now, lease, holder, epoch)
-            outbox_id = enqueue_in(
-                conn,
-                now,
-                entrance=message.entrance,
-                target=message.target,
-                text=message.text,
-                payload=message.payload,
-                dedupe_key=message.dedupe_key,
-                epoch=epoch,
-            )
-            status = "surfaced" if what == "surfaced" else None
-            conn.execute(
-                f"UPDATE conflicts SET {column} = :now, epoch = :epoch,"
-                " status = COALESCE(:status, status),"
-                " next_remind_at = CASE WHEN :what = 'escalated' THEN next_remind_at"
-                "   ELSE :now + :remind END WHERE id = :id",
-                {
-                    "now": now,
-                    "epoch": epoch,
-                    "status": status,
-                    "what": what,
-                    "remind": remind_after_s,
-                    "id": item_id,
-                },
-            )
-            return outbox_id is not None
+            queued = []
+            for item_id, message in items:
+                outbox_id = enqueue_in(
+                    conn,
+                    now,
+                    entrance=message.entrance,
+                    target=message.target,
+                    text=message.text,
+                    payload=message.payload,
+                    dedupe_key=message.dedupe_key,
+                    epoch=epoch,
+                )
+                conn.execute(
+                    f"UPDATE conflicts SET {column} = :now, epoch = :epoch,"
+                    " status = COALESCE(:status, status),"
+                    " next_remind_at = CASE WHEN :what = 'escalated' THEN next_remind_at"
+                    "   ELSE :now + :remind END WHERE id = :id",
+                    {
+                        "now": now,
+                        "epoch": epoch,
+                        "status": "surfaced" if what == "surfaced" else None,
+                        "what": what,
+                        "remind": remind_after_s,
+                        "id": item_id,
+                    },
+                )
+                if outbox_id is not None:
+                    queued.append(item_id)
+            return queued
 
         return await self.write(run)
 

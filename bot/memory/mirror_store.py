@@ -146,6 +146,10 @@ class MirrorStore(Database):
                     )
                 ]
                 instances.append(_view_instance(row, recent, now, dead_after_s))
+            # INDEXED BY (here and for decisions): with no statistics (no ANALYZE) the planner
+            # picks the status indexes and sorts every active intention, every decision ever
+            # made (5 ms at 8 000 decisions); the partial indexes of schema 004 hold exactly
+            # these rows, in order.
             intentions = [
                 ViewIntention(
                     id=row["id"],
@@ -164,7 +168,8 @@ class MirrorStore(Database):
                     " CASE WHEN :audience IS NULL OR i.visibility = 'group'"
                     "   OR i.person_id = :audience THEN i.text END AS text,"
                     " i.subject, i.due_at, i.status, i.target_entrance"
-                    " FROM intentions i LEFT JOIN people p ON p.id = i.person_id"
+                    " FROM intentions i INDEXED BY intentions_active"
+                    " LEFT JOIN people p ON p.id = i.person_id"
                     " WHERE i.status IN ('open', 'conflicted', 'resolved')"
                     " ORDER BY i.id DESC LIMIT :limit",
                     {**params, "limit": limits.intentions},
@@ -182,7 +187,8 @@ class MirrorStore(Database):
                     resolved_at=from_epoch(row["resolved_at"]),
                 )
                 for row in conn.execute(
-                    "SELECT * FROM conflicts WHERE status IN ('resolved', 'dismissed')"
+                    "SELECT * FROM conflicts INDEXED BY conflicts_decided"
+                    " WHERE status IN ('resolved', 'dismissed')"
                     " ORDER BY resolved_at DESC LIMIT :limit",
                     {"limit": limits.decisions},
                 )

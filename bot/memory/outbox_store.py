@@ -46,6 +46,31 @@ def enqueue_in(
     return cursor.lastrowid if cursor.rowcount else None
 
 
+# Due rows of one entrance, oldest first: two seeks of the outbox_due index (pending and
+# due; claimed and abandoned) rather than a scan of every row it ever sent (4 ms at 12 000
+# sent rows, inside the write lock).
+_DUE_IDS = """
+    SELECT id FROM (
+        SELECT id, target FROM outbox
+        WHERE entrance = :entrance AND status = 'pending' AND next_attempt_at <= :now
+        UNION ALL
+        SELECT id, target FROM outbox
+        WHERE entrance = :entrance AND status = 'sending' AND claimed_until < :now
+    )
+    WHERE :targets IS NULL OR target IN (SELECT value FROM json_each(:targets))
+    ORDER BY id LIMIT :limit
+"""
+
+
+def _due_params(entrance: str, targets: list[str] | None, now: float, limit: int) -> dict[str, Any]:
+    return {
+        "entrance": entrance,
+        "targets": json.dumps(targets) if targets is not None else None,
+        "now": now,
+        "limit": limit,
+    }
+
+
 class OutboxStore(Database):
     async def enqueue(
         self,
@@ -68,6 +93,20 @@ class OutboxStore(Database):
             )
         )
 
+    async def outbox_due(self, entrance: str, *, targets: list[str] | None = None) -> bool:
+        """Is anything due for this entrance? A read: the courier's check before it claims
+        (a claim is a write, which would take the write lock every time anyone commits)."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    f"SELECT EXISTS ({_DUE_IDS})", _due_params(entrance, targets, self.now, 1)
+                ).fetchone()[0]
+                == 1
+            )
+
+        return await self.read(run)
+
     async def claim_outbox(
         self,
         entrance: str,
@@ -84,19 +123,11 @@ class OutboxStore(Database):
             return conn.execute(
                 "UPDATE outbox SET status = 'sending', claimed_by = :claimer,"
                 " claimed_until = :until, attempts = attempts + 1"
-                " WHERE id IN (SELECT id FROM outbox WHERE entrance = :entrance"
-                "   AND (:targets IS NULL OR target IN (SELECT value FROM json_each(:targets)))"
-                "   AND ((status = 'pending' AND next_attempt_at <= :now)"
-                "   OR (status = 'sending' AND claimed_until < :now))"
-                "   ORDER BY id LIMIT :limit)"
-                " RETURNING *",
+                f" WHERE id IN ({_DUE_IDS}) RETURNING *",
                 {
-                    "targets": json.dumps(targets) if targets is not None else None,
+                    **_due_params(entrance, targets, now, limit),
                     "claimer": claimer,
                     "until": now + claim_s,
-                    "entrance": entrance,
-                    "now": now,
-                    "limit": limit,
                 },
             ).fetchall()
 

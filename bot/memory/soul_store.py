@@ -52,9 +52,18 @@ class SoulStore(Database):
 
         return await self.write(run)
 
+    _soul: SoulVersion | None = None  # the last active soul read by this process
+
     async def active_soul(self) -> SoulVersion | None:
+        """The newest soul version. Every turn asks; a peek at the newest id (no thread
+        hand-off) tells whether the one read last is still it, so the text is read only
+        after an edit (by any process)."""
+        cached = self._soul
+        if cached is not None and self.peek("SELECT max(id) FROM soul_versions") == cached.id:
+            return cached
         row = await self.read(lambda conn: conn.execute(_LATEST).fetchone())
-        return rows.soul_version(row) if row else None
+        self._soul = rows.soul_version(row) if row else None
+        return self._soul
 
     async def soul_version(self, version_id: int) -> SoulVersion | None:
         row = await self.read(

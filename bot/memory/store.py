@@ -1,0 +1,34 @@
+"""`Memory`: every store of memory.db in one object, over one `Database` (two connections)."""
+
+from __future__ import annotations
+
+from bot.memory.catchup_store import CatchupStore
+from bot.memory.conversation_store import ConversationStore
+from bot.memory.coordinator_store import CoordinatorStore
+from bot.memory.database import Database
+from bot.memory.guard_store import GuardStore
+from bot.memory.intention_store import IntentionStore
+from bot.memory.mirror_store import MirrorStore
+from bot.memory.outbox_store import OutboxStore
+from bot.memory.presence_store import PresenceStore
+from bot.memory.snapshot import status_in
+from bot.memory.soul_store import SoulStore
+from bot.memory.turn_store import TurnStore
+from bot.models import Status
+
+
+class Memory(
+    GuardStore,
+    CatchupStore,
+    ConversationStore,
+    MirrorStore,
+    TurnStore,
+    IntentionStore,
+    CoordinatorStore,
+    OutboxStore,
+    SoulStore,
+    PresenceStore,
+    Database,
+):
+    async def status(self, dead_after_s: float) -> Status:
+        return await self.read(status_in, self.now, dead_after_s, self.path, self.schema_version)
