@@ -214,26 +214,8 @@ class EchoWindow:
         min_fragment_chars: int = 48,
     ) -> str | None:
         """The excerpt of a sent text `text` repeats (other conversations only), or None."""
-        return self.match_normalized(
-            normalize_for_echo(text),
-            now=now,
-            conversation_id=conversation_id,
-            min_chars=min_chars,
-            min_fragment_chars=min_fragment_chars,
-        )
-
-    def match_normalized(
-        self,
-        heard: str,
-        *,
-        now: float,
-        conversation_id: int | None = None,
-        min_chars: int = 20,
-        min_fragment_chars: int = 48,
-    ) -> str | None:
-        """`match` for a text already passed through `normalize_for_echo`."""
         found = self.find(
-            heard,
+            normalize_for_echo(text),
             now=now,
             conversation_id=conversation_id,
             min_chars=min_chars,
@@ -250,7 +232,8 @@ class EchoWindow:
         min_chars: int = 20,
         min_fragment_chars: int = 48,
     ) -> tuple[int, str] | None:
-        """`match_normalized`, with the id of the sent message: (id, excerpt) or None."""
+        """`match` for a text already passed through `normalize_for_echo`, with the id of
+        the sent message: (id, excerpt), or None."""
         if len(heard) < min_chars:
             return None
         horizon = now - self.window_s

@@ -50,6 +50,22 @@ class Outgoing:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+def enqueue_outgoing_in(
+    conn: sqlite3.Connection, now: float, message: Outgoing, *, epoch: int | None = None
+) -> int | None:
+    """Queue `message` in the outbox (see `enqueue_in`); None when its key was queued."""
+    return enqueue_in(
+        conn,
+        now,
+        entrance=message.entrance,
+        target=message.target,
+        text=message.text,
+        payload=message.payload,
+        dedupe_key=message.dedupe_key,
+        epoch=epoch,
+    )
+
+
 def _check_lease(conn: sqlite3.Connection, now: float, name: str, holder: str, epoch: int) -> None:
     row = conn.execute(
         "SELECT 1 FROM leases WHERE name = ? AND holder = ? AND epoch = ? AND expires_at > ?",
@@ -296,16 +312,7 @@ class CoordinatorStore(Database):
             _check_lease(conn, now, lease, holder, epoch)
             queued = []
             for item_id, message in items:
-                outbox_id = enqueue_in(
-                    conn,
-                    now,
-                    entrance=message.entrance,
-                    target=message.target,
-                    text=message.text,
-                    payload=message.payload,
-                    dedupe_key=message.dedupe_key,
-                    epoch=epoch,
-                )
+                outbox_id = enqueue_outgoing_in(conn, now, message, epoch=epoch)
                 conn.execute(
                     f"UPDATE conflicts SET {column} = :now, epoch = :epoch,"
                     " status = COALESCE(:status, status),"
@@ -332,18 +339,6 @@ class CoordinatorStore(Database):
         def run(conn: sqlite3.Connection) -> bool:
             now = self.now
             _check_lease(conn, now, lease, holder, epoch)
-            return (
-                enqueue_in(
-                    conn,
-                    now,
-                    entrance=message.entrance,
-                    target=message.target,
-                    text=message.text,
-                    payload=message.payload,
-                    dedupe_key=message.dedupe_key,
-                    epoch=epoch,
-                )
-                is not None
-            )
+            return enqueue_outgoing_in(conn, now, message, epoch=epoch) is not None
 
         return await self.write(run)

@@ -23,7 +23,7 @@ from bot.guard import (
     take_token,
 )
 from bot.memory.conversation_store import identity_in
-from bot.memory.coordinator_store import Outgoing
+from bot.memory.coordinator_store import Outgoing, enqueue_outgoing_in
 from bot.memory.database import Database, audit_in
 from bot.memory.outbox_store import enqueue_in
 from bot.models import Person
@@ -252,15 +252,7 @@ def _claim_notice_in(conn: sqlite3.Connection, now: float, key: str) -> bool:
 
 def _enqueue(conn: sqlite3.Connection, now: float, outgoing: list[Outgoing]) -> None:
     for message in outgoing:
-        enqueue_in(
-            conn,
-            now,
-            entrance=message.entrance,
-            target=message.target,
-            text=message.text,
-            payload=message.payload,
-            dedupe_key=message.dedupe_key,
-        )
+        enqueue_outgoing_in(conn, now, message)
 
 
 def _account(row: sqlite3.Row) -> Account:
