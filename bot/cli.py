@@ -444,9 +444,11 @@ def chat(
 ) -> None:
     """Talk with the persona in this terminal: a full instance of the local entrance."""
     cfg = get_config(config, db)
-    from adapters.local import LocalChat
+    from bot.entrance import LOCAL_ENTRANCE, entrance_class
 
-    chat_entrance = LocalChat(
+    local_chat = entrance_class(LOCAL_ENTRANCE)
+
+    chat_entrance = local_chat(
         cfg,
         instance_id=instance,
         person=person,
@@ -498,9 +500,11 @@ def up(
         run_service(supervisor)
         return
 
-    from adapters.local import LocalChat
+    from bot.entrance import LOCAL_ENTRANCE, entrance_class
 
-    chat_entrance = LocalChat(
+    local_chat = entrance_class(LOCAL_ENTRANCE)
+
+    chat_entrance = local_chat(
         cfg,
         instance_id="local",
         person=person,

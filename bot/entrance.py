@@ -33,10 +33,17 @@ PLATFORM_ENTRANCES = {
     "discord": "adapters.discord:DiscordEntrance",
     "email": "adapters.email:EmailEntrance",
 }
+# The terminal entrance (`mirror chat`, and `mirror up` with no platform configured).
+LOCAL_ENTRANCE = "adapters.local:LocalChat"
+
+
+def entrance_class(path: str) -> Any:
+    """The class at 'module:Class', imported on first use: bot/ never imports adapters/
+    at module level (adapters depend on bot, not the other way round)."""
+    module_name, class_name = path.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def load_entrance(name: str, config: Config, secret: str) -> Entrance:
-    module_name, class_name = PLATFORM_ENTRANCES[name].split(":")
-    cls: Any = getattr(importlib.import_module(module_name), class_name)
-    entrance: Entrance = cls(config, secret)
+    entrance: Entrance = entrance_class(PLATFORM_ENTRANCES[name])(config, secret)
     return entrance
