@@ -145,6 +145,19 @@ async def open_memory(config: Config) -> Any:
     return memory
 
 
+def with_memory(cfg: Config, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Open memory.db, run `action(memory)`, close it: one short command's database work."""
+
+    async def go() -> T:
+        memory = await open_memory(cfg)
+        try:
+            return await action(memory)
+        finally:
+            await memory.close()
+
+    return run_async(go)
+
+
 def echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
@@ -229,22 +242,15 @@ def soul_history(
     """Every soul version, newest first."""
     cfg = get_config(config, db)
 
-    async def go() -> None:
-        memory = await open_memory(cfg)
-        try:
-            versions = await memory.soul_history()
-        finally:
-            await memory.close()
-        if as_json:
-            echo_json([v.model_dump(mode="json", exclude={"text"}) for v in versions])
-            return
-        for v in versions:
-            typer.echo(
-                f"{v.id:>4}  {v.created_at:%Y-%m-%d %H:%M:%S}  {v.source:<8} "
-                f"sha256:{v.sha256[:12]}  {v.name}"
-            )
-
-    run_async(go)
+    versions = with_memory(cfg, lambda memory: memory.soul_history())
+    if as_json:
+        echo_json([v.model_dump(mode="json", exclude={"text"}) for v in versions])
+        return
+    for v in versions:
+        typer.echo(
+            f"{v.id:>4}  {v.created_at:%Y-%m-%d %H:%M:%S}  {v.source:<8} "
+            f"sha256:{v.sha256[:12]}  {v.name}"
+        )
 
 
 @soul_app.command("diff")
@@ -342,19 +348,12 @@ def memory_search(
     """Full-text search over every message (newest first)."""
     cfg = get_config(config, db)
 
-    async def go() -> None:
-        memory = await open_memory(cfg)
-        try:
-            found = await memory.search_messages(text, limit=limit)
-        finally:
-            await memory.close()
-        if as_json:
-            echo_json([m.model_dump(mode="json") for m in found])
-        else:
-            for message in found:
-                typer.echo(_message_line(message))
-
-    run_async(go)
+    found = with_memory(cfg, lambda memory: memory.search_messages(text, limit=limit))
+    if as_json:
+        echo_json([m.model_dump(mode="json") for m in found])
+    else:
+        for message in found:
+            typer.echo(_message_line(message))
 
 
 @memory_app.command("log")
@@ -367,19 +366,12 @@ def memory_log(
     """The latest messages with entrance, instance, direction, person and soul version."""
     cfg = get_config(config, db)
 
-    async def go() -> None:
-        memory = await open_memory(cfg)
-        try:
-            found = await memory.message_log(limit)
-        finally:
-            await memory.close()
-        if as_json:
-            echo_json([m.model_dump(mode="json") for m in found])
-        else:
-            for message in reversed(found):
-                typer.echo(_message_line(message))
-
-    run_async(go)
+    found = with_memory(cfg, lambda memory: memory.message_log(limit))
+    if as_json:
+        echo_json([m.model_dump(mode="json") for m in found])
+    else:
+        for message in reversed(found):
+            typer.echo(_message_line(message))
 
 
 @memory_app.command("why")
@@ -621,15 +613,8 @@ def pending(config: ConfigOption = None, db: DbOption = None, as_json: JsonOptio
         _coordinator_command(cfg, "pending", [])
         return
 
-    async def go() -> None:
-        memory = await open_memory(cfg)
-        try:
-            items = await memory.pending_items()
-        finally:
-            await memory.close()
-        echo_json([item.model_dump(mode="json") for item in items])
-
-    run_async(go)
+    items = with_memory(cfg, lambda memory: memory.pending_items())
+    echo_json([item.model_dump(mode="json") for item in items])
 
 
 @app.command()
@@ -665,24 +650,17 @@ def intentions(
     """The persona's intentions across every instance."""
     cfg = get_config(config, db)
 
-    async def go() -> None:
-        memory = await open_memory(cfg)
-        try:
-            found = await memory.intentions(status)
-        finally:
-            await memory.close()
-        if as_json:
-            echo_json([item.model_dump(mode="json") for item in found])
-            return
-        for item in found:
-            due = f" due {item.due_at:%Y-%m-%d %H:%M} UTC" if item.due_at else ""
-            target = f" -> {item.target_entrance}" if item.target_entrance else ""
-            typer.echo(
-                f"{item.id:>5} [{item.status}] {item.owner_instance}/{item.entrance} "
-                f"'{item.subject}': {item.text}{due}{target}"
-            )
-
-    run_async(go)
+    found = with_memory(cfg, lambda memory: memory.intentions(status))
+    if as_json:
+        echo_json([item.model_dump(mode="json") for item in found])
+        return
+    for item in found:
+        due = f" due {item.due_at:%Y-%m-%d %H:%M} UTC" if item.due_at else ""
+        target = f" -> {item.target_entrance}" if item.target_entrance else ""
+        typer.echo(
+            f"{item.id:>5} [{item.status}] {item.owner_instance}/{item.entrance} "
+            f"'{item.subject}': {item.text}{due}{target}"
+        )
 
 
 @app.command()
@@ -692,22 +670,15 @@ def conflicts(
     """Conflicts and requests, with their decisions."""
     cfg = get_config(config, db)
 
-    async def go() -> None:
-        memory = await open_memory(cfg)
-        try:
-            found = await memory.conflicts()
-        finally:
-            await memory.close()
-        if as_json:
-            echo_json([item.model_dump(mode="json") for item in found])
-            return
-        for item in found:
-            decided = f" -> {item.resolution}" if item.resolution else ""
-            typer.echo(
-                f"{item.id:>5} {item.kind} [{item.status}] '{item.subject}': {item.reason}{decided}"
-            )
-
-    run_async(go)
+    found = with_memory(cfg, lambda memory: memory.conflicts())
+    if as_json:
+        echo_json([item.model_dump(mode="json") for item in found])
+        return
+    for item in found:
+        decided = f" -> {item.resolution}" if item.resolution else ""
+        typer.echo(
+            f"{item.id:>5} {item.kind} [{item.status}] '{item.subject}': {item.reason}{decided}"
+        )
 
 
 # people: pairing and identity links -------------------------------------------------------
@@ -720,16 +691,10 @@ def _guard_command(
 ) -> None:
     """Run one of bot.access's admin helpers; exit 2 unless its answer starts with `ok`."""
 
-    async def go() -> str:
-        memory = await open_memory(cfg)
-        try:
-            return await action(memory)
-        except ValueError as exc:  # a bad ENTRANCE:ID
-            raise CommandError(str(exc)) from None
-        finally:
-            await memory.close()
-
-    text = run_async(go)
+    try:
+        text = with_memory(cfg, action)
+    except ValueError as exc:  # a bad ENTRANCE:ID
+        raise fail(str(exc)) from None
     typer.echo(text)
     if not text.startswith(ok):
         raise typer.Exit(2)
@@ -753,16 +718,9 @@ def pair_list(
     """Pairing codes waiting for approval."""
     cfg = get_config(config, db)
 
-    async def go() -> list[Any]:
-        from bot.access import pending_pairings
+    from bot.access import pending_pairings
 
-        memory = await open_memory(cfg)
-        try:
-            return await pending_pairings(memory)
-        finally:
-            await memory.close()
-
-    found = run_async(go)
+    found = with_memory(cfg, pending_pairings)
     if as_json:
         echo_json([vars(item) for item in found])
         return
@@ -779,16 +737,9 @@ def people(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
     """Everyone the persona knows, with their linked accounts."""
     cfg = get_config(config, db)
 
-    async def go() -> list[Any]:
-        from bot.access import list_people
+    from bot.access import list_people
 
-        memory = await open_memory(cfg)
-        try:
-            return await list_people(memory)
-        finally:
-            await memory.close()
-
-    found = run_async(go)
+    found = with_memory(cfg, list_people)
     if as_json:
         echo_json([person.model_dump(mode="json") for person in found])
         return
@@ -839,15 +790,8 @@ def backup(path: Path, config: ConfigOption = None, db: DbOption = None) -> None
     if path.exists():
         raise fail(f"{path} exists; choose a new file")
 
-    async def go() -> None:
-        memory = await open_memory(cfg)
-        try:
-            await memory.backup(path)
-        finally:
-            await memory.close()
-        typer.echo(f"backed up {cfg.memory.path} to {path}")
-
-    run_async(go)
+    with_memory(cfg, lambda memory: memory.backup(path))
+    typer.echo(f"backed up {cfg.memory.path} to {path}")
 
 
 def main() -> None:
