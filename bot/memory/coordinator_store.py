@@ -230,34 +230,26 @@ class CoordinatorStore(Database):
     # The scheduler's side -----------------------------------------------------------------
 
     async def items_to_surface(self, limit: int = 100) -> list[ItemDetails]:
-        def run(conn: sqlite3.Connection) -> list[ItemDetails]:
-            ids = conn.execute(
-                "SELECT id FROM conflicts WHERE status = 'open' ORDER BY id LIMIT ?", (limit,)
-            ).fetchall()
-            return items_details_in(conn, [r["id"] for r in ids])
-
-        return await self.read(run)
+        return await self._items_where("status = 'open' ORDER BY id LIMIT ?", (limit,))
 
     async def items_to_remind(self, limit: int = 100) -> list[ItemDetails]:
-        def run(conn: sqlite3.Connection) -> list[ItemDetails]:
-            ids = conn.execute(
-                "SELECT id FROM conflicts WHERE status = 'surfaced' AND next_remind_at <= ?"
-                " ORDER BY next_remind_at LIMIT ?",
-                (self.now, limit),
-            ).fetchall()
-            return items_details_in(conn, [r["id"] for r in ids])
-
-        return await self.read(run)
+        return await self._items_where(
+            "status = 'surfaced' AND next_remind_at <= ? ORDER BY next_remind_at LIMIT ?",
+            (self.now, limit),
+        )
 
     async def items_to_escalate(self, limit: int = 100) -> list[ItemDetails]:
         """Pending items one of whose intentions is already due, not yet escalated."""
+        return await self._items_where(
+            "status = 'surfaced' AND escalated_at IS NULL AND due_at < ? ORDER BY due_at LIMIT ?",
+            (self.now, limit),
+        )
+
+    async def _items_where(self, where: str, params: tuple[Any, ...]) -> list[ItemDetails]:
+        """Details of the conflicts rows matching `where` (a fixed clause of this module)."""
 
         def run(conn: sqlite3.Connection) -> list[ItemDetails]:
-            ids = conn.execute(
-                "SELECT id FROM conflicts WHERE status = 'surfaced' AND escalated_at IS NULL"
-                " AND due_at < ? ORDER BY due_at LIMIT ?",
-                (self.now, limit),
-            ).fetchall()
+            ids = conn.execute(f"SELECT id FROM conflicts WHERE {where}", params).fetchall()
             return items_details_in(conn, [r["id"] for r in ids])
 
         return await self.read(run)
