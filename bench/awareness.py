@@ -94,6 +94,7 @@ async def writer(db: str, seconds: float) -> None:
 
 async def viewer(db: str, seconds: float) -> None:
     from bot.memory import Memory
+    from bot.models import Audience
 
     views: list[tuple[float, float, int]] = []  # started, ended, newest writer message seen
     async with Memory(db) as memory:
@@ -106,7 +107,7 @@ async def viewer(db: str, seconds: float) -> None:
             view = await memory.turn_view(
                 conversation_id=1,
                 person_id=1,
-                audience=1,
+                audience=Audience(conversation_id=1, person_id=1),
                 incoming_id=2**62,
                 text="what is new?",
                 dead_after_s=60,

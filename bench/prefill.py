@@ -42,16 +42,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import ROOT, SOUL, VAR, copy_database, progress
+from bot.commands import Command, Commands
 from bot.config import Config, load_config
-from bot.coordinator import Command, Coordinator
 from bot.intentions import normalize_subject
-from bot.memory import Memory, NewIntention, Recorded, TurnRecord
-from bot.memory.conversation_store import record_incoming_in
-from bot.memory.turn_store import store_turn_in
+from bot.memory import (
+    Memory,
+    NewIntention,
+    Recorded,
+    TurnRecord,
+    record_incoming_in,
+    store_turn_in,
+)
 from bot.models import Author, Incoming, OutboxItem
 from bot.outbox import OutboxCourier
 from bot.scheduler import Scheduler
 from bot.soul import sha256_of, sync_soul_file
+from bot.speaker import operator
 
 PREFILL_VERSION = 1  # bump when the generated data changes shape
 SEED = 7
@@ -240,7 +246,7 @@ class Filler:
         self.rng = random.Random(seed * 1_000_003 + 1)  # the planner's
         self.decisions = random.Random(seed * 1_000_003 + 2)  # the coordinator's
         self.progress = Progress()
-        self.coordinator = Coordinator(memory, config)
+        self.commands = Commands(memory, config)
         self.scheduler = Scheduler(config, memory=memory, name="scheduler")
 
     async def start(self) -> None:
@@ -443,7 +449,7 @@ class Filler:
             else:
                 choice = self.decisions.choice(("A", "B", "both", "neither"))
                 command = Command("resolve", [str(item.id), choice])
-            await self.coordinator.run(command, actor="local:coordinator", trusted=True)
+            await self.commands.run(operator("local:coordinator"), command)
 
     async def edit_soul(self) -> None:
         edit = datetime.fromtimestamp(self.progress.clock, UTC).strftime("%B %Y")

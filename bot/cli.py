@@ -18,17 +18,20 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
 from bot.config import Config, ConfigError, load_config
 
+if TYPE_CHECKING:
+    from bot.outcome import Outcome
+
 T = TypeVar("T")
 
 app = typer.Typer(
     name="mirror",
-    help="MirrorOS: one persona on Discord, Telegram and email, sharing one memory.",
+    help="MirrorOS: one persona at many entrances (`mirror entrances`), sharing one memory.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -107,9 +110,9 @@ class Service(Protocol):
 
 
 def run_service(service: Service) -> None:
-    """Run an entrance or the scheduler until it ends or SIGINT/SIGTERM asks it to stop.
+    """Run an entrance or the scheduler until it ends or SIGINT/SIGTERM/SIGHUP asks it to stop.
 
-    A stop request lets the current turn finish; a second one cancels at once.
+    A stop request lets the current turn finish; a second SIGINT/SIGTERM cancels at once.
     """
 
     import asyncio
@@ -128,6 +131,12 @@ def run_service(service: Service) -> None:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        # Closing the terminal (SIGHUP) stops like a first SIGTERM: the turn finishes, children
+        # and leases are let go. It never hurries the stop: a supervised child gets it once
+        # per reparenting after its supervisor died (bot/supervisor.py). Under nohup, SIGHUP
+        # stays ignored.
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            loop.add_signal_handler(signal.SIGHUP, service.request_stop)
         try:
             await service.run()
         except asyncio.CancelledError:
@@ -292,7 +301,7 @@ def soul_rollback(
     cfg = get_config(config, db)
 
     async def go() -> None:
-        from bot.access import RollbackError, rollback_soul
+        from bot.soul_admin import RollbackError, rollback_soul
 
         memory = await open_memory(cfg)
         try:
@@ -414,19 +423,40 @@ def memory_why(
 
 # entrances -------------------------------------------------------------------------------
 
-LOCAL_BANNER = """MirrorOS is running on this terminal (entrance 'local', instance '{instance}').
+TERMINAL_BANNER = """MirrorOS is running on this terminal (entrance '{entrance}', instance \
+'{instance}').
 Say hello, ask "what is your name?", or ask for something on Friday at 3pm.
 Another instance of the same persona, in a second terminal:
     .venv/bin/mirror chat --instance desk --as {person}
-Discord, Telegram and email: set enabled = true under [entrances.*] in config/mirror.toml
-and MIRROR_DISCORD_TOKEN / MIRROR_TELEGRAM_TOKEN / MIRROR_EMAIL_PASSWORD (see README.md)."""
+{platforms}: set enabled = true under [entrances.*] in config/mirror.toml
+and {secrets} (see README.md)."""
+
+
+def _terminal_chat(cfg: Config, *, instance: str | None, person: str, jsonl: bool = False) -> Any:
+    """The terminal entrance's runtime, ready to run in this process."""
+    from bot.entrance import platforms, runtime_class, terminal
+
+    entrance = terminal()
+    labels = [found.label for found in platforms()]
+    instance = instance or entrance.name
+    banner = TERMINAL_BANNER.format(
+        entrance=entrance.name,
+        instance=instance,
+        person=person,
+        platforms=" and ".join(filter(None, [", ".join(labels[:-1]), *labels[-1:]])),
+        secrets=" / ".join(found.secret_env for found in platforms() if found.secret_env),
+    )
+    return runtime_class(entrance.name)(
+        cfg, instance_id=instance, person=person, jsonl=jsonl, banner=banner
+    )
 
 
 @app.command()
 def chat(
     instance: Annotated[
-        str, typer.Option("--instance", "-i", help="This instance's name.")
-    ] = "local",
+        str | None,
+        typer.Option("--instance", "-i", help="This instance's name (default: the entrance's)."),
+    ] = None,
     person: Annotated[str, typer.Option("--as", help="Who you are in this chat.")] = "you",
     jsonl: Annotated[
         bool, typer.Option("--jsonl", help="One JSON object per output line.")
@@ -434,34 +464,35 @@ def chat(
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Talk with the persona in this terminal: a full instance of the local entrance."""
+    """Talk with the persona in this terminal: a full instance of the terminal entrance."""
     cfg = get_config(config, db)
-    from bot.entrance import LOCAL_ENTRANCE, entrance_class
+    run_service(_terminal_chat(cfg, instance=instance, person=person, jsonl=jsonl))
 
-    local_chat = entrance_class(LOCAL_ENTRANCE)
 
-    chat_entrance = local_chat(
-        cfg,
-        instance_id=instance,
-        person=person,
-        jsonl=jsonl,
-        banner=LOCAL_BANNER.format(instance=instance, person=person),
-    )
-    run_service(chat_entrance)
+def _why_not_runnable(cfg: Config, name: str) -> str | None:
+    """Why `mirror up` would skip this entrance (what to set), or None when it can run."""
+    from bot.entrance import manifest
+
+    found = manifest(name)
+    if not cfg.entrance(name).enabled:
+        return f"set [entrances.{name}] enabled = true"
+    if found.secret_env is not None and not found.secret():
+        return f"set {found.secret_env}"
+    return None
 
 
 @app.command()
 def up(
-    person: Annotated[str, typer.Option("--as", help="Who you are in the local chat.")] = "you",
+    person: Annotated[str, typer.Option("--as", help="Who you are in the terminal chat.")] = "you",
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
     """Run the persona: one supervised process per configured entrance, plus the scheduler.
 
-    With no platform entrance configured, the local entrance runs in this terminal.
+    With no other entrance configured, the terminal entrance runs in this terminal.
     """
     cfg = get_config(config, db)
-    from bot.config import entrance_secret_env, secret_for
+    from bot.entrance import platforms
     from bot.supervisor import ChildSpec, Supervisor, mirror_argv
 
     flags = []
@@ -469,14 +500,12 @@ def up(
         flags += ["--config", str(cfg.source)]
     flags += ["--db", str(cfg.memory.path)]
     runnable = []
-    for name in ("telegram", "discord", "email"):
-        entrance = getattr(cfg.entrances, name)
-        if not entrance.enabled:
-            typer.echo(f"skipping {name}: set [entrances.{name}] enabled = true", err=True)
-        elif not secret_for(name):
-            typer.echo(f"skipping {name}: set {entrance_secret_env(name)}", err=True)
+    for found in platforms():
+        why_not = _why_not_runnable(cfg, found.name)
+        if why_not is None:
+            runnable.append(found.name)
         else:
-            runnable.append(name)
+            typer.echo(f"skipping {found.name}: {why_not}", err=True)
     specs = [
         ChildSpec(
             name,
@@ -485,26 +514,19 @@ def up(
         )
         for name in runnable
     ]
-    specs.append(ChildSpec("scheduler", mirror_argv("run", "scheduler", *flags)))
+    specs.append(ChildSpec("scheduler", mirror_argv("run", "scheduler", *flags), entrance=False))
     supervisor = Supervisor(specs)
     if runnable:
         typer.echo(f"running {', '.join(runnable)} and the scheduler; Ctrl-C stops them", err=True)
         run_service(supervisor)
+        if supervisor.nothing_running:  # every entrance given up: not healthy, say why
+            raise fail(supervisor.nothing_running, code=1)
         return
 
-    from bot.entrance import LOCAL_ENTRANCE, entrance_class
+    chat_entrance = _terminal_chat(cfg, instance=None, person=person)
 
-    local_chat = entrance_class(LOCAL_ENTRANCE)
-
-    chat_entrance = local_chat(
-        cfg,
-        instance_id="local",
-        person=person,
-        banner=LOCAL_BANNER.format(instance="local", person=person),
-    )
-
-    class LocalWithScheduler:
-        """The local chat in the foreground, the supervised scheduler beside it."""
+    class TerminalWithScheduler:
+        """The terminal chat in the foreground, the supervised scheduler beside it."""
 
         async def run(self) -> None:
             import asyncio
@@ -519,12 +541,14 @@ def up(
         def request_stop(self) -> None:
             chat_entrance.request_stop()
 
-    run_service(LocalWithScheduler())
+    run_service(TerminalWithScheduler())
 
 
 @app.command("run")
 def run_entrance(
-    entrance: Annotated[str, typer.Argument(help="telegram, discord, email, or scheduler.")],
+    entrance: Annotated[
+        str, typer.Argument(help="An entrance (see `mirror entrances`), or scheduler.")
+    ],
     standby: Annotated[
         bool, typer.Option(help="If the entrance is already running, wait to take over.")
     ] = False,
@@ -539,23 +563,58 @@ def run_entrance(
 
         run_service(Scheduler(cfg))
         return
-    if entrance == "local":
-        raise fail("the local entrance runs in a terminal: use `mirror chat`")
-    from bot.config import entrance_secret_env, secret_for
-    from bot.entrance import PLATFORM_ENTRANCES, EntranceFailure, load_entrance
+    from bot.entrance import EntranceFailure, UnknownEntrance, load_entrance, manifest
 
-    if entrance not in PLATFORM_ENTRANCES:
-        raise fail(
-            f"unknown entrance {entrance!r}; one of: {', '.join(PLATFORM_ENTRANCES)}, scheduler"
-        )
-    secret = secret_for(entrance)
+    try:
+        found = manifest(entrance)
+    except UnknownEntrance as exc:
+        raise fail(f"{exc}, scheduler") from None
+    if found.terminal:
+        raise fail(f"the {entrance} entrance runs in a terminal: use `mirror chat`")
+    secret = found.secret() if found.secret_env is not None else ""
     if not secret:
-        raise fail(f"{entrance}: set {entrance_secret_env(entrance)} in the environment or .env")
+        raise fail(f"{entrance}: set {found.secret_env} in the environment or .env")
     try:
         service = load_entrance(entrance, cfg, secret)
         run_service(service)
     except EntranceFailure as exc:
         raise fail(f"{entrance}: {exc}") from None
+
+
+@app.command()
+def entrances(
+    config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False
+) -> None:
+    """The entrances this MirrorOS knows (its registry), and whether each can run."""
+    cfg = get_config(config, db)
+    from bot.entrance import manifests
+
+    rows = []
+    for found in manifests().values():
+        why_not = (
+            "runs in a terminal: mirror chat"
+            if found.terminal
+            else _why_not_runnable(cfg, found.name)
+        )
+        rows.append(
+            {
+                "name": found.name,
+                "label": found.label,
+                "enabled": cfg.entrance(found.name).enabled,
+                "secret_env": found.secret_env,
+                "ready": why_not is None,
+                "why_not": why_not,
+                "message_limit": found.message_limit,
+                "capabilities": sorted(found.capabilities),
+                "runtime": found.runtime,
+            }
+        )
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        state = "ready" if row["ready"] else str(row["why_not"])
+        typer.echo(f"{row['name']:<10} {row['label']:<10} {state}")
 
 
 @app.command("scheduler")
@@ -589,17 +648,17 @@ def scheduler_command(
 
 def _coordinator_command(cfg: Config, name: str, args: list[str]) -> None:
     async def go() -> None:
-        from bot.coordinator import Command, Coordinator
+        from bot.commands import Command, Commands
+        from bot.speaker import operator
 
         memory = await open_memory(cfg)
         try:
-            outcome = await Coordinator(memory, cfg).run(
-                Command(name, args), actor="cli", trusted=True
-            )
+            outcome = await Commands(memory, cfg).run(operator(), Command(name, args))
         finally:
             await memory.close()
+        assert outcome is not None  # a declared command
         typer.echo(outcome.text)
-        if name in ("resolve", "dismiss", "approve", "deny") and not outcome.changed:
+        if not outcome.ok:
             raise typer.Exit(2)
 
     run_async(go)
@@ -686,17 +745,15 @@ def conflicts(
 ActorOption = Annotated[str, typer.Option("--as", help="Who does it (audited).")]
 
 
-def _guard_command(
-    cfg: Config, action: Callable[[Any], Awaitable[str]], *, ok: tuple[str, ...]
-) -> None:
-    """Run one of bot.access's admin helpers; exit 2 unless its answer starts with `ok`."""
+def _people_command(cfg: Config, action: Callable[[Any], Awaitable[Outcome]]) -> None:
+    """Run one of bot.people's actions; exit 2 unless its outcome is ok."""
 
     try:
-        text = with_memory(cfg, action)
+        outcome = with_memory(cfg, action)
     except ValueError as exc:  # a bad ENTRANCE:ID
         raise fail(str(exc)) from None
-    typer.echo(text)
-    if not text.startswith(ok):
+    typer.echo(outcome.text)
+    if not outcome.ok:
         raise typer.Exit(2)
 
 
@@ -705,10 +762,10 @@ def pair_approve(
     code: str, config: ConfigOption = None, db: DbOption = None, actor: ActorOption = "cli"
 ) -> None:
     """Let in the account that was given CODE (it is told on its entrance)."""
-    from bot.access import approve_pairing
+    from bot.people import approve_pairing
 
     cfg = get_config(config, db)
-    _guard_command(cfg, lambda memory: approve_pairing(memory, code, actor), ok=("Approved",))
+    _people_command(cfg, lambda memory: approve_pairing(memory, code, actor))
 
 
 @pair_app.command("list")
@@ -718,7 +775,7 @@ def pair_list(
     """Pairing codes waiting for approval."""
     cfg = get_config(config, db)
 
-    from bot.access import pending_pairings
+    from bot.people import pending_pairings
 
     found = with_memory(cfg, pending_pairings)
     if as_json:
@@ -737,7 +794,7 @@ def people(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
     """Everyone the persona knows, with their linked accounts."""
     cfg = get_config(config, db)
 
-    from bot.access import list_people
+    from bot.people import list_people
 
     found = with_memory(cfg, list_people)
     if as_json:
@@ -749,21 +806,17 @@ def people(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
 
 @app.command()
 def link(
-    first: Annotated[str, typer.Argument(help="ENTRANCE:ID, e.g. telegram:123456")],
-    second: Annotated[str, typer.Argument(help="ENTRANCE:ID, e.g. discord:987654")],
+    first: Annotated[str, typer.Argument(help="An account, ENTRANCE:ID.")],
+    second: Annotated[str, typer.Argument(help="Another account, ENTRANCE:ID.")],
     config: ConfigOption = None,
     db: DbOption = None,
     actor: ActorOption = "cli",
 ) -> None:
     """Link two accounts to one person (privacy follows: each sees the other's DMs)."""
-    from bot.access import link_accounts
+    from bot.people import link_accounts
 
     cfg = get_config(config, db)
-    _guard_command(
-        cfg,
-        lambda memory: link_accounts(memory, first, second, actor),
-        ok=("Linked", f"{first} and {second} already"),
-    )
+    _people_command(cfg, lambda memory: link_accounts(memory, first, second, actor))
 
 
 @app.command()
@@ -774,10 +827,10 @@ def unlink(
     actor: ActorOption = "cli",
 ) -> None:
     """Give an account a person of its own again."""
-    from bot.access import unlink_account
+    from bot.people import unlink_account
 
     cfg = get_config(config, db)
-    _guard_command(cfg, lambda memory: unlink_account(memory, account, actor), ok=("Unlinked",))
+    _people_command(cfg, lambda memory: unlink_account(memory, account, actor))
 
 
 # backup ----------------------------------------------------------------------------------

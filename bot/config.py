@@ -2,24 +2,34 @@
 
 Secrets come only from the environment or a user-made `.env` (pydantic-settings), never
 from the TOML file. A bad config raises `ConfigError` with one line naming the key; the CLI
-turns that into exit code 2. This module must stay cheap to import (no litellm, no SDKs).
+turns that into exit code 2. `[entrances.<name>]` and `[access.<name>]` are validated by
+the models of the entrance registry (`bot.entrance`): read them with `Config.entrance(name)`
+and `AccessConfig.entrance(name)`. This module must stay cheap to import (no litellm, no
+SDKs; the registry loads manifests, never runtimes).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import core_schema
 
+from bot.accounts import AccountRef
+from bot.entrance import EntranceSettings, manifest, manifests, terminal, validate_tables
 from bot.guard_config import AccessConfig, GuardConfig, LimitsConfig
 
 DEFAULT_CONFIG_PATH = Path("config/mirror.toml")
-ENTRANCES = ("local", "telegram", "discord", "email")
-_ADDRESS = re.compile(r"^(?P<entrance>[a-z][a-z0-9_]*):(?P<id>\S+)$")
 
 
 class ConfigError(Exception):
@@ -67,90 +77,75 @@ class PersonaConfig(Section):
         return value
 
 
-class Address(BaseModel):
-    """ENTRANCE:ID, e.g. "telegram:123456" or "email:carol@example.org"."""
-
-    entrance: str
-    id: str
-
-    @classmethod
-    def parse(cls, value: str) -> Address:
-        match = _ADDRESS.match(value.strip())
-        if not match:
-            raise ValueError(f"{value!r} is not ENTRANCE:ID (for example 'telegram:123456')")
-        entrance = match["entrance"]
-        if entrance not in ENTRANCES:
-            raise ValueError(f"unknown entrance {entrance!r} in {value!r}; one of {ENTRANCES}")
-        # Mail addresses compare case-insensitively; platform ids are exact.
-        external_id = match["id"].lower() if entrance == "email" else match["id"]
-        return cls(entrance=entrance, id=external_id)
-
-    def __str__(self) -> str:
-        return f"{self.entrance}:{self.id}"
-
-
 class SchedulerConfig(Section):
     interval_s: float = Field(default=2.0, gt=0)
     lease_s: float = Field(default=6.0, gt=0)
     expire_after_s: float = Field(default=7 * 86400, gt=0)
 
 
+class TurnsConfig(Section):
+    """[turns]: what happens to a message whose turn a crash or a failing model cut short.
+
+    The next holder of the entrance answers it (saying it is late past `late_after_s`);
+    a turn every model failed is tried again after `retry_after_s`, doubling, at most
+    `attempts` times; past `give_up_after_s` it is marked missed and the coordinator told.
+    """
+
+    late_after_s: float = Field(default=300, gt=0)
+    give_up_after_s: float = Field(default=6 * 3600, gt=0)
+    retry_after_s: float = Field(default=60, gt=0)
+    attempts: int = Field(default=3, ge=1)
+    check_every_s: float = Field(default=30, gt=0)
+
+
 class CoordinatorConfig(Section):
-    address: str = "local:coordinator"
+    # The terminal entrance's "coordinator" account, so a fresh install runs offline.
+    address: str = Field(default_factory=lambda: f"{terminal().name}:coordinator")
     remind_after_s: float = Field(default=3600, gt=0)
     escalate_after_s: float = Field(default=86400, gt=0)
 
     @field_validator("address")
     @classmethod
     def _valid_address(cls, value: str) -> str:
-        return str(Address.parse(value))
+        account = AccountRef.parse(value)
+        if account.entrance not in manifests():
+            raise ValueError(
+                f"unknown entrance {account.entrance!r} in {value!r}; "
+                f"one of {', '.join(manifests())}"
+            )
+        return account.key
 
     @property
-    def parsed(self) -> Address:
-        return Address.parse(self.address)
+    def parsed(self) -> AccountRef:
+        return AccountRef.parse(self.address)
 
 
-class EntranceConfig(Section):
-    enabled: bool = False
-    style: str = "conversational"
+class EntranceTable(dict[str, EntranceSettings]):
+    """`[entrances.*]`: each entrance's settings, as its manifest's model, by name.
 
+    Validated against the registry: an unknown name is an error naming the known ones, and
+    every known entrance has an entry (its defaults when the file has no table for it).
+    Read it with `Config.entrance(name)` or `MANIFEST.settings_of(config)`.
+    """
 
-class LocalEntrance(EntranceConfig):
-    enabled: bool = True
+    @classmethod
+    def of(cls, raw: object) -> EntranceTable:
+        return cls(validate_tables(raw, lambda found: found.settings))
 
+    @classmethod
+    def defaults(cls) -> EntranceTable:
+        return cls.of({})
 
-class TelegramEntrance(EntranceConfig):
-    base_url: str = "https://api.telegram.org/bot"
-    base_file_url: str = "https://api.telegram.org/file/bot"
-    style: str = "short answers for a phone screen"
-    group_reply: Literal["mention", "always"] = "mention"
-
-
-class DiscordEntrance(EntranceConfig):
-    api_base: str = "https://discord.com/api/v10"
-    gateway_url: str = "wss://gateway.discord.gg"
-    channels: list[str] = Field(default_factory=list)
-
-
-class EmailEntrance(EntranceConfig):
-    address: str = ""
-    username: str = ""
-    imap_host: str = ""
-    imap_port: int = Field(default=993, gt=0, lt=65536)
-    smtp_host: str = ""
-    smtp_port: int = Field(default=465, gt=0, lt=65536)
-    security: Literal["ssl", "starttls", "none"] = "ssl"
-    style: str = "complete, structured, with greeting and sign-off"
-    allow_senders: list[str] = Field(default_factory=list)
-    max_message_bytes: int = Field(default=1_000_000, gt=0)
-    poll_interval_s: float = Field(default=30, gt=0)
-
-
-class Entrances(Section):
-    local: LocalEntrance = Field(default_factory=LocalEntrance)
-    telegram: TelegramEntrance = Field(default_factory=TelegramEntrance)
-    discord: DiscordEntrance = Field(default_factory=DiscordEntrance)
-    email: EmailEntrance = Field(default_factory=EmailEntrance)
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            lambda raw: raw if isinstance(raw, cls) else cls.of(raw),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda table: {name: settings.model_dump() for name, settings in table.items()}
+            ),
+        )
 
 
 class Config(Section):
@@ -160,7 +155,8 @@ class Config(Section):
     persona: PersonaConfig = Field(default_factory=PersonaConfig)
     coordinator: CoordinatorConfig = Field(default_factory=CoordinatorConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    entrances: Entrances = Field(default_factory=Entrances)
+    turns: TurnsConfig = Field(default_factory=TurnsConfig)
+    entrances: EntranceTable = Field(default_factory=EntranceTable.defaults)
     access: AccessConfig = Field(default_factory=AccessConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
@@ -169,6 +165,15 @@ class Config(Section):
     source: Path | None = Field(default=None, exclude=True)
     # `mirror run ENTRANCE --standby`: wait for the entrance's lease instead of refusing.
     standby: bool = Field(default=False, exclude=True)
+
+    def entrance(self, name: str) -> EntranceSettings:
+        """`[entrances.<name>]` as that entrance's settings model (its defaults when absent).
+
+        Raises `bot.entrance.UnknownEntrance` for a name no manifest has."""
+        found = self.entrances.get(name)
+        if found is None:  # registered after this config was loaded
+            found = self.entrances[name] = manifest(name).settings()
+        return found
 
 
 def _describe(error: ValidationError) -> str:
@@ -199,6 +204,12 @@ def load_config(path: Path | str | None = None, *, db: Path | str | None = None)
             raise ConfigError(f"config file {chosen} does not exist") from None
         except OSError as exc:
             raise ConfigError(f"config file {chosen} is unreadable: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            line = exc.object[: exc.start].count(b"\n") + 1
+            raise ConfigError(
+                f"config file {chosen} is not UTF-8: byte 0x{exc.object[exc.start]:02x} on "
+                f"line {line} (save it as UTF-8)"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {chosen} is not valid TOML: {exc}") from None
         source = chosen
@@ -216,44 +227,16 @@ def load_config(path: Path | str | None = None, *, db: Path | str | None = None)
     return config
 
 
-class SecretValues(BaseModel):
-    telegram_token: str | None = None
-    discord_token: str | None = None
-    email_password: str | None = None
-
-
-def load_secrets() -> SecretValues:
-    """Tokens and passwords: environment variables or a `.env` the user creates.
+def read_secret(env: str) -> str | None:
+    """A token or password: environment variable `env`, else the user's `.env` file.
 
     pydantic-settings is imported here, not at module level, to keep `mirror status` fast.
     """
     from pydantic_settings import BaseSettings, SettingsConfigDict
 
-    class Secrets(BaseSettings):
-        model_config = SettingsConfigDict(
-            env_prefix="MIRROR_", env_file=".env", extra="ignore", env_ignore_empty=True
-        )
+    class Secret(BaseSettings):
+        model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
-        telegram_token: str | None = None
-        discord_token: str | None = None
-        email_password: str | None = None
+        value: str | None = Field(default=None, validation_alias=env)
 
-    return SecretValues.model_validate(Secrets().model_dump())
-
-
-def entrance_secret_env(entrance: str) -> str | None:
-    """The environment variable holding an entrance's secret, if it needs one."""
-    return {
-        "telegram": "MIRROR_TELEGRAM_TOKEN",
-        "discord": "MIRROR_DISCORD_TOKEN",
-        "email": "MIRROR_EMAIL_PASSWORD",
-    }.get(entrance)
-
-
-def secret_for(entrance: str, secrets: SecretValues | None = None) -> str | None:
-    secrets = secrets or load_secrets()
-    return {
-        "telegram": secrets.telegram_token,
-        "discord": secrets.discord_token,
-        "email": secrets.email_password,
-    }.get(entrance)
+    return Secret().value

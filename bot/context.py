@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
+from bot.entrance import manifests
 from bot.models import TurnView, ViewDecision, ViewIntention, ViewMessage
 
 # Token budgets per section (estimated at ~4 characters a token).
@@ -33,10 +34,15 @@ REPLY_FORMAT = """Answer with one JSON object and nothing else:
 {"reply": "what you say to the person",
  "intentions": [{"text": "what you commit to do", "subject": "2-4 word key, e.g. 'call alice'",
                  "due_at": "ISO 8601 with offset or null", "duration_minutes": 60,
-                 "target_entrance": "discord|telegram|email|local if another must act, else null"}],
+                 "target_entrance": "ENTRANCES if another must act, else null"}],
  "notes": ["facts worth remembering for your other instances"],
  "done": [ids of open intentions that are now fulfilled]}
 Only add an intention when you make a real commitment."""
+
+
+def reply_format() -> str:
+    """`REPLY_FORMAT` with the entrances of the registry ("a|b|c") a target may name."""
+    return REPLY_FORMAT.replace("ENTRANCES", "|".join(manifests()))
 
 
 def estimate_tokens(text: str) -> int:
@@ -62,6 +68,8 @@ class Context(BaseModel):
     person_id: int
     person_name: str | None
     is_coordinator: bool = False
+    # The reply goes to someone other than the verified author: no private context in it.
+    reply_elsewhere: bool = False
     conversation_kind: str
     incoming_id: int
     text: str
@@ -132,7 +140,8 @@ def quote(
     where = f"{message.entrance}/{message.instance_id}"
     at = (when or context.local_time)(message.at)
     if message.text is None:
-        return f"[{where} · {at}] (a private conversation on {message.entrance})"
+        kind = "a private conversation" if message.conversation_kind == "dm" else "a group"
+        return f"[{where} · {at}] ({kind} on {message.entrance}, not for this audience)"
     who = "you" if message.direction == "out" else (message.person_name or "someone")
     kind = "private chat" if message.conversation_kind == "dm" else message.conversation_kind
     return f"[{where} · {kind} · {at}] {who}: {json.dumps(message.text, ensure_ascii=False)}"
@@ -145,8 +154,8 @@ def intention_line(
     due = f" due {(when or context.local_time)(item.due_at)}" if item.due_at else ""
     if item.text is None:
         return (
-            f"- #{item.id} a private conversation on {item.entrance} produced an open "
-            f"intention{due}"
+            f"- #{item.id} another conversation on {item.entrance}, not for this audience, "
+            f"produced an open intention{due}"
         )
     target = f" (needs {item.target_entrance})" if item.target_entrance else ""
     who = f" for {item.person_name}" if item.person_name else ""
@@ -156,15 +165,28 @@ def intention_line(
     )
 
 
+def decision_text(decision: ViewDecision) -> str | None:
+    """A decision in words for this audience: the coordinator's own sentence when the
+    audience may read every side; otherwise told from the sides it may see, the others as
+    "a plan from a private conversation"."""
+    if decision.resolution is not None:
+        return decision.resolution
+    if decision.status == "dismissed":
+        return "dismissed without a decision"
+    parts = []
+    for side in decision.sides:
+        what = f"“{side.text}”" if side.text is not None else "a plan from a private conversation"
+        verb = {True: "keep", False: "drop", None: "leave"}[side.kept]
+        parts.append(f"{verb} {what} ({side.owner_instance})")
+    return "; ".join(parts) or None
+
+
 def decision_line(decision: ViewDecision) -> str:
     """One coordinator decision as the prompt lists it."""
+    decided = decision_text(decision)
     return (
-        f"- on '{decision.subject}': {decision.status}"
-        + (
-            f", decided: {json.dumps(decision.resolution, ensure_ascii=False)}"
-            if decision.resolution
-            else ""
-        )
+        f"- on '{decision.subject or 'a private matter'}': {decision.status}"
+        + (f", decided: {json.dumps(decided, ensure_ascii=False)}" if decided else "")
         + (f" (note: {json.dumps(decision.note, ensure_ascii=False)})" if decision.note else "")
     )
 
@@ -188,6 +210,11 @@ def render_system(context: Context) -> str:
         f"{'private chat' if context.conversation_kind == 'dm' else context.conversation_kind}"
         + (" (your coordinator)." if context.is_coordinator else "."),
     ]
+    if context.reply_elsewhere:
+        parts.append(
+            "This reply goes to an address other than the sender's, so memory shows you "
+            "nothing private: say that you left private matters out."
+        )
 
     instance_lines = []
     for instance in view.instances:
@@ -216,7 +243,7 @@ def render_system(context: Context) -> str:
         for n in view.recall_notes
     ]
     _section(parts, "Recalled from memory", recall)
-    parts.append(REPLY_FORMAT)
+    parts.append(reply_format())
     return "\n\n".join(parts)
 
 

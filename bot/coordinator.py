@@ -1,104 +1,29 @@
-"""The coordinator's commands and items, independent of any platform.
+"""The coordinator's items and decisions, independent of any platform.
 
-Parsing and rendering are pure functions; `Coordinator` applies a command to memory. Only
-the configured coordinator identity may act: anyone else gets a clear refusal, which is
-audited, and nothing changes. Adapters turn button presses into the same commands
-(`button_data` / `parse_button`), so a press and a typed `/resolve` are one code path.
+Rendering is pure functions; `Coordinator.run` applies a decision to memory. Who may run
+which command is declared and checked once, in `bot.commands` (the router), before any of
+this runs. Buttons carry the same commands (`button_data` / `parse_button`), so a press and
+a typed `/resolve` are one code path.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from bot.config import Config
-from bot.memory import Memory
-from bot.memory.coordinator_store import ItemDetails, Outgoing, Side
-from bot.memory.intention_store import ItemError
+from bot.memory import ItemDetails, ItemError, Memory, Outgoing, Side
+from bot.models import Intention
+from bot.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("pending", "show", "resolve", "dismiss", "approve", "deny", "help")
-HELP = """Coordinator commands:
-/pending                      items waiting for you
-/show ID                      both sides of an item
-/resolve ID CHOICE [note]     CHOICE: A, B, both, neither, or your own words
-/dismiss ID                   close an item without a decision
-/approve ID  /deny ID         for requests that need another entrance
-Add --notify to /resolve to tell each affected person on their own entrance."""
-REFUSED = "Only my coordinator can do that."
-ONLY_IN_PRIVATE = (
-    "Coordinator commands work only in a private chat with me: the answers show private "
-    "conversations."
-)
 CONFLICT_CHOICES = {"a": "keep A", "b": "keep B", "both": "keep both", "neither": "drop both"}
 REQUEST_CHOICES = {"approve": "approve", "deny": "deny"}
-_BUTTON = re.compile(
-    r"^mirror:(?P<verb>resolve|approve|deny|dismiss):(?P<id>\d+)(?::(?P<choice>\w+))?$"
-)
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    args: list[str]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the coordinator is told; `changed` when memory changed."""
-
-    text: str
-    changed: bool = False
-
-
-def parse_command(text: str) -> Command | None:
-    """'/resolve 12 A take the call' -> Command('resolve', ['12', 'A', 'take', ...]).
-
-    Arguments are the words as typed, split at any whitespace. No shell-style quoting: it ate
-    the apostrophes and backslashes of a note ("I can't, it's late" read "I cant, its late").
-    """
-    stripped = text.strip()
-    if not stripped.startswith("/"):
-        return None
-    words = stripped.split()
-    name = words[0][1:].split("@", 1)[0].lower()  # Telegram sends /cmd@botname in groups
-    return Command(name=name, args=words[1:])
-
-
-def button_data(verb: str, item_id: int, choice: str | None = None) -> str:
-    """Callback data for a button (<= 64 bytes, Telegram's limit)."""
-    return f"mirror:{verb}:{item_id}" + (f":{choice}" if choice else "")
-
-
-def parse_button(data: str) -> Command | None:
-    match = _BUTTON.match(data)
-    if not match:
-        return None
-    args = [match["id"]] + ([match["choice"]] if match["choice"] else [])
-    return Command(match["verb"], args)
 
 
 def choices_for(details: ItemDetails) -> dict[str, str]:
     return REQUEST_CHOICES if details.item.kind == "request" else CONFLICT_CHOICES
-
-
-def buttons_for(details: ItemDetails) -> list[dict[str, str]]:
-    """Buttons an adapter renders for an item: label and callback data."""
-    item = details.item
-    if item.kind == "request":
-        return [
-            {"label": "Approve", "data": button_data("approve", item.id)},
-            {"label": "Deny", "data": button_data("deny", item.id)},
-        ]
-    return [
-        {"label": "Keep A", "data": button_data("resolve", item.id, "A")},
-        {"label": "Keep B", "data": button_data("resolve", item.id, "B")},
-        {"label": "Both", "data": button_data("resolve", item.id, "both")},
-        {"label": "Neither", "data": button_data("resolve", item.id, "neither")},
-    ]
 
 
 def describe_side(label: str, side: Side, timezone: str) -> str:
@@ -144,104 +69,44 @@ class Coordinator:
     def __init__(self, memory: Memory, config: Config) -> None:
         self.memory = memory
         self.config = config
-        address = config.coordinator.parsed
-        self.identity = (address.entrance, address.id)
 
     @property
     def timezone(self) -> str:
         return self.config.persona.timezone
 
-    def is_coordinator(self, entrance: str, external_id: str) -> bool:
-        return (entrance, external_id) == self.identity
-
-    async def handle(
-        self, entrance: str, external_id: str, text: str, *, private: bool
-    ) -> Outcome | None:
-        """Apply a coordinator command; None when the text is not one of ours.
-
-        Commands are refused outside private chats: their answers show private content.
-        """
-        command = parse_command(text)
-        if command is None or command.name not in COMMANDS:
-            return None
-        return await self._checked(command, entrance, external_id, private)
-
-    async def press(self, entrance: str, external_id: str, data: str, *, private: bool) -> Outcome:
-        command = parse_button(data)
-        if command is None:
-            return Outcome("That button is not one of mine.")
-        return await self._checked(command, entrance, external_id, private)
-
-    async def _checked(
-        self, command: Command, entrance: str, external_id: str, private: bool
-    ) -> Outcome:
-        actor = f"{entrance}:{external_id}"
-        if not private:
-            await self.memory.audit(
-                actor, "coordinator.refused", command.name, reason="not a private chat"
-            )
-            return Outcome(ONLY_IN_PRIVATE)
-        return await self.run(command, actor=actor, entrance=entrance, external_id=external_id)
-
-    async def run(
-        self,
-        command: Command,
-        *,
-        actor: str,
-        entrance: str | None = None,
-        external_id: str | None = None,
-        trusted: bool = False,
-    ) -> Outcome:
-        """Run a command; `trusted` is for the CLI (an admin at the machine)."""
-        if not trusted and (
-            entrance is None or not self.is_coordinator(entrance, external_id or "")
-        ):
-            await self.memory.audit(actor, "coordinator.refused", command.name, args=command.args)
-            log.warning("refused /%s from %s: not the coordinator", command.name, actor)
-            return Outcome(REFUSED)
-        try:
-            return await self._run(command, actor)
-        except ItemError as exc:
-            await self.memory.audit(
-                actor, "coordinator.invalid", command.name, reason=str(exc), args=command.args
-            )
-            return Outcome(str(exc))
-
-    async def _run(self, command: Command, actor: str) -> Outcome:
-        if command.name == "help":
-            return Outcome(HELP)
-        if command.name == "pending":
+    async def run(self, name: str, args: list[str], *, actor: str) -> Outcome:
+        """Run a coordinator command (the router has checked who may); raises ItemError
+        for an unknown item, a bad choice or an item already decided."""
+        if name == "pending":
             pending = await self.memory.pending_details()
             if not pending:
                 return Outcome("Nothing is waiting for you.")
             return Outcome("\n\n".join(describe_item(d, self.timezone) for d in pending))
-        if not command.args:
-            raise ItemError(f"/{command.name} needs an item id, e.g. /{command.name} 12")
-        details = await self._details(command.args[0])
-        if command.name == "show":
-            return Outcome(describe_item(details, self.timezone))
-        if command.name == "dismiss":
-            return await self._dismiss(details, actor, " ".join(command.args[1:]) or None)
-        if command.name in ("approve", "deny"):
-            return await self._decide_request(
-                details, command.name, actor, " ".join(command.args[1:]) or None
-            )
-        # resolve
-        args = command.args[1:]
-        notify = "--notify" in args
-        args = [a for a in args if a != "--notify"]
         if not args:
+            raise ItemError(f"/{name} needs an item id, e.g. /{name} 12")
+        details = await self._details(args[0])
+        if name == "show":
+            return Outcome(describe_item(details, self.timezone))
+        if name == "dismiss":
+            return await self._dismiss(details, actor, " ".join(args[1:]) or None)
+        if name in ("approve", "deny"):
+            return await self._decide_request(details, name, actor, " ".join(args[1:]) or None)
+        # resolve
+        rest = args[1:]
+        notify = "--notify" in rest
+        rest = [a for a in rest if a != "--notify"]
+        if not rest:
             raise ItemError(
                 f"/resolve {details.item.id} needs a choice: "
                 + ", ".join(choices_for(details))
                 + " or your own words"
             )
         if details.item.kind == "request":
-            choice = args[0].lower()
+            choice = rest[0].lower()
             if choice not in REQUEST_CHOICES:
                 raise ItemError(f"item {details.item.id} is a request: use approve or deny")
-            return await self._decide_request(details, choice, actor, " ".join(args[1:]) or None)
-        return await self._resolve(details, args, actor, notify=notify)
+            return await self._decide_request(details, choice, actor, " ".join(rest[1:]) or None)
+        return await self._resolve(details, rest, actor, notify=notify)
 
     async def _details(self, raw_id: str) -> ItemDetails:
         if not raw_id.lstrip("#").isdigit():
@@ -298,7 +163,7 @@ class Coordinator:
                     f"{'stands' if key == 'b' else 'is replaced'}"
                 )
             resolution = "; ".join(parts)
-        outgoing = self._notifications(details, resolution, note) if notify else []
+        outgoing = self._notifications(details, statuses) if notify else []
         await self.memory.decide_item(
             details.item.id,
             status="resolved",
@@ -376,25 +241,36 @@ class Coordinator:
         )
         return Outcome(f"#{item.id} {resolution}.", changed=True)
 
-    def _notifications(
-        self, details: ItemDetails, resolution: str, note: str | None
-    ) -> list[Outgoing]:
-        """A follow-up to each affected person, on their own entrance and conversation."""
+    def _notifications(self, details: ItemDetails, statuses: dict[int, str]) -> list[Outgoing]:
+        """A follow-up to each affected person, on their own entrance and conversation,
+        about their own side only: the other side may be someone's private chat, and the
+        coordinator's note and decision text quote both sides."""
         messages = []
         for side in details.sides:
             if side.conversation_external_id is None:
                 continue
             intention = side.intention
-            text = f"An update on “{intention.text}”: my coordinator decided: {resolution}."
-            if note:
-                text += f" ({note})"
+            kept = statuses.get(intention.id) == "resolved"
             messages.append(
                 Outgoing(
                     entrance=intention.entrance,
                     target=side.conversation_external_id,
-                    text=text,
+                    text=own_side_update(intention, kept=kept, timezone=self.timezone),
                     dedupe_key=f"notify:{details.item.id}:{intention.id}",
                     payload={"kind": "notify", "item_id": details.item.id},
                 )
             )
         return messages
+
+
+def own_side_update(intention: Intention, *, kept: bool, timezone: str) -> str:
+    """What the person behind one side of a decision hears: only their own plan."""
+    when = ""
+    if intention.due_at:
+        when = " on " + intention.due_at.astimezone(ZoneInfo(timezone)).strftime("%a %H:%M")
+    if kept:
+        return f"An update on “{intention.text}”: my coordinator decided it stands{when}."
+    return (
+        f"An update on “{intention.text}”: my coordinator decided I can't keep that{when} "
+        "after all; can we pick another time?"
+    )

@@ -5,8 +5,8 @@ Everything here takes its inputs as arguments (texts, times, counters) and retur
 trivially unit- and property-tested: bad input (invalid UTF-8, huge messages),
 echo normalisation and matching, bare acknowledgements and near-duplicates (bot loops),
 token-bucket arithmetic, the bot-exchange budget, and one-time codes. Policy that needs
-memory (who may talk, pairing, links) lives in `bot.access`; SQL in `bot.memory.guard_store`.
-This module must never import memory, config or an SDK.
+memory (who may talk, pairing, links) lives in `bot.gate` and `bot.commands`; SQL in
+`bot.memory`. This module must never import memory, config or an SDK.
 """
 
 from __future__ import annotations
@@ -20,25 +20,16 @@ from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Literal
 
+from bot.models import clean_text
+
 # Bad input ------------------------------------------------------------------------------
 
 CUT_NOTE = "[cut: {omitted} characters omitted]"
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def decode_text(data: bytes) -> str:
     """Bytes from a platform as text: invalid UTF-8 becomes U+FFFD, never an exception."""
     return clean_text(data.decode("utf-8", errors="replace").removeprefix("\ufeff"))
-
-
-def clean_text(text: str) -> str:
-    """Drop control characters (NUL and friends) that confuse logs and terminals.
-
-    Lone surrogates (from a platform's broken escaping) cannot be stored as UTF-8: they
-    become U+FFFD too.
-    """
-    text = _CONTROL.sub("", text)
-    return text.encode("utf-8", errors="replace").decode("utf-8", errors="replace")
 
 
 def clip_incoming(text: str, limit: int) -> str:
@@ -430,7 +421,7 @@ def person_spoke(state: BotStreak | None) -> BotStreak | None:
     return replace(state, streak=0)
 
 
-# One-time codes and addresses -------------------------------------------------------------
+# One-time codes -------------------------------------------------------------
 
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read aloud, typed on a phone
 CODE_LENGTH = 8
@@ -446,25 +437,6 @@ def normalize_code(text: str) -> str:
     """'k7qm 3xwd', 'K7QM-3XWD' -> 'K7QM-3XWD' (the stored form)."""
     raw = "".join(ch for ch in text.upper() if ch.isalnum())
     return f"{raw[:4]}-{raw[4:]}" if len(raw) == 8 else raw
-
-
-def account_key(entrance: str, external_id: str) -> str:
-    """'ENTRANCE:ID', with mail addresses compared case-insensitively."""
-    entrance = entrance.strip().lower()
-    external_id = external_id.strip()
-    if entrance == "email":
-        external_id = external_id.lower()
-    return f"{entrance}:{external_id}"
-
-
-def parse_account(value: str) -> tuple[str, str]:
-    """'telegram:123' -> ('telegram', '123'); ValueError when it is not ENTRANCE:ID."""
-    entrance, sep, external_id = value.strip().partition(":")
-    if not sep or not entrance or not external_id.strip():
-        raise ValueError(f"{value!r} is not ENTRANCE:ID (for example 'telegram:123456')")
-    key = account_key(entrance, external_id)
-    head, _, tail = key.partition(":")
-    return head, tail
 
 
 def utc_day(now: float) -> int:

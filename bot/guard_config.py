@@ -11,7 +11,7 @@ pairing_code_ttl_s = 3600        # a pairing code is valid this long, once
 pairing_codes_per_day = 3        # codes one unknown account can obtain per 24 h
 link_code_ttl_s = 600            # /link CODE must be repeated within this time
 
-[access.telegram]                # also [access.local], [access.discord], [access.email]
+[access.telegram]                # [access.NAME] for any entrance in bot.entrance's registry
 policy = "pairing"               # open | allowlist | pairing
 allow = ["123456"]               # external ids always let in
 groups = ["-100200300"]          # group chats / channels / guilds it speaks in; [] = all
@@ -35,11 +35,20 @@ daily_cost_usd = 0.0             # model cost per UTC day, then the offline brai
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
-from bot.guard import BotBudget, parse_account
+from bot.accounts import AccountRef
+from bot.guard import BotBudget
 
 Policy = Literal["open", "allowlist", "pairing"]
 
@@ -58,26 +67,54 @@ class EntranceAccess(_Section):
 
 
 class AccessConfig(_Section):
-    """[access]: admins, pairing and link codes, and per-entrance policies."""
+    """[access]: admins, pairing and link codes, and per-entrance policies.
+
+    `[access.NAME]` is a table for an entrance of the registry (`bot.entrance`), validated
+    by its manifest's access model; a table for no known entrance is an error naming them.
+    """
 
     admins: list[str] = Field(default_factory=list)
     pairing_code_ttl_s: float = Field(default=3600, gt=0)
     pairing_codes_per_day: int = Field(default=3, ge=1)
     link_code_ttl_s: float = Field(default=600, gt=0)
     code_attempts_per_hour: int = Field(default=10, ge=1)
-    local: EntranceAccess = Field(default_factory=EntranceAccess)
-    telegram: EntranceAccess = Field(default_factory=EntranceAccess)
-    discord: EntranceAccess = Field(default_factory=EntranceAccess)
-    email: EntranceAccess = Field(default_factory=EntranceAccess)
+    _entrances: dict[str, EntranceAccess] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _entrance_tables(
+        cls, data: Any, handler: ModelWrapValidatorHandler[AccessConfig]
+    ) -> AccessConfig:
+        if not isinstance(data, dict):
+            return handler(data)
+        # Tables are entrances; any other unknown key stays for pydantic ("unknown key").
+        tables = {k: v for k, v in data.items() if k not in cls.model_fields and _table(v)}
+        config = handler({k: v for k, v in data.items() if k not in tables})
+        from bot.entrance import validate_tables
+
+        config._entrances = validate_tables(tables, lambda found: found.access)
+        return config
 
     @field_validator("admins")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
-        return [":".join(parse_account(item)) for item in value]
+        return [AccountRef.parse(item).key for item in value]
 
     def entrance(self, name: str) -> EntranceAccess:
-        found = getattr(self, name, None)
-        return found if isinstance(found, EntranceAccess) else EntranceAccess()
+        """`[access.<name>]` (the defaults for an entrance the file does not mention)."""
+        found = self._entrances.get(name)
+        if found is None:
+            from bot.entrance import manifests
+
+            known = manifests().get(name)
+            if known is None:
+                return EntranceAccess()
+            found = self._entrances[name] = known.access()  # registered after loading
+        return found
+
+
+def _table(value: object) -> bool:
+    return isinstance(value, dict | EntranceAccess)
 
 
 class GuardConfig(_Section):

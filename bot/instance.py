@@ -1,9 +1,13 @@
-"""An instance: what every entrance process shares, whatever its platform.
+"""An instance: what every entrance process shares, whatever its platform; the adapter's
+only door into the core.
 
 It opens memory.db, keeps the soul in sync with SOUL.md, registers and heartbeats in
-`instances`, runs the outbox courier for its entrance, and hands each `Incoming` to the
-mind. Adapters own the platform; this class owns every background task it starts and
-cancels them on `stop()`.
+`instances`, holds the entrance's lease, and runs the outbox courier. Adapters hand it
+platform facts — an `Incoming` to answer (`handle`) or only to remember (`observe`), a
+button press (`press`), the persona's own account ids — and give it a `Send`; it decides
+who is speaking (once), runs commands or the turn, and sends the reply split to the
+entrance's limits, queueing what fails. No adapter touches memory. It is an async context
+manager; it owns every background task it starts and cancels them on `stop()`.
 """
 
 from __future__ import annotations
@@ -14,21 +18,51 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
-from bot.access import Gatekeeper
+from bot.accounts import AccountRef
+from bot.commands import Commands
 from bot.config import Config
-from bot.coordinator import Coordinator, Outcome
-from bot.entrance import EntranceFailure
-from bot.memory import Memory
+from bot.entrance import EntranceFailure, manifest
+from bot.gate import Gatekeeper
+from bot.memory import Memory, Outgoing, ReplyDelivery, TurnRecord, Unfinished
 from bot.mind import Mind
 from bot.models import Incoming, Reply
-from bot.outbox import OutboxCourier, Send
+from bot.outbox import Delivery, OutboxCourier, Send
+from bot.outcome import Outcome
 from bot.soul import SoulWatcher
+from bot.speaker import Roster, Speaker
 
 log = logging.getLogger(__name__)
+
+LATE_PREFACE = "Sorry for the slow answer: I was away for a while."
+
+
+class TurnTracker:
+    """Counts turns in flight, so a stop can wait until none is half-written."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def track(self) -> AsyncIterator[None]:
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
 
 
 class Instance:
@@ -38,29 +72,33 @@ class Instance:
         *,
         instance_id: str,
         entrance: str,
+        send: Send | None = None,
+        send_failures: bool = True,
         heartbeat_s: float | None = None,
         watch_soul: bool = True,
         exclusive: bool | None = None,
     ) -> None:
+        """`send`: the adapter's way out (replies and the outbox go through it); without
+        one, `handle` only returns the reply. `send_failures` False: a turn that failed
+        before storing anything sends no apology (mail: the mail stays unread and is
+        tried again)."""
         self.config = config
         self.instance_id = instance_id
         self.entrance = entrance
+        self.manifest = manifest(entrance)
         # Three heartbeats fit in the time after which others consider us dead.
         self.heartbeat_s = heartbeat_s or min(5.0, config.persona.instance_dead_after_s / 3)
-        # One poller per platform entrance: a second `mirror run telegram` must not also poll.
-        self.exclusive = entrance != "local" if exclusive is None else exclusive
+        # One poller per platform entrance: a second `mirror run NAME` must not also poll.
+        self.exclusive = self.manifest.exclusive if exclusive is None else exclusive
         self.lease_name = f"entrance:{entrance}"
         self.lease_ttl_s = self.heartbeat_s * 3
         self.holder = f"{instance_id}@{socket.gethostname()}:{os.getpid()}"
         self.memory = Memory(config.memory.path, busy_timeout_ms=config.memory.busy_timeout_ms)
-        self.coordinator = Coordinator(self.memory, config)
+        self.roster = Roster(config)
         self.gatekeeper = Gatekeeper(
-            self.memory,
-            config,
-            instance_id=instance_id,
-            entrance=entrance,
-            coordinator=self.coordinator,
+            self.memory, config, self.roster, instance_id=instance_id, entrance=entrance
         )
+        self.commands = Commands(self.memory, config)
         self.mind = Mind(
             self.memory,
             config,
@@ -73,11 +111,33 @@ class Instance:
             if watch_soul
             else None
         )
+        self.delivery = (
+            Delivery(self.memory, entrance, send, self.manifest.chunks)
+            if send is not None
+            else None
+        )
+        self.send_failures = send_failures
+        self.courier = (
+            OutboxCourier(self.memory, entrance, instance_id, self.delivery.deliver)
+            if self.delivery is not None
+            else None
+        )
+        self.turns = TurnTracker()
+        self._in_flight: set[str] = set()  # platform ids of the messages being answered
         self._tasks: list[asyncio.Task[Any]] = []
-        self._turns_in_flight = 0
-        self._no_turns = asyncio.Event()
-        self._no_turns.set()
         self.started = False
+
+    async def __aenter__(self) -> Instance:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
     @property
     def host(self) -> str:
@@ -124,9 +184,9 @@ class Instance:
             await self.memory.close()
             return
         try:
-            await asyncio.wait_for(self._no_turns.wait(), timeout=self.config.model.timeout_s)
+            await asyncio.wait_for(self.turns.idle(), timeout=self.config.model.timeout_s)
         except TimeoutError:
-            log.warning("stopping with %d turn(s) still running", self._turns_in_flight)
+            log.warning("stopping with %d turn(s) still running", self.turns.in_flight)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -150,56 +210,264 @@ class Instance:
         self._tasks.append(task)
         return task
 
-    def deliver_outbox(self, send: Send, *, targets: list[str] | None = None) -> OutboxCourier:
-        """Deliver this entrance's outbox rows (only those for `targets`, when given)."""
-        courier = OutboxCourier(self.memory, self.entrance, self.instance_id, send, targets=targets)
-        self.spawn(courier.run(), "outbox")
-        return courier
+    def deliver_outbox(self, *, targets: list[str] | None = None) -> OutboxCourier:
+        """Deliver this entrance's outbox rows through the adapter's `send` (only those for
+        `targets`, when given)."""
+        if self.courier is None:
+            raise RuntimeError("deliver_outbox needs the adapter's send (Instance(send=...))")
+        if targets is not None:
+            self.courier.targets = targets
+        self.spawn(self.courier.run(), "outbox")
+        if self.exclusive:
+            # The entrance can send now: answer what a dead predecessor left unanswered.
+            self.spawn(self._resume_turns(), "resume")
+        return self.courier
+
+    async def resume_turns(self, *, stale_after_s: float) -> int:
+        """Answer once each message of this entrance whose turn never finished: its process
+        died mid-turn ('received' for longer than `stale_after_s`), or every model failed
+        ('unanswered', tried again with backoff). Too old, or tried too often: marked missed
+        and the coordinator told once. Returns how many turns ran."""
+        turns = self.config.turns
+        due = await self.memory.take_unfinished(
+            self.entrance,
+            stale_after_s=stale_after_s,
+            retry_after_s=turns.retry_after_s,
+            attempts=turns.attempts,
+            give_up_after_s=turns.give_up_after_s,
+            missed_notice=self._missed_notice,
+        )
+        for found in due:
+            late = self.memory.now - found.at > turns.late_after_s
+            log.info(
+                "%s: answering message %d again (attempt %d)%s",
+                self.instance_id,
+                found.message_id,
+                found.attempts + 1,
+                ", late" if late else "",
+            )
+            await self.handle(
+                found.incoming, preface=LATE_PREFACE if late else None, attempt=found.attempts
+            )
+        return len(due)
+
+    def _missed_notice(self, missed: list[Unfinished]) -> Outgoing | None:
+        coordinator = self.roster.coordinator
+        oldest = min(found.at for found in missed)
+        since = datetime.fromtimestamp(oldest, UTC).strftime("%Y-%m-%d %H:%M")
+        return Outgoing(
+            entrance=coordinator.entrance,
+            target=coordinator.external_id,
+            text=(
+                f"I could not answer {len(missed)} message(s) on {self.manifest.label} in "
+                f"time (the oldest from {since} UTC): I was down, or no model answered. "
+                "They are marked missed (`mirror memory log` shows them)."
+            ),
+            dedupe_key=f"missed:{self.entrance}:{missed[0].message_id}",
+            payload={"kind": "missed"},
+        )
+
+    async def _resume_turns(self) -> None:
+        """At start, every unfinished turn is an orphan (none of ours is running yet);
+        later, only those older than a whole turn can take (model timeout and retries)."""
+        stale_after_s = 0.0
+        model = self.config.model
+        while True:
+            try:
+                await self.resume_turns(stale_after_s=stale_after_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: resuming unfinished turns failed", self.instance_id)
+            stale_after_s = model.timeout_s * (model.retries + 1) + 30
+            await asyncio.sleep(self.config.turns.check_every_s)
 
     def add_own_account(self, external_id: str) -> None:
-        """The persona's own account on this entrance (a bot id): never answered."""
-        self.gatekeeper.add_own_account(self.entrance, external_id)
+        """The persona's own account on this entrance (a bot id, its mail address): never
+        answered, never taken for a person."""
+        self.roster.add_own(AccountRef.of(self.entrance, external_id))
 
-    async def handle(self, incoming: Incoming) -> Reply | None:
-        """One turn; shutdown waits for turns in flight so nothing is half-written.
+    async def handle(
+        self,
+        incoming: Incoming,
+        *,
+        reply_target: str | None = None,
+        reply_extra: Mapping[str, Any] | None = None,
+        deliver: bool = True,
+        while_thinking: contextlib.AbstractAsyncContextManager[Any] | None = None,
+        preface: str | None = None,
+        attempt: int = 0,
+    ) -> Reply | None:
+        """One message for the persona: a command or a turn, then the reply sent (when the
+        adapter gave a `send`). Returns the reply (None: nothing to say).
 
-        Commands are answered by code, never by the model: the guard's (/link,
-        /approve-pair, /soul …, for admins and the coordinator) and the coordinator's
-        (/pending, /resolve …, only for the configured coordinator). The model's output is
-        only ever sent, never read as a command.
+        The reply is stored with its outbox row in the turn's own transaction and sent from
+        there at once, so a crash anywhere loses nothing: the next holder of the entrance
+        sends what is pending. `reply_target`: where the reply goes (default: the
+        conversation); `reply_extra`: what the adapter's `send` gets back with it (mail
+        headers); `deliver` False: the caller shows the reply itself (the terminal prints
+        it); `while_thinking`: entered around the turn only, not the sending (a platform's
+        "typing…", which must not show again after the reply); `preface`: a sentence put
+        before the reply; `attempt`: how many times this message was tried before (its
+        earlier apology keeps its outbox row). Commands are answered by code, never by the
+        model; the model's output is only ever sent, never read as a command. Shutdown
+        waits for turns in flight.
         """
-        self._turns_in_flight += 1
-        self._no_turns.clear()
+        pid = incoming.platform_message_id
+        if pid is not None and pid in self._in_flight:
+            # The same message twice at once (a redelivery racing a resumed turn): one turn.
+            log.info("%s: message %s is being answered already", self.instance_id, pid)
+            return None
+        async with self.turns.track():
+            with self._handling(pid):
+                plan = None
+                if deliver and self.delivery is not None:
+                    payload = dict(reply_extra or {})
+                    if incoming.platform_message_id:
+                        payload["reply_to"] = incoming.platform_message_id
+                    key = incoming.platform_message_id or f"t{time.time_ns()}"
+                    if attempt:
+                        key = f"{key}:{attempt}"
+                    plan = ReplyDelivery(
+                        target=reply_target or incoming.conversation_id,
+                        dedupe_key=f"reply:{key}",
+                        payload=payload,
+                    )
+                async with while_thinking or contextlib.nullcontext():
+                    reply = await self._answer(incoming, plan, preface)
+                if reply is None or plan is None or not reply.text.strip():
+                    return reply
+            if reply.outbox_id is not None:
+                await self._send_now(reply.outbox_id)
+            elif reply.message_id is None and (reply.answered or self.send_failures):
+                # Said without a stored turn (a guard's refusal, an apology): sent directly,
+                # what fails queued.
+                await self.delivery.reply(  # type: ignore[union-attr]
+                    plan.target,
+                    reply.text,
+                    reply_to=incoming.platform_message_id,
+                    key=plan.dedupe_key.removeprefix("reply:"),
+                    extra=reply_extra,
+                )
+            return reply
+
+    @contextlib.contextmanager
+    def _handling(self, platform_id: str | None) -> Iterator[None]:
+        if platform_id is None:
+            yield
+            return
+        self._in_flight.add(platform_id)
         try:
-            if incoming.author.is_bot:
-                # Bots never command: their text goes to the guard (allowlist, budgets).
-                return await self.mind.turn(incoming)
-            answer = await self.gatekeeper.handle_command(incoming)
-            if answer is not None:
-                return Reply(text=answer, model=None)
-            outcome = await self.coordinator.handle(
-                incoming.entrance,
-                incoming.author.external_id,
-                incoming.text,
-                private=incoming.conversation_kind == "dm",
-            )
-            if outcome is not None:
-                return Reply(text=outcome.text, model=None)
-            return await self.mind.turn(incoming)
+            yield
+        finally:
+            self._in_flight.discard(platform_id)
+
+    async def _answer(
+        self, incoming: Incoming, plan: ReplyDelivery | None, preface: str | None
+    ) -> Reply | None:
+        try:
+            incoming = self.mind.cleaned(incoming)
+            speaker = self.roster.speaker(incoming)
+            if self.commands.takes(speaker, incoming.text):
+                return await self._command(incoming, speaker, plan)
+            return await self.mind.turn(incoming, speaker, delivery=plan, preface=preface)
         except Exception:
             # The message is recorded (or the failure is in recording it); the log says which.
             log.exception("turn failed for a message on %s", incoming.entrance)
             return Reply(
                 text="Sorry, something went wrong on my side; I've logged it.", answered=False
             )
-        finally:
-            self._turns_in_flight -= 1
-            if not self._turns_in_flight:
-                self._no_turns.set()
 
-    async def press(self, external_id: str, data: str, *, private: bool) -> Outcome:
-        """A button press on this entrance (coordinator choices); private: in a DM."""
-        return await self.coordinator.press(self.entrance, external_id, data, private=private)
+    async def _command(
+        self, incoming: Incoming, speaker: Speaker, plan: ReplyDelivery | None
+    ) -> Reply | None:
+        """A command, recorded like any message and answered once: a platform delivering
+        it twice (or a restart replaying it) changes nothing and says nothing twice."""
+        recorded = await self.memory.record_incoming(incoming, self.instance_id)
+        if not recorded.created and await self.memory.incoming_status(recorded.message_id) in (
+            "answered",
+            "refused",
+        ):
+            log.info("command %s was already handled; not again", recorded.message_id)
+            return None
+        outcome = await self.commands.run_text(speaker, incoming.text)
+        assert outcome is not None  # `takes` said it is a declared command for people
+        stored = await self.memory.store_turn(
+            TurnRecord(
+                incoming_id=recorded.message_id,
+                conversation_id=recorded.conversation_id,
+                entrance=incoming.entrance,
+                instance_id=self.instance_id,
+                person_id=recorded.person_id,
+                visibility=incoming.visibility,
+                reply_text=outcome.text,
+                soul_version=None,
+                model=None,
+                delivery=plan,
+            )
+        )
+        return Reply(
+            text=outcome.text,
+            model=None,
+            message_id=stored.message_id,
+            outbox_id=stored.outbox_id,
+        )
+
+    async def _send_now(self, outbox_id: int) -> None:
+        """Send a stored reply's outbox row now, instead of waiting for the courier."""
+        assert self.courier is not None
+        item = await self.memory.claim_outbox_item(outbox_id, self.instance_id)
+        if item is not None:  # None: the courier took it first, or it went already
+            await self.courier.deliver_item(item)
+
+    async def observe(self, incoming: Incoming) -> None:
+        """Remember a message not addressed to the persona (a group's chatter), so every
+        instance sees it; it is not answered."""
+        await self.memory.record_incoming(
+            self.mind.cleaned(incoming), self.instance_id, status="observed"
+        )
+
+    async def refuse(self, incoming: Incoming, reason: str) -> None:
+        """Remember a message the adapter will not answer (a mail too large, an automatic
+        reply) with the reason in the audit log; a message handled before stays as it was."""
+        memory = self.memory
+        incoming = self.mind.cleaned(incoming)
+        recorded = await memory.record_incoming(incoming, self.instance_id)
+        if await memory.incoming_status(recorded.message_id) not in (None, "received"):
+            return
+        await memory.set_message_status(recorded.message_id, "refused")
+        await memory.audit(
+            AccountRef.of(incoming.entrance, incoming.author.external_id).key,
+            f"{self.entrance}.refused",
+            incoming.platform_message_id,
+            reason=reason,
+        )
+        log.info(
+            "not answering %s from %s: %s",
+            incoming.platform_message_id,
+            incoming.author.external_id,
+            reason,
+        )
+
+    async def press(
+        self, external_id: str, data: str, *, conversation: str, private: bool
+    ) -> Outcome:
+        """A button press by `external_id` in `conversation` (private: a private chat); who
+        may press what is decided in bot/, the same as typing the command."""
+        speaker = self.roster.presser(
+            AccountRef.of(self.entrance, external_id), conversation, private=private
+        )
+        async with self.turns.track():
+            return await self.commands.press(speaker, data)
+
+    async def newest_platform_ids(self) -> dict[str, str]:
+        """Per conversation (its platform id), the newest message id memory holds: where an
+        adapter catching up after downtime starts reading."""
+        return await self.memory.latest_platform_ids(self.entrance)
+
+    async def soul_name(self) -> str:
+        soul = await self.memory.active_soul()
+        return soul.name if soul else "persona"
 
     async def _take_lease(self) -> None:
         """Hold this entrance's lease, or refuse (or, with --standby, wait for it)."""

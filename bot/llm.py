@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from bot.config import ModelConfig
 from bot.context import Context, render_messages
+from bot.entrance import manifests
 from bot.models import IntentionDraft, Reply
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class _ModelIntention(BaseModel):
         if value in (None, "", "null", "none"):
             return None
         value = value.lower()
-        return value if value in {"discord", "telegram", "email", "local"} else None
+        return value if value in manifests() else None
 
 
 class _ModelReply(BaseModel):

@@ -2,7 +2,7 @@
 
 The incoming message is cleaned (control characters dropped, huge text cut with a note)
 and recorded before anything else can fail, so nothing is lost; a message already handled
-is not handled again (platform redelivery, crash and restart). The guard (`bot.access`)
+is not handled again (platform redelivery, crash and restart). The guard (`bot.gate`)
 then decides before the model is called: a refused or echoed message keeps its row and
 an audit entry saying why. When every model fails, the offline brain's apology is sent and
 the message stays marked 'unanswered' for a later look.
@@ -17,14 +17,16 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from bot import llm, offline_brain
-from bot.access import Gatekeeper
 from bot.config import Config
 from bot.context import Context, trim_context
-from bot.guard import clean_text, clip_incoming
+from bot.crash import crash_point
+from bot.gate import Gatekeeper
+from bot.guard import clip_incoming
 from bot.intentions import normalize_subject
-from bot.memory import Memory, NewIntention, Recorded, TurnRecord
+from bot.memory import Memory, NewIntention, Recorded, ReplyDelivery, TurnRecord
 from bot.models import Incoming, IntentionDraft, Reply, SoulVersion, utcnow
 from bot.soul import parse_soul
+from bot.speaker import Roster, Speaker
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +59,31 @@ class Mind:
         self.instance_id = instance_id
         self.entrance = entrance
         self.gatekeeper = gatekeeper or Gatekeeper(
-            memory, config, instance_id=instance_id, entrance=entrance
+            memory, config, Roster(config), instance_id=instance_id, entrance=entrance
         )
         self.last_timings = TurnTimings()
-        coordinator = config.coordinator.parsed
-        self._coordinator = (coordinator.entrance, coordinator.id)
 
-    def is_coordinator(self, incoming: Incoming) -> bool:
-        return (incoming.entrance, incoming.author.external_id) == self._coordinator
-
-    async def turn(self, incoming: Incoming) -> Reply | None:
+    async def turn(
+        self,
+        incoming: Incoming,
+        speaker: Speaker | None = None,
+        *,
+        delivery: ReplyDelivery | None = None,
+        preface: str | None = None,
+    ) -> Reply | None:
         """Answer one incoming message; None when there is nothing to send.
 
         Nothing to send: the message was handled before, or the guard refused it without a
         word (a bot, an echo, a spent budget). A refusal with words (a pairing code, "slow
-        down") comes back as a Reply with `model=None`.
+        down") comes back as a Reply with `model=None`. `delivery`: queue the reply in the
+        outbox in the turn's own transaction (its `outbox_id` comes back on the Reply);
+        `preface`: a sentence put before the reply (a late answer says so).
         """
         started = time.perf_counter()
         incoming = self.cleaned(incoming)
+        speaker = speaker or self.gatekeeper.roster.speaker(incoming)
         recorded = await self.memory.record_incoming(incoming, self.instance_id)
+        crash_point("after-record")
         if not recorded.created and await self.memory.incoming_status(recorded.message_id) in (
             "answered",
             "refused",
@@ -84,7 +92,7 @@ class Mind:
             log.info("message %s was already handled; not answering twice", recorded.message_id)
             return None
         ingested = time.perf_counter()
-        verdict = await self.gatekeeper.check(incoming, recorded, places=incoming.places)
+        verdict = await self.gatekeeper.check(incoming, speaker, recorded, places=incoming.places)
         guarded = time.perf_counter()
         if not verdict.allow:
             self.last_timings = TurnTimings(ingest=ingested - started, guard=guarded - ingested)
@@ -93,21 +101,28 @@ class Mind:
             return Reply(text=verdict.reply, model=None)
         return await self.answer(
             incoming,
+            speaker,
             recorded,
+            delivery=delivery,
+            preface=preface,
             offline=verdict.use_offline,
             timings=TurnTimings(ingest=ingested - started, guard=guarded - ingested),
         )
 
     def cleaned(self, incoming: Incoming) -> Incoming:
         """The text as memory should keep it: no control characters, huge text cut."""
-        text = clip_incoming(clean_text(incoming.text), self.config.guard.max_message_chars)
+        # Outside text is already clean (bot.models.OutsideText); huge text is cut here.
+        text = clip_incoming(incoming.text, self.config.guard.max_message_chars)
         return incoming if text == incoming.text else incoming.model_copy(update={"text": text})
 
     async def answer(
         self,
         incoming: Incoming,
+        speaker: Speaker,
         recorded: Recorded,
         *,
+        delivery: ReplyDelivery | None = None,
+        preface: str | None = None,
         offline: bool = False,
         timings: TurnTimings | None = None,
     ) -> Reply:
@@ -118,7 +133,7 @@ class Mind:
         timings = timings or TurnTimings()
         started = time.perf_counter()
         soul = await self.memory.active_soul()
-        context = await self.build_context(incoming, recorded, soul)
+        context = await self.build_context(incoming, speaker, recorded, soul)
         built = time.perf_counter()
         model_config = self.config.model
         if offline:
@@ -126,6 +141,7 @@ class Mind:
                 update={"name": llm.OFFLINE_MODEL, "fallbacks": []}
             )
         try:
+            crash_point("during-model")
             answer = await llm.complete(model_config, context)
             reply, model, answered = answer.reply, answer.model, True
             usage = (answer.prompt_tokens, answer.completion_tokens, answer.cost_usd)
@@ -134,6 +150,8 @@ class Mind:
             reply = Reply(text=offline_brain.apology(context, "my model is not answering"))
             model, answered, usage = llm.OFFLINE_MODEL, False, (0, 0, 0.0)
         thought = time.perf_counter()
+        if preface:
+            reply = reply.model_copy(update={"text": f"{preface}\n\n{reply.text}"})
         stored = await self.memory.store_turn(
             TurnRecord(
                 incoming_id=recorded.message_id,
@@ -156,8 +174,10 @@ class Mind:
                 prompt_tokens=usage[0],
                 completion_tokens=usage[1],
                 cost_usd=usage[2],
+                delivery=delivery,
             )
         )
+        crash_point("after-store")
         finished = time.perf_counter()
         self.last_timings = TurnTimings(
             ingest=timings.ingest,
@@ -173,17 +193,26 @@ class Mind:
                 stored.conflicts_found,
             )
         return reply.model_copy(
-            update={"message_id": stored.message_id, "model": model, "answered": answered}
+            update={
+                "message_id": stored.message_id,
+                "model": model,
+                "answered": answered,
+                "outbox_id": stored.outbox_id,
+            }
         )
 
     async def build_context(
-        self, incoming: Incoming, recorded: Recorded, soul: SoulVersion | None
+        self, incoming: Incoming, speaker: Speaker, recorded: Recorded, soul: SoulVersion | None
     ) -> Context:
-        coordinator = self.is_coordinator(incoming)
+        audience = speaker.audience(
+            recorded.conversation_id, recorded.person_id, elsewhere=incoming.reply_elsewhere
+        )
+        # The coordinator's wider view exists only in their own private chat.
+        coordinator = audience.everyone
         view = await self.memory.turn_view(
             conversation_id=recorded.conversation_id,
             person_id=recorded.person_id,
-            audience=None if coordinator else recorded.person_id,
+            audience=audience,
             incoming_id=recorded.message_id,
             text=incoming.text,
             dead_after_s=self.config.persona.instance_dead_after_s,
@@ -192,19 +221,20 @@ class Mind:
             soul_text, soul_name = _fallback_soul(self.config)
         else:
             soul_text, soul_name = soul.text, soul.name
-        entrance_config = getattr(self.config.entrances, incoming.entrance, None)
+        entrance_config = self.config.entrance(incoming.entrance)
         context = Context(
             soul_name=soul_name,
             soul_text=soul_text,
             soul_version=soul.id if soul else None,
             instance_id=self.instance_id,
             entrance=incoming.entrance,
-            style=entrance_config.style if entrance_config else "conversational",
+            style=entrance_config.style,
             timezone=self.config.persona.timezone,
             now=utcnow(),
             person_id=recorded.person_id,
             person_name=incoming.author.display_name or incoming.author.external_id,
             is_coordinator=coordinator,
+            reply_elsewhere=incoming.reply_elsewhere,
             conversation_kind=incoming.conversation_kind,
             incoming_id=recorded.message_id,
             text=incoming.text,

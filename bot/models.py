@@ -6,17 +6,47 @@ from memory.db, which stores epoch seconds).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 ConversationKind = Literal["dm", "group", "thread"]
 Visibility = Literal["private", "group"]
 IntentionStatus = Literal["open", "done", "cancelled", "expired", "conflicted", "resolved"]
 ConflictStatus = Literal["open", "surfaced", "resolved", "dismissed"]
 OutboxStatus = Literal["pending", "sending", "sent", "failed"]
-MessageStatus = Literal["received", "answered", "unanswered", "refused", "echo", "sent"]
+# in: received (to answer) | observed (not addressed to the persona) | answered |
+# unanswered (every model failed) | refused | echo | missed (too late to answer);
+# out: pending (stored, not yet taken by the platform) | sent
+MessageStatus = Literal[
+    "received",
+    "observed",
+    "answered",
+    "unanswered",
+    "refused",
+    "echo",
+    "missed",
+    "pending",
+    "sent",
+]
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Text from outside as memory can keep it: control characters (NUL and friends, which
+    confuse logs and terminals) dropped; lone surrogates (a platform's broken escaping,
+    which UTF-8 cannot store) become U+FFFD."""
+    return _SURROGATE.sub("\ufffd", _CONTROL.sub("", text))
+
+
+# Every field that carries text from outside (names, titles, subjects, addresses, ids, the
+# message) is this type, so it is cleaned where it enters and no later path can forget.
+OutsideText = Annotated[str, AfterValidator(clean_text)]
 
 
 def utcnow() -> datetime:
@@ -34,8 +64,8 @@ class Frozen(BaseModel):
 class Author(Frozen):
     """Who wrote a message, as the platform knows them."""
 
-    external_id: str
-    display_name: str | None = None
+    external_id: OutsideText
+    display_name: OutsideText | None = None
     is_bot: bool = False
 
 
@@ -43,15 +73,18 @@ class Incoming(Frozen):
     """A platform event normalized by an adapter."""
 
     entrance: str
-    conversation_id: str
+    conversation_id: OutsideText
     conversation_kind: ConversationKind = "dm"
-    conversation_title: str | None = None
+    conversation_title: OutsideText | None = None
     author: Author
-    text: str
-    platform_message_id: str | None = None
-    reply_to_platform_id: str | None = None
+    text: OutsideText
+    platform_message_id: OutsideText | None = None
+    reply_to_platform_id: OutsideText | None = None
     # Ids this conversation also belongs to, for [access.*] groups (a guild, a parent channel).
-    places: tuple[str, ...] = ()
+    places: tuple[OutsideText, ...] = ()
+    # The reply goes to someone other than the verified author (a mail's Reply-To, a
+    # forwarded thread): it is answered with no private context at all.
+    reply_elsewhere: bool = False
     received_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -79,6 +112,7 @@ class Reply(BaseModel):
     model: str | None = None
     message_id: int | None = None
     answered: bool = True
+    outbox_id: int | None = None  # the stored reply's outbox row, to send now
 
 
 class SoulVersion(Frozen):
@@ -254,15 +288,45 @@ class ViewIntention(Frozen):
     target_entrance: str | None
 
 
+class DecisionSide(Frozen):
+    """One side of a decided item as an audience may see it: `text` None when it came from
+    a conversation outside the audience; `kept` None when the decision left it as it was."""
+
+    label: str
+    text: str | None
+    kept: bool | None
+    owner_instance: str
+
+
 class ViewDecision(Frozen):
+    """A coordinator decision, already filtered for the audience: when any side is hidden
+    from it, `subject`, `resolution` and `note` are None (they quote the sides) and the
+    decision is told from `sides` alone."""
+
     conflict_id: int
-    subject: str
+    subject: str | None
     choice: str | None
     resolution: str | None
     note: str | None
     status: str
     resolved_by: str | None
     resolved_at: datetime | None
+    sides: list[DecisionSide] = Field(default_factory=list)
+
+
+class Audience(Frozen):
+    """Who an output is for; memory returns only what they may see.
+
+    Always this conversation's own content. A private chat (`person_id` set) adds that
+    person's private content anywhere (linked accounts are one person) and what groups said;
+    `everyone`: the coordinator in their own private chat. A group sees only itself; a
+    reply going to someone other than the verified correspondent (`conversation_id` None)
+    sees nothing private at all.
+    """
+
+    conversation_id: int | None
+    person_id: int | None = None
+    everyone: bool = False
 
 
 class ViewNote(Frozen):

@@ -15,16 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.context import Context
+from bot.context import Context, decision_text
+from bot.entrance import manifests, named_by
 from bot.intentions import normalize_subject
 from bot.models import ViewIntention
 
-ENTRANCE_NAMES = {
-    "discord": "Discord",
-    "telegram": "Telegram",
-    "email": "email",
-    "local": "terminal",
-}
 OFFLINE_NOTICE = (
     "(I'm running on MirrorOS's offline brain, so my answers are simple. To give me a real "
     'model, set [model] name in config/mirror.toml (e.g. "openai/gpt-4o-mini") and its API '
@@ -53,9 +48,10 @@ _REQUEST = re.compile(
     r"\b(can|could|would|will) you\b|\bplease\b|\bremind me\b|\blet'?s\b|\bi need you to\b"
     r"|\bdon'?t forget\b"
 )
-_TARGET = re.compile(
+# Followed by a word for an entrance other than the terminal (see `_target`).
+_TARGET_HEAD = (
     r"\b(tell|post|announce|let|message|notify|inform|say|ask)\b.*?\b((on|in|to|via|over)\s+)?"
-    r"(the\s+)?(?P<entrance>discord|telegram|email|mail)\b"
+    r"(the\s+)?"
 )
 _ACTION = re.compile(
     r"\b(?:can|could|would|will) you\s+(?:please\s+)?(?P<a>.+)|\bplease\s+(?P<b>.+)"
@@ -69,6 +65,10 @@ _TIME_WORDS = re.compile(
 )
 _QUESTION = re.compile(r"\?\s*$|^(who|what|when|where|why|how|do|does|did|is|are|can)\b")
 _COMMAND = re.compile(r"^/(?P<name>[a-z][\w-]*)(?:@\w+)?\b", re.I)
+REPLY_ELSEWHERE_NOTICE = (
+    "(This reply goes to an address other than the one that wrote, so I've left out "
+    "anything private.)"
+)
 GREETING_COMMANDS = frozenset({"start", "hello", "hi"})
 COMMANDS_HELP = (
     "Commands I know: /link (connect your accounts on my other entrances)"
@@ -112,6 +112,8 @@ def answer(context: Context) -> dict[str, Any]:
 
 def styled(context: Context, body: str) -> str:
     """Apply the entrance style and the once-per-conversation offline notice."""
+    if context.reply_elsewhere:
+        body = f"{body}\n\n{REPLY_ELSEWHERE_NOTICE}"
     if not context.view.offline_notice_given:
         body = f"{body}\n\n{OFFLINE_NOTICE}"
     style = context.style.lower()
@@ -139,7 +141,7 @@ def apology(context: Context, reason: str) -> str:
 
 def introduce(context: Context) -> str:
     voice = _first_sentence(context.soul_text, "voice")
-    where = f"this is my {ENTRANCE_NAMES.get(context.entrance, context.entrance)} side"
+    where = f"this is my {entrance_label(context.entrance)} side"
     return f"I'm {context.soul_name}; {where} (instance '{context.instance_id}'). {voice}".strip()
 
 
@@ -149,7 +151,7 @@ def where_else(context: Context) -> str:
         return "Right now this is my only instance; memory.db shows no other."
     lines = []
     for instance in others:
-        place = ENTRANCE_NAMES.get(instance.entrance, instance.entrance)
+        place = entrance_label(instance.entrance)
         if instance.alive:
             state = "online"
         else:
@@ -157,7 +159,8 @@ def where_else(context: Context) -> str:
         latest = instance.recent[0] if instance.recent else None
         doing = ""
         if latest is not None and latest.text is None:
-            doing = f"; lately a private conversation on {place}"
+            kind = "a private conversation" if latest.conversation_kind == "dm" else "a group"
+            doing = f"; lately {kind} on {place} I can't share here"
         elif latest is not None:
             who = "I said" if latest.direction == "out" else f"{latest.person_name} said"
             doing = f"; lately {who}: “{_short(latest.text or '')}”"
@@ -167,7 +170,7 @@ def where_else(context: Context) -> str:
 
 def what_they_said(context: Context, where: str) -> str:
     where = where.lower().rstrip("?.!")
-    where = {"mail": "email", "terminal": "local"}.get(where, where)
+    where = named_by(where) or where  # "mail" -> "email"
     said = [
         m
         for m in context.view.elsewhere
@@ -185,18 +188,20 @@ def what_they_said(context: Context, where: str) -> str:
 def promises(context: Context) -> str:
     visible = [i for i in context.view.intentions if i.text is not None]
     hidden = [i for i in context.view.intentions if i.text is None]
-    decisions = [d for d in context.view.decisions if d.resolution]
+    decisions = [(d, decision_text(d)) for d in context.view.decisions]
+    decisions = [(d, text) for d, text in decisions if text]
     lines = []
     for item in visible:
         due = f" ({context.local_time(item.due_at)})" if item.due_at else ""
         state = " — waiting for my coordinator" if item.status == "conflicted" else ""
         lines.append(f"- {item.text}{due}{state} [via {item.owner_instance}]")
     if hidden:
-        lines.append(f"- and {len(hidden)} from private conversations I can't share")
+        where = ", ".join(sorted({entrance_label(i.entrance) for i in hidden}))
+        lines.append(f"- and {len(hidden)} from other conversations ({where}) I can't share here")
     answer = "My open promises:\n" + "\n".join(lines) if lines else "I have no open promises."
     if decisions:
         answer += "\nMy coordinator decided:\n" + "\n".join(
-            f"- {d.subject}: {d.resolution}" for d in decisions[:3]
+            f"- {d.subject or 'a private matter'}: {text}" for d, text in decisions[:3]
         )
     return answer
 
@@ -240,9 +245,7 @@ def commit(
     ]
     reply = f"Yes, I'll {action}{when}. I've written it down"
     if target and target != context.entrance:
-        reply += (
-            f"; it needs my {ENTRANCE_NAMES.get(target, target)} side, so I've asked my coordinator"
-        )
+        reply += f"; it needs my {entrance_label(target)} side, so I've asked my coordinator"
     elif conflicts:
         reply += ", but I may already have something then; my coordinator will sort it out"
     return {"reply": reply + ".", "intentions": [intention]}
@@ -260,10 +263,23 @@ def request_action(text: str) -> str:
 
 
 def target_entrance(lowered: str) -> str | None:
-    match = _TARGET.search(lowered)
+    match = _target().search(lowered)
     if not match:
         return None
-    return {"mail": "email"}.get(match.group("entrance"), match.group("entrance"))
+    return named_by(match.group("entrance"))
+
+
+def _target() -> re.Pattern[str]:
+    """A request naming another entrance ("tell them on the mail"), by any of its words."""
+    words = {word for m in manifests().values() if not m.terminal for word in m.words()}
+    alternatives = "|".join(re.escape(word) for word in sorted(words, key=lambda w: (-len(w), w)))
+    return re.compile(rf"{_TARGET_HEAD}(?P<entrance>{alternatives})\b")  # re caches it
+
+
+def entrance_label(name: str) -> str:
+    """How the persona names an entrance in a sentence: "my Telegram side"."""
+    found = manifests().get(name)
+    return found.label if found is not None else name
 
 
 def find_due(text: str, context: Context) -> datetime | None:

@@ -16,10 +16,10 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
+from bot.commands import buttons_for
 from bot.config import Config
-from bot.coordinator import buttons_for, describe_item
-from bot.memory import LeaseLost, Memory, Outgoing
-from bot.memory.coordinator_store import ItemDetails
+from bot.coordinator import describe_item
+from bot.memory import ItemDetails, LeaseLost, Memory, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class Scheduler:
         def message(details: ItemDetails, prefix: str, key: str) -> Outgoing:
             return Outgoing(
                 entrance=address.entrance,
-                target=address.id,
+                target=address.external_id,
                 text=f"{prefix}{describe_item(details, zone)}",
                 dedupe_key=key,
                 payload={

@@ -2,7 +2,9 @@
 
 The file is data edited by admins while everything runs. A valid change becomes a new
 `soul_versions` row (memory is the source of truth for the active version); an invalid one
-is rejected with the reason logged and audited, and the last good version stays active.
+is rejected with the reason logged and audited, and the last good version stays active. The
+watcher follows the configured path, never an inode: the folder may be replaced or created
+late, and SOUL.md may be a symlink whose target is swapped (a Kubernetes ConfigMap).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,13 +114,23 @@ def soul_from_version(version: SoulVersion) -> Soul:
     return parse_soul(version.text, max_bytes=max(DEFAULT_MAX_BYTES, len(version.text) * 4))
 
 
-async def read_soul_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Soul:
+def _read_soul_bytes(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes; a file over the limit is refused without reading it all."""
     try:
-        data = await asyncio.to_thread(path.read_bytes)
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                size = os.fstat(file.fileno()).st_size
+                raise SoulError(f"SOUL.md is {size} bytes; the limit is {max_bytes}")
     except FileNotFoundError:
         raise SoulError(f"{path} does not exist") from None
     except OSError as exc:
         raise SoulError(f"{path} is unreadable: {exc.strerror}") from None
+    return data
+
+
+async def read_soul_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Soul:
+    data = await asyncio.to_thread(_read_soul_bytes, path, max_bytes)
     return parse_soul(data, max_bytes=max_bytes)
 
 
@@ -128,16 +142,43 @@ async def sync_soul_file(
     Returns the version now active (None when the file is invalid and memory has none yet).
     """
     try:
-        soul = await read_soul_file(path, max_bytes)
+        content: bytes | SoulError = await asyncio.to_thread(_read_soul_bytes, path, max_bytes)
     except SoulError as exc:
-        log.error("SOUL.md rejected, keeping the active version: %s", exc)
-        await memory.audit(actor, "soul.rejected", str(path), reason=str(exc))
-        return await memory.active_soul()
+        content = exc
+    return await _record_soul(memory, path, content, max_bytes=max_bytes, actor=actor)
+
+
+async def _record_soul(
+    memory: Memory,
+    path: Path,
+    content: bytes | SoulError,
+    *,
+    max_bytes: int,
+    actor: str,
+    changed: bool = False,
+) -> SoulVersion | None:
+    """Make `content` (read from `path`) the active soul, or log and audit why it is not.
+
+    `changed`: the caller saw the file change, so the outcome is logged even when another
+    process recorded the same version first."""
+    reason = content if isinstance(content, SoulError) else None
+    soul = None
+    if not isinstance(content, SoulError):
+        try:
+            soul = parse_soul(content, max_bytes=max_bytes)
+        except SoulError as exc:
+            reason = exc
+    if soul is None:
+        active = await memory.active_soul()
+        kept = f"version {active.id}" if active is not None else "no version yet"
+        log.warning("soul: %s rejected, keeping %s: %s", path, kept, reason)
+        await memory.audit(actor, "soul.rejected", str(path), reason=str(reason))
+        return active
     version, created = await memory.record_soul_version(
         text=soul.text, name=soul.name, sha256=soul.sha256, source="file", author=actor
     )
-    if created:
-        log.info("soul: version %d is active (%s)", version.id, version.name)
+    if created or changed:
+        log.info("soul: %s: version %d is active (%s)", path, version.id, version.name)
     return version
 
 
@@ -152,18 +193,88 @@ async def write_soul_file(path: Path, text: str) -> None:
     await asyncio.to_thread(write)
 
 
-class SoulWatcher:
-    """Watches SOUL.md and records each valid save as a new version (owned task)."""
+@dataclass(frozen=True)
+class _Look:
+    """One look at the configured path: what it holds, and where its next change will show."""
 
-    def __init__(self, memory: Memory, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES):
+    content: bytes | SoulError
+    key: str  # equal keys mean nothing changed: the content's sha256, or the reason
+    target: str  # the path with every symlink resolved
+    # Folders to watch, each with its identity (device, inode): a replaced folder has a new
+    # identity under the same path, and the watch must move to it.
+    folders: tuple[tuple[str, int, int], ...]
+
+
+def _look_at(path: Path, max_bytes: int) -> _Look:
+    """Read the path as it is now, following whatever folder and symlinks it names today."""
+    content: bytes | SoulError
+    try:
+        data = _read_soul_bytes(path, max_bytes)
+        content, key = data, hashlib.sha256(data).hexdigest()
+    except SoulError as exc:
+        content, key = exc, f"unreadable: {exc}"
+    target = Path(os.path.realpath(path))
+    return _Look(content, key, str(target), _folders_to_watch(path, target))
+
+
+def _folders_to_watch(path: Path, target: Path) -> tuple[tuple[str, int, int], ...]:
+    folder = path.parent
+    nearest = folder  # a folder created after start shows up in its nearest existing ancestor
+    while not nearest.is_dir() and nearest != nearest.parent:
+        nearest = nearest.parent
+    candidates = [nearest]
+    # A folder moved or deleted reports itself gone in its own watch (then a look re-arms on
+    # its successor), so its parent, maybe a busy project root, is not watched: noise there
+    # would cost ~1 % of a core (bench/soul_watcher.py). Only a symlinked folder, retargeted
+    # where the link lives, needs that parent.
+    if nearest == folder and folder.is_symlink():
+        candidates.append(folder.parent)
+    # A symlinked SOUL.md edited in place changes in its target's folder, not in ours.
+    candidates.append(target.parent)
+    folders: list[tuple[str, int, int]] = []
+    for candidate in candidates:
+        try:
+            stat = candidate.stat()
+        except OSError:
+            continue  # a dangling symlink's target folder: nothing to watch there
+        if not any((dev, ino) == (stat.st_dev, stat.st_ino) for _, dev, ino in folders):
+            folders.append((str(candidate), stat.st_dev, stat.st_ino))
+    return tuple(folders)
+
+
+class SoulWatcher:
+    """Follows the configured SOUL.md path and records each valid save as a new version.
+
+    It watches (inotify, through watchfiles) the soul's folder (or, until it exists, its
+    nearest existing ancestor) and the folder of the symlink's target, and moves the watch
+    whenever a look at the path shows that one of them was replaced, created or retargeted.
+    A look reads the file (at most `max_bytes`) and acts only when its hash differs from the
+    last one handled, so noise in the watched folders costs a read, never a version or an
+    audit row. Every `check_every_s` it looks anyway: a change no event reported (a save
+    landing while the watch moves, a symlink swapped higher up the path, a network
+    filesystem) is still picked up.
+    """
+
+    def __init__(
+        self,
+        memory: Memory,
+        path: Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        check_every_s: float = 5.0,
+    ):
         self.memory = memory
-        self.path = path.resolve()
+        # Absolute, never resolved: the symlinks and folders it names are followed anew on
+        # every look.
+        self.path = Path(os.path.abspath(path))
         self.max_bytes = max_bytes
+        self.check_every_s = check_every_s
+        self._seen: str | None = None  # the key of the last look handled
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
-        await sync_soul_file(self.memory, self.path, max_bytes=self.max_bytes)
+        await self._check()
         self._task = asyncio.create_task(self._watch(), name="soul-watcher")
 
     async def stop(self) -> None:
@@ -173,27 +284,98 @@ class SoulWatcher:
                 await self._task
             self._task = None
 
+    async def _check(self) -> _Look:
+        """Look at the path; record (or reject) its content if it changed since last time."""
+        look = await asyncio.to_thread(_look_at, self.path, self.max_bytes)
+        if look.key != self._seen:
+            await _record_soul(
+                self.memory,
+                self.path,
+                look.content,
+                max_bytes=self.max_bytes,
+                actor="file",
+                changed=self._seen is not None,  # the first look at start is no change
+            )
+            self._seen = look.key  # only once handled: a failed write is retried
+        return look
+
     async def _watch(self) -> None:
-        from watchfiles import awatch
-
-        directory = self.path.parent
-        target = str(self.path)
-
-        def relevant(_change: object, changed: str) -> bool:
-            return changed == target
-
         while True:
             try:
-                self.ready.set()
-                async for _changes in awatch(
-                    directory, watch_filter=relevant, debounce=200, step=50, recursive=False
-                ):
-                    await sync_soul_file(self.memory, self.path, max_bytes=self.max_bytes)
-            except FileNotFoundError:
-                log.error("not watching SOUL.md: folder %s does not exist", directory)
-                return
+                look = await self._check()
+                await self._follow(look)
             except asyncio.CancelledError:
                 raise
+            except FileNotFoundError:
+                # A folder vanished between the look and the watch: look again.
+                await asyncio.sleep(0.05)
             except Exception:
                 log.exception("soul watcher failed; restarting it")
                 await asyncio.sleep(1)
+
+    async def _follow(self, look: _Look) -> None:
+        """Watch the folders `look` named, looking again on each change that concerns
+        SOUL.md and every `check_every_s`; return once a look names other folders."""
+        from watchfiles import awatch
+
+        loop = asyncio.get_running_loop()
+        log.debug("soul: watching %s in %s", self.path, [f for f, _, _ in look.folders])
+        # The watch runs in a thread that a cancellation does not interrupt (anyio shields
+        # it until it returns, up to rust_timeout later): setting this event ends it within
+        # one step, so stopping the watcher never waits for the periodic look.
+        stop = asyncio.Event()
+        changes = awatch(
+            *(folder for folder, _, _ in look.folders),
+            watch_filter=None,  # _concerns filters: the relevant names move with the looks
+            stop_event=stop,
+            debounce=200,
+            # watchfiles wakes every step even when nothing happens: 100 ms keeps an idle
+            # watcher at about 0.1 % of a core (bench/soul_watcher.py).
+            step=100,
+            rust_timeout=int(self.check_every_s * 1000),
+            yield_on_timeout=True,  # an empty batch: time for the periodic look
+            recursive=False,
+        )
+        waiting = asyncio.ensure_future(anext(changes))
+        try:
+            # awatch (1.x) arms its watches in its first step, before its first await: a look
+            # now sees whatever was saved while no watch was armed (a folder created and
+            # filled at once), and every later save is an event.
+            await asyncio.sleep(0)
+            latest = await self._check()
+            self.ready.set()
+            looked_at = loop.time()
+            while latest.folders == look.folders:
+                look = latest
+                # asyncio.wait, not `await waiting`: cancelling us must not be passed on to
+                # the shielded watch (see `stop`), it would hold us until the watch returns.
+                await asyncio.wait({waiting})
+                batch = waiting.result()
+                waiting = asyncio.ensure_future(anext(changes))
+                due = loop.time() - looked_at >= self.check_every_s
+                if batch and not due and not self._concerns(batch, look):
+                    continue  # something else in a watched folder changed
+                latest = await self._check()
+                looked_at = loop.time()
+            # A folder was replaced, created or retargeted: the caller re-arms.
+        finally:
+            stop.set()
+            await asyncio.wait({waiting}, timeout=5)
+            if waiting.done():
+                if not waiting.cancelled():
+                    waiting.exception()  # retrieved: it is ours to drop (StopAsyncIteration)
+                await changes.aclose()  # releases the inotify watches now, not at collection
+
+    def _concerns(self, batch: Iterable[tuple[object, str]], look: _Look) -> bool:
+        """Whether a change may be one of SOUL.md: in its folder, to a folder on its path,
+        or to the symlink's target."""
+        folder = str(self.path.parent)
+        path = str(self.path)
+        for _, changed in batch:
+            if (
+                changed == look.target
+                or os.path.dirname(changed) == folder
+                or path.startswith(changed.rstrip(os.sep) + os.sep)
+            ):
+                return True
+        return False

@@ -4,8 +4,11 @@ Each child is a `mirror run NAME` process; its output lines are prefixed with it
 child that exits unexpectedly is restarted with exponential backoff (capped, reset after
 it has run healthily for a while); one that keeps crashing is reported and given up after
 `max_restarts` tries, without touching the others. A child that exits with code 2 (a
-problem the admin must fix, such as a refused token) is not restarted. Stopping sends
-SIGTERM to every child (each finishes its current turn), then SIGKILL after a grace period.
+problem the admin must fix, such as a refused token) is not restarted. When every entrance
+has been given up the supervisor stops the rest (the scheduler) and reports why, so that
+`mirror up` never looks healthy while no bot is up. Stopping sends SIGTERM to every child
+(each finishes its current turn), then SIGKILL after a grace period; a child whose
+supervisor vanished (kill -9) is sent SIGHUP by the kernel and stops the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -32,6 +36,8 @@ class ChildSpec:
     # How to restart it: an entrance restarts with --standby, so it waits for the lease its
     # crashed predecessor still holds instead of being refused.
     restart_argv: list[str] | None = None
+    # The scheduler is not an entrance: it runs beside them, and alone it serves nobody.
+    entrance: bool = True
 
 
 @dataclass
@@ -48,6 +54,54 @@ class ChildState:
 def mirror_argv(*args: str) -> list[str]:
     """The command line of a `mirror` child running with this interpreter."""
     return [sys.executable, "-m", "bot.cli", *args]
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def stop_with_parent() -> Callable[[], None] | None:
+    """A preexec function making the child receive SIGHUP when its supervisor dies.
+
+    Children run in their own sessions (so Ctrl-C reaches the supervisor only), which also
+    means nothing tells them when `mirror up` is killed with -9: they would keep running
+    with parent 1 and keep their entrance leases, and the next `mirror up` would be refused.
+    Linux's PR_SET_PDEATHSIG makes the kernel send a signal at the parent's death, with no
+    polling in the child: chosen over a child watching os.getppid() because it costs nothing
+    while all is well and acts at once. The signal is SIGHUP, which `mirror run` takes as a
+    request to stop after the current turn (releasing the lease), never as a hurry: the
+    kernel sends it again at each reparenting (first to another thread of the dying
+    supervisor, then to init), and a second SIGTERM would cancel the turn and skip the
+    clean-up. SIGHUP is reset to its default in the child, as `nohup mirror up` ignores it
+    and children inherit that. PDEATHSIG is tied to the thread that forks: the event loop's,
+    alive as long as the supervisor.
+
+    preexec_fn is unsafe with threads when it takes a lock another thread held at the fork
+    (an import, a logging call): this one imports nothing, since libc is loaded here, before
+    the fork, and makes two foreign calls and two system calls. None elsewhere than Linux
+    (there children outlive a kill -9 of the supervisor).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl, set_handler = libc.prctl, libc.signal
+    except (OSError, AttributeError):
+        return None
+    set_handler.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    set_handler.restype = ctypes.c_void_p
+    hangup = int(signal.SIGHUP)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        set_handler(hangup, None)  # None is SIG_DFL (0)
+        prctl(_PR_SET_PDEATHSIG, hangup, 0, 0, 0)
+        # The supervisor may have died between fork and prctl: no signal would ever come.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), hangup)
+
+    return preexec
 
 
 class Supervisor:
@@ -69,7 +123,10 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.stop_timeout_s = stop_timeout_s
         self.output = output or sys.stderr
+        # Why `run` ended by itself: every entrance was given up (None when asked to stop).
+        self.nothing_running: str | None = None
         self._stopping = asyncio.Event()
+        self._preexec = stop_with_parent()
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -97,18 +154,24 @@ class Supervisor:
             code = await state.process.wait()
             if self._stopping.is_set():
                 return
+            if state.relay is not None:
+                # Its last words (the reason it gave up) may still be in the pipe; a grandchild
+                # holding the pipe open must not hold us, hence the timeout.
+                await asyncio.wait({state.relay}, timeout=5)
             ran_for = time.monotonic() - state.started_at
             if ran_for >= self.healthy_after_s:
                 consecutive = 0
             if code == PERMANENT_FAILURE:
                 state.gave_up = f"exited with code 2: {self._last_line(state)}"
                 self._say(f"{state.spec.name}: not restarting ({state.gave_up})")
+                self._stop_if_no_entrance_runs()
                 return
             consecutive += 1
             state.restarts += 1
             if consecutive > self.max_restarts:
                 state.gave_up = f"crashed {consecutive} times in a row (last exit code {code})"
                 self._say(f"{state.spec.name}: giving up: {state.gave_up}")
+                self._stop_if_no_entrance_runs()
                 return
             delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (consecutive - 1))
             self._say(
@@ -117,6 +180,16 @@ class Supervisor:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _stop_if_no_entrance_runs(self) -> None:
+        """Stop everything once every entrance is given up: the scheduler alone serves
+        nobody, and a service manager would take the running `mirror up` for a healthy one."""
+        entrances = [state for state in self.children.values() if state.spec.entrance]
+        if not entrances or any(state.gave_up is None for state in entrances):
+            return
+        reasons = "; ".join(f"{state.spec.name} {state.gave_up}" for state in entrances)
+        self.nothing_running = f"no entrance is running: {reasons}"
+        self._stopping.set()
 
     async def _start(self, state: ChildState) -> None:
         argv = state.spec.argv
@@ -128,6 +201,7 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+            preexec_fn=self._preexec,
         )
         state.started_at = time.monotonic()
         self._say(f"{state.spec.name}: started (pid {state.process.pid})")

@@ -66,7 +66,8 @@ CREATE TABLE messages (
     platform_message_id  TEXT,
     reply_to             INTEGER REFERENCES messages (id),
     visibility           TEXT NOT NULL CHECK (visibility IN ('private', 'group')),
-    -- in: received | answered | unanswered | refused | echo;  out: sent
+    -- in: received | observed | answered | unanswered | refused | echo | missed;
+    -- out: pending | sent (see bot/models.py MessageStatus)
     status               TEXT NOT NULL DEFAULT 'received',
     soul_version         INTEGER REFERENCES soul_versions (id),
     model                TEXT,

@@ -18,7 +18,8 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from tests.fakes.mail_servers import Dovecot, free_port
+from tests.fakes.mail_servers import Dovecot
+from tests.fakes.server import Served, free_port
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class TlsMail:
     encrypted: bool
 
 
-class TlsSmtp:
+class TlsSmtp(Served):
     """An SMTP server that records what it accepts and whether the session was encrypted.
 
     `implicit=True` speaks TLS from the first byte (security = "ssl"); otherwise it requires
@@ -107,7 +108,7 @@ class TlsSmtp:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
 
-    async def __aenter__(self) -> TlsSmtp:
+    async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         self.port = free_port()
@@ -124,11 +125,11 @@ class TlsSmtp:
             **tls,  # type: ignore[arg-type]
         )
         await asyncio.to_thread(self._controller.start)
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def stop(self) -> None:
         if self._controller is not None:
-            await asyncio.to_thread(self._controller.stop)
+            controller, self._controller = self._controller, None
+            await asyncio.to_thread(controller.stop)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         transport = server.transport

@@ -4,28 +4,21 @@ rate limits, the daily model budget and admin commands."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pytest
 
-from bot.access import (
-    ECHO_ACK,
-    ONLY_ADMINS,
-    RATE_LIMITED,
-    Gatekeeper,
-    Verdict,
-    approve_pairing,
-    link_accounts,
-    list_people,
-    pending_pairings,
-    unlink_account,
-)
+from bot.accounts import AccountRef
+from bot.commands import ONLY_ADMINS, ONLY_COORDINATOR, Commands
 from bot.config import Config, CoordinatorConfig, SoulConfig
+from bot.gate import ECHO_ACK, RATE_LIMITED, Gatekeeper, Verdict
 from bot.guard_config import AccessConfig, GuardConfig, LimitsConfig
 from bot.memory import Memory, Recorded, TurnRecord
 from bot.models import Author, ConversationKind, Incoming
+from bot.people import approve_pairing, link_accounts, list_people, pending_pairings, unlink_account
 from bot.soul import parse_soul, sync_soul_file
+from bot.speaker import Roster
 
 COORDINATOR = "telegram:999"
 START = 1_800_000_000.0  # a fixed "now" for time travel
@@ -66,8 +59,36 @@ def config(soul_file: Path) -> Config:
     )
 
 
+class Gate:
+    """One instance's guard and command router, as `Instance` wires them, speaking for
+    each message the way `Instance.handle` does (the speaker decided once, from config)."""
+
+    def __init__(self, memory: Memory, config: Config, entrance: str, own: tuple[str, ...]):
+        self.roster = Roster(config, [AccountRef.parse(account) for account in own])
+        self.instance_id = f"{entrance}-1"
+        self.gatekeeper = Gatekeeper(
+            memory, config, self.roster, instance_id=self.instance_id, entrance=entrance
+        )
+        self.commands = Commands(memory, config)
+
+    async def check(
+        self, incoming: Incoming, recorded: Recorded, places: Collection[str] = ()
+    ) -> Verdict:
+        speaker = self.roster.speaker(incoming)
+        return await self.gatekeeper.check(
+            incoming, speaker, recorded, places=places or incoming.places
+        )
+
+    async def handle_command(self, incoming: Incoming) -> str | None:
+        outcome = await self.commands.run_text(self.roster.speaker(incoming), incoming.text)
+        return None if outcome is None else outcome.text
+
+    async def warm_up(self) -> int:
+        return await self.gatekeeper.warm_up()
+
+
 @pytest.fixture
-def gatekeeper_for(memory: Memory, config: Config) -> Callable[..., Gatekeeper]:
+def gatekeeper_for(memory: Memory, config: Config) -> Callable[..., Gate]:
     def make(
         entrance: str = "telegram",
         *,
@@ -75,23 +96,21 @@ def gatekeeper_for(memory: Memory, config: Config) -> Callable[..., Gatekeeper]:
         guard: dict[str, object] | None = None,
         limits: dict[str, object] | None = None,
         own: tuple[str, ...] = (),
-    ) -> Gatekeeper:
-        return Gatekeeper(
-            memory,
-            config,
-            GuardConfig.model_validate(guard or {}),
-            access=AccessConfig.model_validate(access or {}),
-            limits=LimitsConfig.model_validate(limits or {}),
-            instance_id=f"{entrance}-1",
-            entrance=entrance,
-            own_accounts=own,
+    ) -> Gate:
+        configured = config.model_copy(
+            update={
+                "guard": GuardConfig.model_validate(guard or {}),
+                "access": AccessConfig.model_validate(access or {}),
+                "limits": LimitsConfig.model_validate(limits or {}),
+            }
         )
+        return Gate(memory, configured, entrance, own)
 
     return make
 
 
 async def turn(
-    memory: Memory, gatekeeper: Gatekeeper, incoming: Incoming, reply: str | None = "Noted."
+    memory: Memory, gatekeeper: Gate, incoming: Incoming, reply: str | None = "Noted."
 ) -> tuple[Verdict, Recorded]:
     """Record, check, and (when allowed) store a reply as the mind would."""
     recorded = await memory.record_incoming(incoming, gatekeeper.instance_id)
@@ -103,7 +122,7 @@ async def turn(
 
 async def answer(
     memory: Memory,
-    gatekeeper: Gatekeeper,
+    gatekeeper: Gate,
     incoming: Incoming,
     recorded: Recorded,
     text: str,
@@ -146,7 +165,7 @@ async def status(memory: Memory, recorded: Recorded) -> str | None:
 
 
 async def test_open_by_default_and_unknown_commands_go_to_the_model(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for()
     verdict, _ = await turn(memory, gatekeeper, message("Hello, who are you?"))
@@ -157,7 +176,7 @@ async def test_open_by_default_and_unknown_commands_go_to_the_model(
 
 
 async def test_empty_messages_are_refused_quietly_and_recorded(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     verdict, recorded = await turn(memory, gatekeeper_for(), message("  \n\u200b "))
     assert verdict == Verdict(False, "refused", "empty")
@@ -167,17 +186,17 @@ async def test_empty_messages_are_refused_quietly_and_recorded(
 
 
 async def test_never_answers_its_own_accounts_or_mail_address(
-    memory: Memory, clock: list[float], config: Config, gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], config: Config, gatekeeper_for: Callable[..., Gate]
 ) -> None:
-    config.entrances.email.address = "Wren@Example.org"
-    gatekeeper = gatekeeper_for(own=("telegram:4242",))
+    # The email entrance registers its own address, as the Telegram one its bot id.
+    gatekeeper = gatekeeper_for(own=("telegram:4242", "email:Wren@Example.org"))
     verdict, recorded = await turn(memory, gatekeeper, message("hi me", person="4242", bot=True))
     assert verdict.status == "echo" and verdict.reply is None
     assert await status(memory, recorded) == "echo"
     mail = message("Auto-reply: out of office", person="wren@example.org", entrance="email")
     assert (await turn(memory, gatekeeper, mail))[0].status == "echo"
-    gatekeeper.add_own_account("discord", "77")
-    assert gatekeeper.is_own("discord", "77")
+    gatekeeper.roster.add_own(AccountRef.of("discord", "77"))
+    assert gatekeeper.roster.roles(AccountRef.of("discord", "77")) == {"own"}
 
 
 # Echo ------------------------------------------------------------------------------------------
@@ -186,7 +205,7 @@ SAID_ON_TELEGRAM = "I'll bring the blue notebook to Thursday's meeting at the li
 
 
 async def test_persona_telegram_text_echoed_into_discord_is_not_answered(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     telegram = gatekeeper_for("telegram")
     await turn(memory, telegram, message("Will you bring the notebook?"), SAID_ON_TELEGRAM)
@@ -223,7 +242,7 @@ async def test_persona_telegram_text_echoed_into_discord_is_not_answered(
 
 
 async def test_old_text_is_no_echo_after_the_window(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     telegram = gatekeeper_for("telegram")
     await turn(memory, telegram, message("Will you bring the notebook?"), SAID_ON_TELEGRAM)
@@ -249,7 +268,7 @@ def bot_says(text: str, bot: str = "helper") -> Incoming:
 
 
 async def test_bots_are_ignored_unless_allowlisted(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for("discord", access={"discord": {"bots": ["helper"]}})
     stranger, recorded = await turn(memory, gatekeeper, bot_says("Hello there, Wren", "other"))
@@ -259,7 +278,7 @@ async def test_bots_are_ignored_unless_allowlisted(
 
 
 async def test_bot_exchange_budget_stops_at_8_and_tells_the_coordinator_once(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for("discord", access={"discord": {"bots": ["helper"]}})
     verdicts = []
@@ -292,7 +311,7 @@ async def test_bot_exchange_budget_stops_at_8_and_tells_the_coordinator_once(
 
 
 async def test_slow_loop_is_stopped_by_the_hourly_budget(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for("discord", access={"discord": {"bots": ["helper"]}})
     allowed, notices = 0, []
@@ -318,7 +337,7 @@ async def test_slow_loop_is_stopped_by_the_hourly_budget(
 
 
 async def test_a_spent_stop_lifts_after_the_bots_are_quiet(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for(
         "discord",
@@ -335,7 +354,7 @@ async def test_a_spent_stop_lifts_after_the_bots_are_quiet(
 
 
 async def test_bare_acknowledgements_and_repeats_end_a_bot_exchange(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for("discord", access={"discord": {"bots": ["helper"]}})
     assert (await turn(memory, gatekeeper, bot_says("Here is the report you asked for")))[0].allow
@@ -355,7 +374,7 @@ async def test_bare_acknowledgements_and_repeats_end_a_bot_exchange(
 
 
 async def test_rate_limit_replies_once_then_stays_silent(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for(limits={"person_per_minute": 6, "person_burst": 3})
     results = [await turn(memory, gatekeeper, message(f"question {n}")) for n in range(5)]
@@ -372,7 +391,7 @@ async def test_rate_limit_replies_once_then_stays_silent(
 
 
 async def test_entrance_rate_limit_is_shared_by_everyone_on_it(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for(limits={"entrance_per_minute": 1, "entrance_burst": 2})
     people = ["ann", "ben", "cat"]
@@ -381,7 +400,7 @@ async def test_entrance_rate_limit_is_shared_by_everyone_on_it(
 
 
 async def test_daily_model_budget_switches_to_the_offline_brain_and_tells_once(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for(limits={"daily_tokens": 1000})
     first, recorded = await turn(memory, gatekeeper, message("Write me a long poem"), None)
@@ -407,7 +426,7 @@ async def test_daily_model_budget_switches_to_the_offline_brain_and_tells_once(
 
 
 async def test_allowlist_and_groups(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for(
         access={"telegram": {"policy": "allowlist", "allow": ["alice"], "groups": ["-100"]}}
@@ -430,7 +449,7 @@ async def test_allowlist_and_groups(
 
 
 async def test_pairing_flow(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for(
         access={"admins": ["discord:boss"], "telegram": {"policy": "pairing"}}
@@ -458,13 +477,13 @@ async def test_pairing_flow(
     assert (entrance, target) == ("telegram", "dm-zoe") and "You're in" in text
     assert (await turn(memory, gatekeeper, message("Thanks!", person="zoe")))[0].allow
     # A code works once.
-    again = await approve_pairing(memory, pending.code, "cli")
+    again = (await approve_pairing(memory, pending.code, "cli")).text
     assert again == f"I can't approve {pending.code}: that code was already used."
     assert (await memory.audit_log("access.paired"))[0].actor == "discord:boss"
 
 
 async def test_pairing_codes_expire_and_are_rate_limited(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for(
         access={"telegram": {"policy": "pairing"}, "pairing_codes_per_day": 2}
@@ -474,13 +493,13 @@ async def test_pairing_codes_expire_and_are_rate_limited(
     clock[0] += 3601
     assert await pending_pairings(memory) == []
     expired = await approve_pairing(memory, pending.code, "cli")
-    assert expired.endswith("that code has expired.")
+    assert not expired.ok and expired.text.endswith("that code has expired.")
     second, _ = await turn(memory, gatekeeper, message("hello again", person="yan"))
     assert second.reply is not None and pending.code not in second.reply
     clock[0] += 3601
     third, recorded = await turn(memory, gatekeeper, message("hello once more", person="yan"))
     assert third.reply is None and await status(memory, recorded) == "refused"  # 2 a day
-    unknown = await approve_pairing(memory, "ZZZZ-ZZZZ", "cli")
+    unknown = (await approve_pairing(memory, "ZZZZ-ZZZZ", "cli")).text
     assert unknown == "I can't approve ZZZZ-ZZZZ: there is no such code."
     # In a group nobody gets a code.
     group = message("hi all", person="xi", conversation="-5", kind="group")
@@ -492,7 +511,7 @@ async def test_pairing_codes_expire_and_are_rate_limited(
 
 
 async def test_link_flow_joins_two_accounts_within_ten_minutes(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     telegram, discord = gatekeeper_for("telegram"), gatekeeper_for("discord")
     _, on_telegram = await turn(memory, telegram, message("I like tea", person="t-ann"))
@@ -535,7 +554,7 @@ async def test_link_flow_joins_two_accounts_within_ten_minutes(
 
 
 async def test_link_codes_expire_after_ten_minutes_and_stay_private(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     telegram, discord = gatekeeper_for("telegram"), gatekeeper_for("discord")
     reply = await telegram.handle_command(message("/link", person="t-ann"))
@@ -565,21 +584,21 @@ async def test_link_codes_expire_after_ten_minutes_and_stay_private(
 
 
 async def test_cli_link_and_unlink(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     telegram, discord = gatekeeper_for("telegram"), gatekeeper_for("discord")
     _, first = await turn(memory, telegram, message("secret plan", person="1"))
     _, second = await turn(memory, discord, message("hello", person="2", entrance="discord"))
-    assert await link_accounts(memory, "telegram:1", "discord:2", "cli") == (
+    assert (await link_accounts(memory, "telegram:1", "discord:2", "cli")).text == (
         f"Linked: telegram:1, discord:2 are one person now (#{first.person_id})."
     )
-    assert await link_accounts(memory, "telegram:1", "discord:2", "cli") == (
+    assert (await link_accounts(memory, "telegram:1", "discord:2", "cli")).text == (
         "telegram:1 and discord:2 already are one person."
     )
     message_person = "SELECT person_id FROM messages WHERE id = ?"
     assert rows(memory, message_person, second.message_id) == [(first.person_id,)]
 
-    result = await unlink_account(memory, "discord:2", "cli")
+    result = (await unlink_account(memory, "discord:2", "cli")).text
     [alone] = [p for p in await list_people(memory) if p.identities == ["discord:2"]]
     assert result == f"Unlinked: discord:2 is person #{alone.id} now."
     # Old messages stay with the person it left; new ones are its own.
@@ -589,7 +608,7 @@ async def test_cli_link_and_unlink(
     assert rows(
         memory, "SELECT person_id FROM conversations WHERE id = ?", later.conversation_id
     ) == [(alone.id,)]
-    assert await unlink_account(memory, "discord:2", "cli") == (
+    assert (await unlink_account(memory, "discord:2", "cli")).text == (
         "Nothing to unlink: discord:2 is not linked to another account."
     )
     assert {e.action for e in await memory.audit_log()} >= {"identity.linked", "identity.unlinked"}
@@ -598,7 +617,7 @@ async def test_cli_link_and_unlink(
 
 
 async def test_linked_accounts_share_a_pairing_approval(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     access = {"telegram": {"policy": "pairing"}, "discord": {"policy": "pairing"}}
     telegram = gatekeeper_for("telegram", access=access)
@@ -625,7 +644,7 @@ async def test_non_admin_soul_rollback_is_refused_and_audited(
     clock: list[float],
     config: Config,
     soul_file: Path,
-    gatekeeper_for: Callable[..., Gatekeeper],
+    gatekeeper_for: Callable[..., Gate],
 ) -> None:
     first = await sync_soul_file(memory, soul_file)
     assert first is not None
@@ -660,7 +679,7 @@ async def test_non_admin_soul_rollback_is_refused_and_audited(
 
 
 async def test_admins_may_list_pending_items_but_only_the_coordinator_decides(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for(access={"admins": ["telegram:root"]})
     assert await gatekeeper.handle_command(message("/pending", person="root")) == (
@@ -668,13 +687,16 @@ async def test_admins_may_list_pending_items_but_only_the_coordinator_decides(
     )
     group = message("/pending", person="root", conversation="-1", kind="group")
     assert "private chat" in (await gatekeeper.handle_command(group) or "")
-    assert await gatekeeper.handle_command(message("/resolve 1 A", person="root")) is None
-    assert await gatekeeper.handle_command(message("/pending", person="eve")) is None
-    assert await gatekeeper.handle_command(message("/pending", person="999")) is None
+    resolve = message("/resolve 1 A", person="root")
+    assert await gatekeeper.handle_command(resolve) == ONLY_COORDINATOR
+    assert await gatekeeper.handle_command(message("/pending", person="eve")) == ONLY_ADMINS
+    assert await gatekeeper.handle_command(message("/pending", person="999")) == (
+        "Nothing is waiting for you."
+    )
 
 
 async def test_mail_addresses_match_the_allowlist_in_any_case(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     gatekeeper = gatekeeper_for(
         "email", access={"email": {"policy": "allowlist", "allow": ["Ann@Example.org"]}}
@@ -686,7 +708,7 @@ async def test_mail_addresses_match_the_allowlist_in_any_case(
 
 
 async def test_warm_up_loads_the_echo_index_before_the_first_turn(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gatekeeper]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
     telegram = gatekeeper_for("telegram")
     await turn(memory, telegram, message("Will you bring the notebook?"), SAID_ON_TELEGRAM)

@@ -14,7 +14,7 @@ from tests.conftest import ROOT, run_mirror
 def test_shipped_config_runs_offline() -> None:
     config = load_config(ROOT / "config" / "mirror.toml")
     assert config.model.name == "mirror/offline"
-    assert not config.entrances.telegram.enabled
+    assert not config.entrance("telegram").enabled
     assert config.coordinator.parsed.entrance == "local"
 
 
@@ -46,6 +46,10 @@ def test_env_overrides(
         ("[persona]\ntimezone = 'Mars/Olympus'\n", "persona.timezone: unknown timezone"),
         ("[model\nname=", "is not valid TOML"),
         ("[entrances.email]\nsecurity = 'maybe'\n", "entrances.email.security"),
+        (
+            "[entrances.foo]\nenabled = true\n",
+            "entrances.foo: unknown entrance; one of local, telegram, discord, email",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(
@@ -67,3 +71,18 @@ def test_missing_and_unreadable_config(tmp_path: Path) -> None:
     directory.mkdir()
     result = run_mirror("status", "--config", str(directory))
     assert result.returncode == 2 and "unreadable" in result.stderr
+
+
+def test_a_config_that_is_not_utf8_is_one_line_naming_the_file_and_the_byte(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[persona]\n# the café on the corner\ntimezone = "UTC"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == (
+        f"config file {path} is not UTF-8: byte 0xe9 on line 2 (save it as UTF-8)"
+    )
+    result = run_mirror("--config", str(path), "status")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"mirror: config error: {raised.value}"]

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from bot.commands import Command, Commands, parse_button, parse_command
 from bot.config import load_config
-from bot.coordinator import Command, Coordinator, parse_button, parse_command
 from bot.memory import Memory, NewIntention
+from bot.models import Author, Incoming
+from bot.outcome import Outcome
 from bot.scheduler import Scheduler
+from bot.speaker import Roster
 from tests.conftest import run_mirror
 from tests.processes import ChatProcess, MirrorProcess
 
@@ -80,10 +83,13 @@ async def test_conflict_reaches_the_coordinator_and_the_decision_every_instance(
 
         promised = await desk.say("What have you promised?")
         assert "My coordinator decided" in promised["text"]
-        assert "keep “call alice”" in promised["text"]
+        # Bob hears the decision about his own side; Alice's private request stays hers.
+        assert "drop “review bob's draft”" in promised["text"]
+        assert "call alice" not in promised["text"]
+        assert "keep a plan from a private conversation" in promised["text"]
 
         note = await desk.next_outbox()  # --notify: bob hears about it on his own entrance
-        assert "my coordinator decided" in note["text"]
+        assert "my coordinator decided" in note["text"] and "call alice" not in note["text"]
     finally:
         for chat in (phone, desk, carol):
             await chat.quit()
@@ -108,7 +114,19 @@ async def test_bad_coordinator_input_is_answered_and_audited(
                 "desk", "local", None, None, "private", "review", "review", 1e9, 3600, None, None
             )
         )
-        coordinator = Coordinator(memory, config)
+        commands = Commands(memory, config)
+        roster = Roster(config)
+
+        async def say(person: str, text: str, *, private: bool = True) -> Outcome | None:
+            incoming = Incoming(
+                entrance="local",
+                conversation_id=person if private else "group",
+                conversation_kind="dm" if private else "group",
+                author=Author(external_id=person),
+                text=text,
+            )
+            return await commands.run_text(roster.speaker(incoming), text)
+
         for text, expected in [
             ("/resolve 99 A", "there is no item 99"),
             ("/resolve 1", "needs a choice"),
@@ -116,16 +134,16 @@ async def test_bad_coordinator_input_is_answered_and_audited(
             ("/approve 1", "is a conflict"),
             ("/show", "needs an item id"),
         ]:
-            outcome = await coordinator.handle("local", "carol", text, private=True)
+            outcome = await say("carol", text)
             assert outcome is not None and expected in outcome.text and not outcome.changed
-        outcome = await coordinator.handle("local", "mallory", "/resolve 1 A", private=True)
+        outcome = await say("mallory", "/resolve 1 A")
         assert outcome is not None and "Only my coordinator" in outcome.text
         assert (await memory.conflict(1)).status == "open"  # type: ignore[union-attr]
         assert len(await memory.audit_log("coordinator.invalid")) == 5
         assert len(await memory.audit_log("coordinator.refused")) == 1
         assert (await memory.conflict(1)).status == "open"  # type: ignore[union-attr]
-        assert await coordinator.handle("local", "carol", "/unknowncommand", private=True) is None
-        group = await coordinator.handle("local", "carol", "/pending", private=False)
+        assert await say("carol", "/unknowncommand") is None
+        group = await say("carol", "/pending", private=False)
         assert group is not None and "only in a private chat" in group.text
 
 

@@ -25,7 +25,9 @@ from bot.memory import Memory
 from tests.conftest import run_mirror
 from tests.fakes.discord_api import DEFAULT_BOT_USER_ID, DEFAULT_TOKEN, FakeDiscord
 from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.server import free_port
 from tests.processes import ChatProcess, MirrorProcess
+from tests.waiting import wait_until
 
 BOT = DEFAULT_BOT_USER_ID
 TOKEN = DEFAULT_TOKEN
@@ -99,14 +101,6 @@ async def start_discord(config: Path, *args: str, **env: str) -> MirrorProcess:
         await process.stop(signal.SIGKILL)
         raise
     return process
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> None:
-    """Wait until an async check (for example a memory.db query) is true."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def run_mirror_async(
@@ -256,13 +250,13 @@ async def test_mention_in_a_server_and_a_dm_are_answered_other_talk_only_recorde
     # A coordinator command in a server is not run there: items carry private content.
     command = await fake.push_message(CHANNEL, "/pending", author_id=ALICE, mentions_bot=True)
     [notice] = await fake.wait_for_sent(replying_to(command), timeout=30)
-    assert "only in a DM" in notice["content"]
+    assert notice["content"] == "Only my admins can do that."
 
     assert len(fake.sent) == 4  # no answer to the chatter, the other bot, or our own echoes
     log = {m.platform_message_id: m for m in await memory.message_log(50) if m.direction == "in"}
     assert log[asked["id"]].text == "hello, who are you?"  # our mention is not in the text
     assert log[asked["id"]].status == "answered"
-    assert log[chatter["id"]].status == "received"  # recorded for the other instances
+    assert log[chatter["id"]].status == "observed"  # recorded for the other instances
     assert log[chatter["id"]].conversation_kind == "group"
     assert log[from_bot["id"]].status == "refused"  # the guard: a bot not on the allowlist
     assert log[dm["id"]].conversation_kind == "dm"
@@ -365,8 +359,11 @@ async def test_a_coordinator_button_resolves_a_conflict_even_after_a_restart(
     assert f"Conflict #{conflict['id']}" in pending["content"]
 
     # Someone else, or the coordinator outside their DM: refused, only they see it.
-    for refused in (await press(BOB), await press(COORDINATOR, channel_id=CHANNEL)):
-        assert refused["content"] == "Only my coordinator can do that."
+    for refused, why in (
+        (await press(BOB), "Only my coordinator can do that."),
+        (await press(COORDINATOR, channel_id=CHANNEL), "only in a private chat"),
+    ):
+        assert why in refused["content"]
         assert refused["data"]["flags"] & 64  # ephemeral
     assert fake.messages[item["id"]]["components"]  # nothing changed
     [still_open] = json.loads(
@@ -442,7 +439,7 @@ async def test_an_outbox_row_is_delivered_exactly_once_across_a_restart(
     async def first_marked_sent() -> bool:
         return {item.id: item.status for item in await memory.outbox()}[one] == "sent"
 
-    await eventually(first_marked_sent)
+    await wait_until(first_marked_sent, 15.0, "the first note marked sent")
     assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
 
     # Written while no Discord process runs: the next one delivers it.
@@ -460,7 +457,7 @@ async def test_an_outbox_row_is_delivered_exactly_once_across_a_restart(
     async def all_marked_sent() -> bool:
         return {item.status for item in await memory.outbox()} == {"sent"}
 
-    await eventually(all_marked_sent)
+    await wait_until(all_marked_sent, 15.0, "every note marked sent")
     assert [s["content"] for s in fake.sent] == ["first note", "second note", "third note"]
 
 
@@ -481,7 +478,7 @@ async def test_messages_posted_while_the_entrance_was_down_are_answered_once_on_
     async def chatter_recorded() -> bool:
         return any(m.platform_message_id == chatter["id"] for m in await memory.message_log(10))
 
-    await eventually(chatter_recorded)
+    await wait_until(chatter_recorded, 15.0, "the chatter recorded")
     assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
 
     # Posted while no Discord process runs: Discord will not send these on the next IDENTIFY.
@@ -509,7 +506,7 @@ async def test_messages_posted_while_the_entrance_was_down_are_answered_once_on_
     log = {m.platform_message_id: m for m in await memory.message_log(50) if m.direction == "in"}
     assert log[dm["id"]].status == "answered" and log[dm["id"]].conversation_kind == "dm"
     assert log[asked["id"]].status == "answered" and log[asked["id"]].text == "did you miss us?"
-    assert log[talk["id"]].status == "received"  # recorded for the other instances
+    assert log[talk["id"]].status == "observed"  # recorded for the other instances
 
 
 async def test_the_fake_keeps_channel_history_and_pages_it_like_discord(
@@ -587,3 +584,30 @@ _LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ")
 def failure_lines(stderr: str) -> list[str]:
     """stderr without INFO log records: what the admin is told (no traceback, no warning)."""
     return [line for line in stderr.splitlines() if not _LOG_RECORD.match(line)]
+
+
+async def test_no_route_to_discord_is_retried_with_one_line_each_and_no_traceback(
+    write_config: Callable[..., Path], processes: list[MirrorProcess]
+) -> None:
+    """It once printed a raw aiohttp traceback and exited 1 (Telegram retried)."""
+    port = free_port()
+    closed = FakeDiscord(port=port)  # not started yet: nothing listens on the port
+    config = write_config(
+        "[entrances.discord]\nenabled = true\n"
+        f'api_base = "{closed.api_base}"\ngateway_url = "{closed.gateway_url}"\n'
+    )
+    process = MirrorProcess(
+        "run", "discord", "--config", str(config), env={"MIRROR_DISCORD_TOKEN": TOKEN}
+    )
+    processes.append(await process.start())
+    for _ in range(2):
+        await process.wait_for_line(
+            lambda line: "discord: cannot reach the API" in line and "retrying in" in line,
+            stream="stderr",
+            timeout=30,
+        )
+    async with closed as fake:  # the network comes back: the same process connects
+        fake.add_guild(GUILD, "Heron Club", channels=[(CHANNEL, "general")])
+        await process.wait_for_line(lambda line: CONNECTED in line, stream="stderr", timeout=60)
+        assert await process.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in process.tail()

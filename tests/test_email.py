@@ -7,16 +7,13 @@ import asyncio
 import contextlib
 import json
 import signal
-import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from adapters.email import EmailEntrance
-from adapters.email.entrance import check_settings, command_line
+from adapters.email.manifest import EmailSettings
 from adapters.email.reading import (
     html_to_text,
     parse_mail,
@@ -25,12 +22,12 @@ from adapters.email.reading import (
     strip_quotes_and_signature,
     why_not_answer,
 )
+from adapters.email.runtime import EmailEntrance, check_settings, command_line
 from adapters.email.transport import ImapSession, MailboxUnavailable, send_mail
 from adapters.email.writing import Letter, compose, letter_for, reply_message_id
 from bot.config import Config, load_config
-from bot.config import EmailEntrance as EmailSettings
 from bot.entrance import EntranceFailure
-from bot.memory import Memory, TurnRecord
+from bot.memory import Memory, ReplyDelivery, TurnRecord
 from bot.models import Message, OutboxItem
 from tests.conftest import run_mirror
 from tests.email_helpers import TlsDovecot, TlsSmtp, make_certificate
@@ -38,6 +35,7 @@ from tests.fakes import mail_servers
 from tests.fakes.mail_servers import ALICE, PERSONA, PERSONA_PASSWORD, Dovecot, SmtpSink
 from tests.fakes.openai_api import FakeOpenAI
 from tests.processes import ChatProcess, MirrorProcess
+from tests.waiting import wait_until
 
 dovecot = mail_servers.dovecot
 smtp_sink = mail_servers.smtp_sink
@@ -108,15 +106,17 @@ async def start_email(config: Path, *options: str, **env: str) -> MirrorProcess:
     return process
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = TURN_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 def seen(dovecot: Dovecot) -> list[bool]:
     return ["\\Seen" in flags for flags in dovecot.flags(PERSONA)]
+
+
+async def wait_until_seen(dovecot: Dovecot, expected: list[bool]) -> None:
+    """Wait until the persona's INBOX is `expected`: per message, whether it is \\Seen."""
+    await wait_until(
+        lambda: seen(dovecot) == expected,
+        TURN_S,
+        lambda: f"\\Seen flags {expected} (they are {seen(dovecot)})",
+    )
 
 
 @contextlib.asynccontextmanager
@@ -137,14 +137,13 @@ async def messages(path: Path, direction: str) -> list[Message]:
 async def wait_for_outbox(db: Path, predicate: Callable[[OutboxItem], bool]) -> OutboxItem:
     """The first outbox row matching `predicate`, polled from memory.db."""
     async with open_memory(db) as memory:
-        deadline = time.monotonic() + TURN_S
-        while True:
-            rows = await memory.outbox()
-            found = next((row for row in rows if predicate(row)), None)
-            if found is not None:
-                return found
-            assert time.monotonic() < deadline, rows
-            await asyncio.sleep(0.05)
+        rows: list[OutboxItem] = []
+
+        async def matching_row() -> OutboxItem | None:
+            rows[:] = await memory.outbox()
+            return next((row for row in rows if predicate(row)), None)
+
+        return await wait_until(matching_row, TURN_S, lambda: f"a matching outbox row in {rows}")
 
 
 async def conflicts(config: Path) -> list[dict[str, object]]:
@@ -221,7 +220,7 @@ async def test_a_mail_gets_one_threaded_reply_and_automated_mail_gets_none(
         # Mail is taken oldest first and answers leave in order: when the last mail's answer
         # arrives, an answer to any of the others would have arrived before it.
         [reply] = await smtp_sink.wait_for(timeout=TURN_S)
-        await wait_until(lambda: seen(dovecot) == [True] * 5)
+        await wait_until_seen(dovecot, [True] * 5)
     finally:
         assert await process.stop() == 0
     assert len(smtp_sink.received) == 1
@@ -248,7 +247,7 @@ async def test_a_mail_gets_one_threaded_reply_and_automated_mail_gets_none(
     assert asked.text == "Subject: RE: Re: What is your name?\n\nWhat is your name?"
     assert asked.conversation_external_id == "<root@example.test>"
     assert asked.status == "answered"
-    assert queued.dedupe_key == "email-reply:<second@example.test>"
+    assert queued.dedupe_key == "reply:<second@example.test>"
     reasons = {entry.subject: str(entry.detail["reason"]) for entry in refused}
     assert reasons["<ooo@example.test>"] == "Auto-Submitted: auto-replied"
     assert reasons["<bounce@example.test>"].startswith("multipart/report")
@@ -291,7 +290,7 @@ async def test_kill_9_mid_turn_or_before_sending_still_gives_exactly_one_reply(
         smtp_sink.reject_next(1)
         second = await start_email(config, "--standby", **env)
         try:
-            await wait_until(lambda: seen(dovecot) == [True])
+            await wait_until_seen(dovecot, [True])
             await wait_for_outbox(db, lambda row: (row.status, row.attempts) == ("pending", 1))
         finally:
             await second.stop(signal.SIGKILL)
@@ -312,7 +311,7 @@ async def test_kill_9_mid_turn_or_before_sending_still_gives_exactly_one_reply(
     assert len(await messages(db, "out")) == 1
     async with open_memory(db) as memory:
         [row] = await memory.outbox()
-    assert (row.status, row.dedupe_key) == ("sent", "email-reply:<talk@x.test>")
+    assert (row.status, row.dedupe_key) == ("sent", "reply:<talk@x.test>")
 
 
 async def test_coordinator_resolves_a_conflict_by_mail_and_only_the_coordinator_can(
@@ -464,7 +463,7 @@ async def test_polls_without_idle_and_reconnects_after_the_connection_drops(
         try:
             assert any("polling every 0.2 s" in line for line in process.stderr)
             dovecot.deliver(PERSONA, out_of_office(1))
-            await wait_until(lambda: seen(dovecot) == [True])
+            await wait_until_seen(dovecot, [True])
 
             connections = relay.accepted
             relay.cut()
@@ -473,7 +472,7 @@ async def test_polls_without_idle_and_reconnects_after_the_connection_drops(
             )
             assert relay.accepted == connections + 1
             dovecot.deliver(PERSONA, out_of_office(2))
-            await wait_until(lambda: seen(dovecot) == [True, True])
+            await wait_until_seen(dovecot, [True, True])
         finally:
             # No turn ran, so a clean stop would only wait for the model library's
             # background import; clean stops are checked by the other tests.
@@ -683,18 +682,13 @@ def test_coordinator_command_must_be_the_first_new_line() -> None:
 def test_answer_ids_are_stable_and_coordinator_items_have_a_subject() -> None:
     assert reply_message_id("<a@x>", PERSONA) == reply_message_id("<a@x>", PERSONA)
     assert reply_message_id("<a@x>", PERSONA) != reply_message_id("<b@x>", PERSONA)
-    item = OutboxItem(
-        id=3,
-        entrance="email",
-        target=CAROL,
-        text="Reminder: still waiting for you.\nConflict #12 ...",
-        payload={"kind": "coordinator_item", "item_id": 12},
-        status="sending",
-        attempts=1,
-        dedupe_key="remind:12:1",
-        created_at=datetime.now(UTC),
+    letter = letter_for(
+        CAROL,
+        "Reminder: still waiting for you.\nConflict #12 ...",
+        {"kind": "coordinator_item", "item_id": 12},
+        "outbox-3-0",
+        PERSONA,
     )
-    letter = letter_for(item, PERSONA)
     assert letter.subject == "Reminder: MirrorOS: item 12 needs your decision"
     assert letter.to == CAROL and letter.auto_submitted == "auto-generated"
     assert "/resolve 12 A" in letter.text
@@ -741,7 +735,7 @@ async def test_starttls_for_imap_and_smtp_with_the_certificate_checked(
                 mail("Away", "Back soon.", message_id="<t@x.test>", Auto_Submitted="auto-replied"),
             )
             sent = await smtp.wait_for_mail(TURN_S)
-            await wait_until(lambda: seen(server) == [True])
+            await wait_until_seen(server, [True])
         finally:
             # No turn ran: a clean stop would only wait for the model library's import.
             await process.stop(signal.SIGKILL)
@@ -811,7 +805,8 @@ def test_the_coordinator_is_recognised_whatever_the_case_of_the_address(tmp_path
     entrance = EmailEntrance(config, PERSONA_PASSWORD)
     raw = b"From: carol@EXAMPLE.test\r\nMessage-ID: <c@x>\r\n\r\n/pending\r\n"
     incoming = entrance._incoming(read_mail(parse_mail(raw), raw), "/pending")
-    assert entrance.instance.coordinator.is_coordinator("email", incoming.author.external_id)
+    speaker = entrance.instance.roster.speaker(incoming)
+    assert speaker.coordinator
 
 
 async def test_a_crash_between_the_turn_and_seen_never_answers_twice(
@@ -826,10 +821,11 @@ async def test_a_crash_between_the_turn_and_seen_never_answers_twice(
     entrance = EmailEntrance(config, PERSONA_PASSWORD)
     memory = entrance.instance.memory
     await memory.open()
-    session = ImapSession(config.entrances.email, PERSONA_PASSWORD)
+    session = ImapSession(config.entrance("email"), PERSONA_PASSWORD)
     await session.open()
     try:
-        # 1. The answer was stored, then the process died before queueing it.
+        # 1. The answer was stored — and queued with it, in one transaction — then the
+        # process died before sending it or marking the mail \Seen.
         asked = mail("Lunch?", "Lunch on Friday?", message_id="<lunch@example.test>")
         dovecot.deliver(PERSONA, asked)
         raw = asked.as_bytes()
@@ -846,10 +842,15 @@ async def test_a_crash_between_the_turn_and_seen_never_answers_twice(
                 reply_text="Friday works. Best, Wren",
                 soul_version=None,
                 model="earlier-life",
+                delivery=ReplyDelivery(
+                    target=ALICE,
+                    dedupe_key="reply:<lunch@example.test>",
+                    payload={"in_reply_to": "<lunch@example.test>"},
+                ),
             )
         )
         [uid] = await session.unseen()
-        await entrance._take(session, uid)  # no model is asked: the stored answer is queued
+        await entrance._take(session, uid)  # no model is asked, nothing is queued twice
         [row] = await memory.outbox()
         assert (row.target, row.text) == (ALICE, "Friday works. Best, Wren")
         assert row.payload["in_reply_to"] == "<lunch@example.test>"
@@ -879,3 +880,38 @@ async def test_a_crash_between_the_turn_and_seen_never_answers_twice(
     finally:
         await session.close()
         await memory.close()
+
+
+@pytest.mark.parametrize(
+    "cell", ["after-record", "during-model", "after-store", "during-send", "after-send"]
+)
+async def test_kill_9_at_each_step_of_a_mail_turn_answers_once(
+    cell: str,
+    write_config: Callable[..., Path],
+    dovecot: Dovecot,
+    smtp_sink: SmtpSink,
+    tmp_path: Path,
+) -> None:
+    """The crash matrix for mail (Telegram and Discord: tests/e2e/test_crash_matrix.py)."""
+    db = tmp_path / "memory.db"
+    config = email_config(write_config, dovecot, smtp_sink)
+    first = await start_email(config, MIRROR_CRASH_AT=cell)
+    dovecot.deliver(PERSONA, mail("A talk", "What is your name?", message_id="<talk@x.test>"))
+    assert first.proc is not None
+    assert await asyncio.wait_for(first.proc.wait(), TURN_S) == -signal.SIGKILL, first.tail()
+    second = await start_email(config)
+    try:
+        await smtp_sink.wait_for(timeout=TURN_S)
+        await wait_until_seen(dovecot, [True])
+        await wait_for_outbox(db, lambda row: row.status == "sent")
+        await asyncio.sleep(1.0)  # a second copy, if any, would arrive now
+    finally:
+        assert await second.stop() == 0, second.tail()
+    delivered = [r for r in smtp_sink.received if r.message["In-Reply-To"] == "<talk@x.test>"]
+    # After SMTP took it and before memory marked it sent, a crash sends it again — with
+    # the same Message-ID, so the person's mail client shows one.
+    assert 1 <= len(delivered) <= (2 if cell in ("during-send", "after-send") else 1)
+    assert len({r.message["Message-ID"] for r in delivered}) == 1
+    async with open_memory(db) as memory:
+        log = await memory.message_log(10)
+    assert [m.status for m in log if m.direction == "in"] == ["answered"]

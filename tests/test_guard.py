@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from bot.accounts import AccountRef
 from bot.guard import (
     CODE_ALPHABET,
     BotBudget,
     BotStreak,
     Bucket,
     EchoWindow,
-    account_key,
     clip_incoming,
     decode_text,
     echo_match,
@@ -28,20 +28,13 @@ from bot.guard import (
     next_bot_exchange,
     normalize_code,
     normalize_for_echo,
-    parse_account,
     similar,
     take_token,
     utc_day,
 )
 from bot.guard_config import AccessConfig, GuardConfig, LimitsConfig
-from bot.memory import Memory, TurnRecord
-from bot.memory.guard_store import (
-    BOT_HOUR_SQL,
-    GRANTED_SQL,
-    RECENT_INCOMING_SQL,
-    SENT_SINCE_SQL,
-    BucketSpec,
-)
+from bot.memory import BucketSpec, Memory, TurnRecord
+from bot.memory.hot_queries import BOT_HOUR_SQL, GRANTED_SQL, RECENT_INCOMING_SQL, SENT_SINCE_SQL
 from bot.models import Author, Incoming
 from tests.conftest import ROOT
 
@@ -220,11 +213,12 @@ def test_codes_are_unambiguous_and_normalised() -> None:
 
 
 def test_accounts() -> None:
-    assert parse_account("telegram:123") == ("telegram", "123")
-    assert parse_account("email:Ann@Example.org") == ("email", "ann@example.org")
-    assert account_key("email", "Ann@X.org") == "email:ann@x.org"
+    assert AccountRef.parse("telegram:123") == AccountRef("telegram", "123")
+    assert AccountRef.parse("email:Ann@Example.org").key == "email:ann@example.org"
+    assert AccountRef.of("email", "Ann@X.org").key == "email:ann@x.org"
+    assert AccountRef.of("telegram", "Ann") != AccountRef.of("telegram", "ann")
     with pytest.raises(ValueError):
-        parse_account("telegram")
+        AccountRef.parse("telegram")
     assert utc_day(86400 * 3 + 5) == 3
 
 
@@ -274,8 +268,7 @@ async def test_token_buckets_in_memory_take_all_or_nothing(memory: Memory) -> No
 
 TAKER = """
 import asyncio, sys
-from bot.memory import Memory
-from bot.memory.guard_store import BucketSpec
+from bot.memory import BucketSpec, Memory
 
 async def main(path, attempts):
     allowed = 0
@@ -309,7 +302,7 @@ async def test_a_rate_limit_holds_across_two_processes(tmp_path: Path) -> None:
 
 
 async def test_daily_model_usage_is_kept_by_a_trigger(memory: Memory) -> None:
-    from bot.memory.guard_store import FactsRequest
+    from bot.memory import FactsRequest
 
     now = [86400.0 * 20000 + 10]
     memory.clock = lambda: now[0]
@@ -432,7 +425,7 @@ async def test_upgrading_a_version_2_memory_backfills_the_guard_tables(tmp_path:
 
 
 async def test_prune_drops_what_the_guard_no_longer_needs(memory: Memory) -> None:
-    from bot.memory.guard_store import AdmitRequest
+    from bot.memory import AdmitRequest
 
     now = [1_000_000.0]
     memory.clock = lambda: now[0]

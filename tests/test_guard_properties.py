@@ -8,7 +8,7 @@ import re
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bot.coordinator import parse_command
+from bot.commands import parse_command
 from bot.guard import (
     ACK_WORDS,
     CUT_NOTE,

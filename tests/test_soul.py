@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from bot.memory import Memory
 from bot.soul import SoulError, SoulWatcher, parse_soul, sync_soul_file
 from tests.conftest import SOUL_EXAMPLE
+from tests.waiting import wait_until
 
 VALID = """# Name
 Ada
@@ -28,18 +29,6 @@ None worth naming.
 ## Hobbies
 Knitting.
 """
-
-
-async def wait_for(condition, timeout: float = 5.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll an async condition until it is truthy (no fixed sleeps in tests)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await condition()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 def test_the_shipped_soul_is_valid() -> None:
@@ -129,10 +118,10 @@ async def test_running_watcher_picks_up_an_edit_and_rejects_a_bad_one(
             active = await memory.active_soul()
             return active is not None and active.name == "Kestrel"
 
-        await wait_for(renamed)
+        await wait_until(renamed, 5.0, "the soul renamed Kestrel")
 
         soul_file.write_text("not a soul at all", encoding="utf-8")
-        await wait_for(lambda: memory.audit_log("soul.rejected"))
+        await wait_until(lambda: memory.audit_log("soul.rejected"), 5.0, "the bad soul rejected")
         active = await memory.active_soul()
         assert active is not None and active.name == "Kestrel"
     finally:

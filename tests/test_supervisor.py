@@ -17,17 +17,11 @@ from bot.instance import Instance
 from bot.supervisor import ChildSpec, Supervisor
 from tests.conftest import run_mirror
 from tests.processes import MirrorProcess
+from tests.waiting import wait_until
 
 
 def child(code: str) -> list[str]:
     return [sys.executable, "-c", code]
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_crashing_child_is_restarted_with_backoff_then_given_up() -> None:
@@ -43,7 +37,9 @@ async def test_crashing_child_is_restarted_with_backoff_then_given_up() -> None:
     )
     task = asyncio.create_task(supervisor.run())
     try:
-        await wait_until(lambda: supervisor.children["crashy"].gave_up is not None)
+        await wait_until(
+            lambda: supervisor.children["crashy"].gave_up is not None, 15.0, "crashy given up"
+        )
         assert supervisor.children["crashy"].restarts == 4
         steady = supervisor.children["steady"].process
         assert steady is not None and steady.returncode is None  # untouched
@@ -66,7 +62,9 @@ async def test_exit_code_two_is_not_restarted() -> None:
     )
     task = asyncio.create_task(supervisor.run())
     try:
-        await wait_until(lambda: supervisor.children["telegram"].gave_up is not None)
+        await wait_until(
+            lambda: supervisor.children["telegram"].gave_up is not None, 15.0, "telegram given up"
+        )
         assert supervisor.children["telegram"].restarts == 0
         assert "telegram: not restarting (exited with code 2: bad token)" in out.getvalue()
     finally:
@@ -85,7 +83,7 @@ async def test_stop_lets_children_finish_gracefully() -> None:
         [ChildSpec("a", child(graceful)), ChildSpec("b", child(graceful))], output=out
     )
     task = asyncio.create_task(supervisor.run())
-    await wait_until(lambda: out.getvalue().count("ready") == 2)
+    await wait_until(lambda: out.getvalue().count("ready") == 2, 15.0, "both children ready")
     supervisor.request_stop()
     await asyncio.wait_for(task, 30)
     assert out.getvalue().count("finishing the current turn") == 2

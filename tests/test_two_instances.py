@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import run_mirror
 from tests.processes import ChatProcess
+from tests.waiting import wait_until
 
 
 async def test_fact_told_on_phone_is_known_on_desk_but_private_to_alice(
@@ -50,13 +50,15 @@ async def test_soul_edit_shows_in_the_next_reply_without_restart(
     try:
         assert "Wren" in (await chat.say("What is your name?"))["text"]
         soul_file.write_text(soul_file.read_text().replace("Wren", "Kestrel"))
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
-            reply = await chat.say("What is your name?")
-            if "Kestrel" in reply["text"]:
-                break
-            assert asyncio.get_running_loop().time() < deadline, reply
-            await asyncio.sleep(0.2)
+        replies: list[str] = []
+
+        async def says_the_new_name() -> bool:
+            replies.append((await chat.say("What is your name?"))["text"])
+            return "Kestrel" in replies[-1]
+
+        await wait_until(
+            says_the_new_name, 10, lambda: f"Kestrel in a reply; the last: {replies[-1]!r}", 0.2
+        )
     finally:
         assert await chat.quit() == 0
 

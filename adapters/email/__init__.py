@@ -6,8 +6,9 @@ in its thread (In-Reply-To, References, one "Re:", to Reply-To or From) through 
 so a crash neither loses a mail nor answers it twice. It never feeds a mail loop: mail from
 robots, lists, bounces, receipts, auto-replies, the persona itself or (with
 `allow_senders`) unknown senders is recorded and never answered (`why_not_answer`). The
-package is the only code importing aioimaplib and aiosmtplib (`transport`); `reading` and
-`writing` are pure; what the persona says and who may act is decided in `bot/`.
+package is the only code importing aioimaplib and aiosmtplib (`transport`, used by
+`runtime`); `manifest`, `reading` and `writing` are pure, so importing the package or its
+manifest loads no mail library; what the persona says and who may act is decided in `bot/`.
 
 Coordinator by email (`[coordinator] address = "email:ADDR"`): surfaced items are mailed to
 ADDR, and a mail from ADDR whose first new line is a command (`/resolve 12 A`) runs it. The
@@ -20,10 +21,3 @@ Settings: `[entrances.email]` (address, username, imap_host/port, smtp_host/port
 ssl | starttls | none — none only to 127.0.0.1, localhost or ::1 — allow_senders,
 max_message_bytes, poll_interval_s); the password comes from MIRROR_EMAIL_PASSWORD.
 """
-
-from __future__ import annotations
-
-from adapters.email.entrance import EmailEntrance
-from adapters.email.reading import why_not_answer
-
-__all__ = ["EmailEntrance", "why_not_answer"]

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aioimaplib
 import aiosmtplib
 
-from bot.config import EmailEntrance as EmailSettings
+from adapters.email.manifest import EmailSettings
 from bot.entrance import EntranceFailure
 
 T = TypeVar("T")

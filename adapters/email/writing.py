@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
-
-from bot.models import OutboxItem
 
 REPLY_KIND = "email_reply"
 COORDINATOR_KIND = "coordinator_item"
@@ -84,33 +83,35 @@ def _string(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def letter_for(item: OutboxItem, own_address: str) -> Letter:
-    """The letter for an outbox row addressed to a mail address (item.target)."""
-    payload = item.payload
-    key = item.dedupe_key or f"outbox:{item.id}"
+def letter_for(
+    to: str, text: str, payload: Mapping[str, Any], key: str, own_address: str
+) -> Letter:
+    """The letter for a message addressed to a mail address `to`: a threaded answer when
+    `payload` carries reply headers, a coordinator item, or a plain note. `key` (stable
+    for one outbox row) makes its Message-ID, so a retry is recognisably the same mail."""
     message_id = _string(payload.get("message_id")) or outbox_message_id(key, own_address)
     listed = payload.get("references")
     references = [r for r in listed if isinstance(r, str)] if isinstance(listed, list) else []
     if payload.get("kind") == COORDINATOR_KIND:
         item_id = payload.get("item_id", "?")
         prefix = ""
-        if item.text.startswith("Reminder:"):
+        if text.startswith("Reminder:"):
             prefix = "Reminder: "
-        elif item.text.startswith("OVERDUE:"):
+        elif text.startswith("OVERDUE:"):
             prefix = "Overdue: "
         return Letter(
-            to=item.target,
+            to=to,
             subject=f"{prefix}MirrorOS: item {item_id} needs your decision",
-            text=f"{item.text}\n\n{COMMAND_HINT.format(id=item_id)}",
+            text=f"{text}\n\n{COMMAND_HINT.format(id=item_id)}",
             message_id=message_id,
             auto_submitted="auto-generated",
             extra_headers={"X-MirrorOS-Item": str(item_id)},
         )
     in_reply_to = _string(payload.get("in_reply_to"))
     return Letter(
-        to=item.target,
-        subject=_string(payload.get("subject")) or _subject_from_text(item.text),
-        text=item.text,
+        to=to,
+        subject=_string(payload.get("subject")) or _subject_from_text(text),
+        text=text,
         message_id=message_id,
         in_reply_to=in_reply_to,
         references=references,

@@ -3,7 +3,9 @@
 Every instance (one OS process per entrance) shares this one SQLite database; it is how the
 persona's instances know what the others said, promised and learned. `Memory` combines the
 stores (bot/memory/*_store.py); each store's methods are typed (pydantic in and out) and
-each logical write is one short `BEGIN IMMEDIATE` transaction.
+each logical write is one short `BEGIN IMMEDIATE` transaction. The records and errors those
+methods take, return and raise live in `bot.memory.records`; code outside this package
+imports them, like everything else, from `bot.memory`, never from a store module.
 
 The names below load on first use (PEP 562), so that importing one light module of this
 package (`bot.memory.snapshot` for `mirror status`) does not import asyncio, aiosqlite and
@@ -16,52 +18,109 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bot.memory.conversation_store import Recorded, fts_query
-    from bot.memory.coordinator_store import LeaseLost, Outgoing
-    from bot.memory.guard_store import GuardStore
-    from bot.memory.intention_store import ItemError, NewIntention
-    from bot.memory.mirror_store import ViewLimits
-    from bot.memory.presence_store import Lease
+    from bot.memory.admission_store import AdmissionStore
+    from bot.memory.conversation_store import fts_query, record_incoming_in
+    from bot.memory.identity_store import IdentityStore
+    from bot.memory.records import (
+        Account,
+        Admission,
+        AdmitRequest,
+        BucketSpec,
+        CodeError,
+        FactsRequest,
+        GuardFacts,
+        ItemDetails,
+        ItemError,
+        Lease,
+        LeaseLost,
+        LinkResult,
+        NewIntention,
+        Outgoing,
+        PendingPairing,
+        Provenance,
+        Recorded,
+        ReplyDelivery,
+        SentMessage,
+        Side,
+        StoredTurn,
+        TurnRecord,
+        Unfinished,
+        ViewLimits,
+    )
     from bot.memory.schema import MemoryDbError, MemoryUnavailable, SchemaTooNew
     from bot.memory.store import Memory
-    from bot.memory.turn_store import Provenance, StoredTurn, TurnRecord
+    from bot.memory.turn_store import store_turn_in
 
 _WHERE = {
-    "GuardStore": "bot.memory.guard_store",
-    "ItemError": "bot.memory.intention_store",
-    "Lease": "bot.memory.presence_store",
-    "LeaseLost": "bot.memory.coordinator_store",
+    "Account": "bot.memory.records",
+    "Admission": "bot.memory.records",
+    "AdmissionStore": "bot.memory.admission_store",
+    "AdmitRequest": "bot.memory.records",
+    "BucketSpec": "bot.memory.records",
+    "CodeError": "bot.memory.records",
+    "FactsRequest": "bot.memory.records",
+    "GuardFacts": "bot.memory.records",
+    "IdentityStore": "bot.memory.identity_store",
+    "ItemDetails": "bot.memory.records",
+    "ItemError": "bot.memory.records",
+    "Lease": "bot.memory.records",
+    "LeaseLost": "bot.memory.records",
+    "LinkResult": "bot.memory.records",
     "Memory": "bot.memory.store",
     "MemoryDbError": "bot.memory.schema",
     "MemoryUnavailable": "bot.memory.schema",
-    "NewIntention": "bot.memory.intention_store",
-    "Outgoing": "bot.memory.coordinator_store",
-    "Provenance": "bot.memory.turn_store",
-    "Recorded": "bot.memory.conversation_store",
+    "NewIntention": "bot.memory.records",
+    "Outgoing": "bot.memory.records",
+    "PendingPairing": "bot.memory.records",
+    "Provenance": "bot.memory.records",
+    "Recorded": "bot.memory.records",
+    "ReplyDelivery": "bot.memory.records",
+    "Unfinished": "bot.memory.records",
     "SchemaTooNew": "bot.memory.schema",
-    "StoredTurn": "bot.memory.turn_store",
-    "TurnRecord": "bot.memory.turn_store",
-    "ViewLimits": "bot.memory.mirror_store",
+    "SentMessage": "bot.memory.records",
+    "Side": "bot.memory.records",
+    "StoredTurn": "bot.memory.records",
+    "TurnRecord": "bot.memory.records",
+    "ViewLimits": "bot.memory.records",
     "fts_query": "bot.memory.conversation_store",
+    "record_incoming_in": "bot.memory.conversation_store",
+    "store_turn_in": "bot.memory.turn_store",
 }
 
 __all__ = [
-    "GuardStore",
+    "Account",
+    "Admission",
+    "AdmissionStore",
+    "AdmitRequest",
+    "BucketSpec",
+    "CodeError",
+    "FactsRequest",
+    "GuardFacts",
+    "IdentityStore",
+    "ItemDetails",
     "ItemError",
     "Lease",
     "LeaseLost",
+    "LinkResult",
     "Memory",
     "MemoryDbError",
     "MemoryUnavailable",
     "NewIntention",
     "Outgoing",
+    "PendingPairing",
     "Provenance",
     "Recorded",
+    "ReplyDelivery",
     "SchemaTooNew",
+    "SentMessage",
+    "Side",
     "StoredTurn",
     "TurnRecord",
+    "Unfinished",
     "ViewLimits",
     "fts_query",
+    "record_incoming_in",
+    "store_turn_in",
 ]
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
 
 from bot.memory import rows
 from bot.memory.database import Database
+from bot.memory.records import Recorded
 from bot.models import Incoming, Message
 
 _MESSAGE_COLUMNS = """
@@ -24,17 +24,6 @@ _MESSAGE_FROM = """
     LEFT JOIN people p ON p.id = m.person_id
 """
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """Where an incoming message landed."""
-
-    message_id: int
-    conversation_id: int
-    person_id: int
-    identity_id: int
-    created: bool
 
 
 def fts_query(text: str, *, any_word: bool = True) -> str | None:
@@ -101,7 +90,11 @@ def conversation_in(
 
 
 def record_incoming_in(
-    conn: sqlite3.Connection, now: float, incoming: Incoming, instance_id: str
+    conn: sqlite3.Connection,
+    now: float,
+    incoming: Incoming,
+    instance_id: str,
+    status: str = "received",
 ) -> Recorded:
     identity, person = identity_in(
         conn,
@@ -129,9 +122,9 @@ def record_incoming_in(
         reply_to = found["id"] if found else None
     cursor = conn.execute(
         "INSERT INTO messages (conversation_id, instance_id, entrance, direction, identity_id,"
-        " person_id, text, created_at, platform_message_id, reply_to, visibility)"
+        " person_id, text, created_at, platform_message_id, reply_to, visibility, status)"
         " VALUES (:conversation, :instance, :entrance, 'in', :identity, :person, :text, :at,"
-        " :platform_id, :reply_to, :visibility)"
+        " :platform_id, :reply_to, :visibility, :status)"
         " ON CONFLICT (entrance, platform_message_id) DO NOTHING",
         {
             "conversation": conversation,
@@ -144,6 +137,7 @@ def record_incoming_in(
             "platform_id": incoming.platform_message_id,
             "reply_to": reply_to,
             "visibility": incoming.visibility,
+            "status": status,
         },
     )
     if cursor.rowcount:
@@ -157,9 +151,15 @@ def record_incoming_in(
 
 
 class ConversationStore(Database):
-    async def record_incoming(self, incoming: Incoming, instance_id: str) -> Recorded:
-        """Record a platform message once: the same platform id twice is one row."""
-        return await self.write(record_incoming_in, self.now, incoming, instance_id)
+    async def record_incoming(
+        self, incoming: Incoming, instance_id: str, *, status: str = "received"
+    ) -> Recorded:
+        """Record a platform message once: the same platform id twice is one row.
+
+        `status`: 'received' (to be answered: a turn takes it up, or the next holder of the
+        entrance after a crash) or 'observed' (not addressed to the persona: kept so every
+        instance sees it, never answered)."""
+        return await self.write(record_incoming_in, self.now, incoming, instance_id, status)
 
     async def record_many(self, incomings: list[Incoming], instance_id: str) -> int:
         """Record a batch in one transaction (imports, benchmarks); returns rows created."""

@@ -9,45 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
 from typing import Any
 
 from bot.memory import rows
 from bot.memory.database import Database, audit_in
-from bot.memory.intention_store import ItemError
 from bot.memory.outbox_store import enqueue_in
-from bot.models import Conflict, Intention
-
-
-class LeaseLost(Exception):
-    """The writer no longer holds the lease its epoch names."""
-
-
-@dataclass(frozen=True)
-class Side:
-    """One intention of an item, with where it came from (the coordinator sees all)."""
-
-    intention: Intention
-    conversation_external_id: str | None
-    conversation_kind: str | None
-
-
-@dataclass(frozen=True)
-class ItemDetails:
-    item: Conflict
-    sides: list[Side]
-    decision: Conflict | None = None  # the earlier decision a 'decision' conflict contradicts
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """An outbox row to queue with a decision."""
-
-    entrance: str
-    target: str
-    text: str
-    dedupe_key: str
-    payload: dict[str, Any] = field(default_factory=dict)
+from bot.memory.records import ItemDetails, ItemError, LeaseLost, Outgoing, Side
 
 
 def enqueue_outgoing_in(

@@ -43,6 +43,7 @@ __all__ = [
     "MemoryUnavailable",
     "SchemaTooNew",
     "audit_in",
+    "run_in_thread",
     "schema_files",
     "split_statements",
 ]
@@ -52,6 +53,36 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHECKPOINT_EVERY_S = 1.0  # a writing process checkpoints in the background this often
+
+
+async def run_in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run fn(sqlite3 connection, *args) in `conn`'s own thread, as one await.
+
+    The one place MirrorOS touches aiosqlite's private API (`Connection._execute(fn,
+    *args)` and `_conn`, the sqlite3 connection its thread owns). Why: every await of
+    aiosqlite's public API is a thread hand-off (~67 µs measured), so a transaction made
+    of BEGIN, statements and COMMIT would pay it per statement and hold the write lock
+    across the hand-offs; this runs a whole logical write (or read snapshot) in one.
+    tests/test_aiosqlite_seam.py fails, naming the attribute, if aiosqlite changes them.
+    """
+    return await conn._execute(fn, conn._conn, *args)
+
+
+async def connect(path: Path) -> aiosqlite.Connection:
+    """An aiosqlite connection to `path` (autocommit: transactions are explicit).
+
+    When the connection cannot be made (a folder, a full or read-only disk), aiosqlite
+    queues its worker thread's stop without waiting for it; a command that then exits
+    closes the event loop first and the thread prints "Event loop is closed" after the
+    clean error line. So wait for the thread here (private `_thread`: the same seam as
+    `run_in_thread`, checked by the same test).
+    """
+    conn = aiosqlite.connect(path, isolation_level=None)
+    try:
+        return await conn
+    except BaseException:
+        await asyncio.to_thread(conn._thread.join, 5.0)
+        raise
 
 
 def audit_in(
@@ -97,13 +128,11 @@ class Database:
         except OSError as exc:
             raise MemoryUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from None
         try:
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._writer._execute(configure, self._writer._conn, self.busy_timeout_ms)
-            self.schema_version = await self._writer._execute(
-                migrate, self._writer._conn, schema_files()
-            )
-            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._reader._execute(configure, self._reader._conn, self.busy_timeout_ms)
+            self._writer = await connect(self.path)
+            await run_in_thread(self._writer, configure, self.busy_timeout_ms)
+            self.schema_version = await run_in_thread(self._writer, migrate, schema_files())
+            self._reader = await connect(self.path)
+            await run_in_thread(self._reader, configure, self.busy_timeout_ms)
         except sqlite3.DatabaseError as exc:
             await self.close()
             raise MemoryUnavailable(f"cannot open {self.path}: {exc}") from None
@@ -149,7 +178,7 @@ class Database:
             raw.execute("COMMIT")
             return result, raw.total_changes != changes
 
-        result, changed = await conn._execute(transaction, conn._conn)
+        result, changed = await run_in_thread(conn, transaction)
         if changed:
             self._maybe_checkpoint()
         return result
@@ -165,13 +194,11 @@ class Database:
     async def _checkpoint(self) -> None:
         try:
             if self._checkpointer is None:
-                self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
-                await self._checkpointer._execute(
-                    configure, self._checkpointer._conn, self.busy_timeout_ms
-                )
-            conn = self._checkpointer
-            await conn._execute(
-                lambda raw: raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone(), conn._conn
+                self._checkpointer = await connect(self.path)
+                await run_in_thread(self._checkpointer, configure, self.busy_timeout_ms)
+            await run_in_thread(
+                self._checkpointer,
+                lambda raw: raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone(),
             )
         except sqlite3.Error as exc:  # SQLite's own auto-checkpoint is the backstop
             log.debug("background checkpoint of %s failed: %s", self.path, exc)
@@ -189,13 +216,13 @@ class Database:
             finally:
                 raw.execute("COMMIT")
 
-        return await conn._execute(snapshot, conn._conn)
+        return await run_in_thread(conn, snapshot)
 
     async def data_version(self) -> int:
         """Changes when another connection commits: a cheap 'anything new?' check."""
         conn = self._require(self._reader)
-        return await conn._execute(
-            lambda raw: raw.execute("PRAGMA data_version").fetchone()[0], conn._conn
+        return await run_in_thread(
+            conn, lambda raw: int(raw.execute("PRAGMA data_version").fetchone()[0])
         )
 
     def data_version_now(self) -> int | None:
@@ -239,7 +266,7 @@ class Database:
             finally:
                 destination.close()
 
-        await conn._execute(run, conn._conn)
+        await run_in_thread(conn, run)
 
     def _require(self, conn: aiosqlite.Connection | None) -> aiosqlite.Connection:
         if conn is None:

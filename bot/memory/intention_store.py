@@ -8,36 +8,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
 
 from bot.intentions import ACTIVE_STATUSES, Decision, IntentionFacts, find_conflicts
 from bot.memory import rows
 from bot.memory.database import Database, audit_in
+from bot.memory.records import ItemError, NewIntention
 from bot.models import Conflict, Intention
 
 _ACTIVE = "('open', 'conflicted', 'resolved')"
 _INTENTION = (
     "SELECT i.*, p.name AS person_name FROM intentions i LEFT JOIN people p ON p.id = i.person_id"
 )
-
-
-@dataclass(frozen=True)
-class NewIntention:
-    owner_instance: str
-    entrance: str
-    conversation_id: int | None
-    person_id: int | None
-    visibility: str
-    text: str
-    subject: str
-    due_at: float | None
-    duration_s: int
-    target_entrance: str | None
-    source_message_id: int | None
-
-
-class ItemError(Exception):
-    """A coordinator action that cannot be done (unknown id, wrong choice, already closed)."""
 
 
 def _facts(row: sqlite3.Row) -> IntentionFacts:

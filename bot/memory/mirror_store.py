@@ -1,19 +1,25 @@
 """The mirror view: what a turn's context may know, read in one snapshot.
 
-Privacy is enforced here, in SQL: a private row's text comes back only when the audience
-is the same person (any linked account) or the coordinator (audience None); otherwise the
-row comes back with its text NULL, and the context renders it as a redacted line.
+Privacy is enforced here, in SQL, for one `Audience` (bot.models): a row's text comes back
+only when the row belongs to the audience's own conversation, or the audience is a private
+chat and the row is that person's (any linked account) or a group's, or the audience is the
+coordinator in their own private chat. Otherwise the row comes back with its text NULL,
+and the context renders it as a redacted line. Decisions come back with the sides the
+audience may not see blanked, and without the sentence that quotes them.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.memory.conversation_store import fts_query
 from bot.memory.database import Database
+from bot.memory.records import ViewLimits
 from bot.models import (
+    Audience,
+    DecisionSide,
     TurnView,
     ViewDecision,
     ViewInstance,
@@ -31,10 +37,16 @@ STOPWORDS = frozenset(
     hey please thanks thank ok okay tell told say said about just like know""".split()
 )
 
-_VISIBLE_TEXT = (
-    "CASE WHEN :audience IS NULL OR m.visibility = 'group' OR m.person_id = :audience"
-    " THEN m.text END"
-)
+
+def visible(alias: str) -> str:
+    """SQL: may the audience (:everyone, :conversation, :person) see row `alias`?"""
+    return (
+        f"(:everyone OR {alias}.conversation_id = :conversation OR (:person IS NOT NULL"
+        f" AND ({alias}.visibility = 'group' OR {alias}.person_id = :person)))"
+    )
+
+
+_VISIBLE_TEXT = f"CASE WHEN {visible('m')} THEN m.text END"
 _VIEW_MESSAGE = f"""
     SELECT m.id, m.entrance, m.instance_id, c.kind AS conversation_kind, m.direction,
            p.name AS person_name, {_VISIBLE_TEXT} AS text, m.created_at
@@ -42,16 +54,6 @@ _VIEW_MESSAGE = f"""
     JOIN conversations c ON c.id = m.conversation_id
     LEFT JOIN people p ON p.id = m.person_id
 """
-
-
-@dataclass(frozen=True)
-class ViewLimits:
-    history: int = 20
-    recent_per_instance: int = 3
-    intentions: int = 30
-    decisions: int = 10
-    recall: int = 8
-    elsewhere: int = 12
 
 
 def _at(epoch: float) -> datetime:
@@ -94,6 +96,37 @@ def _view_instance(
     )
 
 
+def _side(row: sqlite3.Row | None, label: str) -> DecisionSide:
+    if row is None:  # the intention is gone: nothing of it to show
+        return DecisionSide(label=label, text=None, kept=None, owner_instance="?")
+    return DecisionSide(
+        label=label,
+        text=row["text"] if row["seen"] else None,
+        kept={"resolved": True, "cancelled": False}.get(row["status"]),
+        owner_instance=row["owner_instance"],
+    )
+
+
+def _view_decision(row: sqlite3.Row, intentions: dict[int, sqlite3.Row]) -> ViewDecision:
+    sides = [_side(intentions.get(row["intention_a"]), "A")]
+    if row["intention_b"] is not None:
+        sides.append(_side(intentions.get(row["intention_b"]), "B"))
+    seen = all(side.text is not None for side in sides)
+    return ViewDecision(
+        conflict_id=row["id"],
+        # The subject, the sentence and the note quote the sides: only for an audience that
+        # may read every side; others hear the decision from the sides they may see.
+        subject=row["subject"] if seen else None,
+        choice=row["choice"],
+        resolution=row["resolution"] if seen else None,
+        note=row["note"] if seen else None,
+        status=row["status"],
+        resolved_by=row["resolved_by"],
+        resolved_at=from_epoch(row["resolved_at"]),
+        sides=sides,
+    )
+
+
 def recall_query(text: str) -> str | None:
     words = [w for w in (fts_query(text) or "").replace('"', "").split(" OR ") if w]
     meaningful = [w for w in words if w not in STOPWORDS and len(w) > 2]
@@ -106,7 +139,7 @@ class MirrorStore(Database):
         *,
         conversation_id: int,
         person_id: int,
-        audience: int | None,
+        audience: Audience,
         incoming_id: int,
         text: str,
         dead_after_s: float,
@@ -117,11 +150,17 @@ class MirrorStore(Database):
         now = self.now
 
         def run(conn: sqlite3.Connection) -> TurnView:
-            params = {"audience": audience, "person": person_id, "conversation": conversation_id}
+            params = {
+                "everyone": audience.everyone,
+                "person": audience.person_id,
+                "conversation": audience.conversation_id,
+                "speaker": person_id,
+                "here": conversation_id,
+            }
             history = [
                 _view_message(row)
                 for row in conn.execute(
-                    f"{_VIEW_MESSAGE} WHERE m.conversation_id = :conversation AND m.id < :incoming"
+                    f"{_VIEW_MESSAGE} WHERE m.conversation_id = :here AND m.id < :incoming"
                     " ORDER BY m.id DESC LIMIT :limit",
                     {**params, "incoming": incoming_id, "limit": limits.history},
                 )
@@ -129,8 +168,8 @@ class MirrorStore(Database):
             elsewhere = [
                 _view_message(row)
                 for row in conn.execute(
-                    f"{_VIEW_MESSAGE} WHERE m.person_id = :person"
-                    " AND m.conversation_id <> :conversation"
+                    f"{_VIEW_MESSAGE} WHERE m.person_id = :speaker"
+                    " AND m.conversation_id <> :here"
                     " ORDER BY m.id DESC LIMIT :limit",
                     {**params, "limit": limits.elsewhere},
                 )
@@ -165,8 +204,7 @@ class MirrorStore(Database):
                 )
                 for row in conn.execute(
                     "SELECT i.id, i.owner_instance, i.entrance, i.person_id, p.name AS person_name,"
-                    " CASE WHEN :audience IS NULL OR i.visibility = 'group'"
-                    "   OR i.person_id = :audience THEN i.text END AS text,"
+                    f" CASE WHEN {visible('i')} THEN i.text END AS text,"
                     " i.subject, i.due_at, i.status, i.target_entrance"
                     " FROM intentions i INDEXED BY intentions_active"
                     " LEFT JOIN people p ON p.id = i.person_id"
@@ -175,24 +213,25 @@ class MirrorStore(Database):
                     {**params, "limit": limits.intentions},
                 )
             ]
-            decisions = [
-                ViewDecision(
-                    conflict_id=row["id"],
-                    subject=row["subject"],
-                    choice=row["choice"],
-                    resolution=row["resolution"],
-                    note=row["note"],
-                    status=row["status"],
-                    resolved_by=row["resolved_by"],
-                    resolved_at=from_epoch(row["resolved_at"]),
-                )
+            decided = conn.execute(
+                "SELECT * FROM conflicts INDEXED BY conflicts_decided"
+                " WHERE status IN ('resolved', 'dismissed')"
+                " ORDER BY resolved_at DESC LIMIT :limit",
+                {"limit": limits.decisions},
+            ).fetchall()
+            side_ids = sorted(
+                {row["intention_a"] for row in decided}
+                | {row["intention_b"] for row in decided if row["intention_b"] is not None}
+            )
+            sides = {
+                row["id"]: row
                 for row in conn.execute(
-                    "SELECT * FROM conflicts INDEXED BY conflicts_decided"
-                    " WHERE status IN ('resolved', 'dismissed')"
-                    " ORDER BY resolved_at DESC LIMIT :limit",
-                    {"limit": limits.decisions},
+                    f"SELECT i.id, i.text, {visible('i')} AS seen, i.status, i.owner_instance"
+                    " FROM intentions i WHERE i.id IN (SELECT value FROM json_each(:ids))",
+                    {**params, "ids": json.dumps(side_ids)},
                 )
-            ]
+            }
+            decisions = [_view_decision(row, sides) for row in decided]
             recall: list[ViewMessage] = []
             notes: list[ViewNote] = []
             query = recall_query(text)
@@ -202,9 +241,8 @@ class MirrorStore(Database):
                     for row in conn.execute(
                         f"{_VIEW_MESSAGE} WHERE m.id IN (SELECT rowid FROM messages_fts"
                         "   WHERE messages_fts MATCH :q ORDER BY rowid DESC LIMIT 200)"
-                        " AND m.conversation_id <> :conversation"
-                        " AND (:audience IS NULL OR m.visibility = 'group'"
-                        "   OR m.person_id = :audience)"
+                        " AND m.conversation_id <> :here"
+                        f" AND {visible('m')}"
                         " ORDER BY m.id DESC LIMIT :limit",
                         {**params, "q": query, "limit": limits.recall},
                     )
@@ -222,14 +260,13 @@ class MirrorStore(Database):
                         " FROM notes n LEFT JOIN people p ON p.id = n.person_id"
                         " WHERE n.id IN (SELECT rowid FROM notes_fts WHERE notes_fts MATCH :q"
                         "   ORDER BY rowid DESC LIMIT 200)"
-                        " AND (:audience IS NULL OR n.visibility = 'group'"
-                        "   OR n.person_id = :audience)"
+                        f" AND {visible('n')}"
                         " ORDER BY n.id DESC LIMIT :limit",
                         {**params, "q": query, "limit": limits.recall},
                     )
                 ]
             notice = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = :conversation"
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = :here"
                 " AND direction = 'out' AND model = 'mirror/offline')",
                 params,
             ).fetchone()[0]

@@ -49,7 +49,7 @@ def enqueue_in(
 # Due rows of one entrance, oldest first: two seeks of the outbox_due index (pending and
 # due; claimed and abandoned) rather than a scan of every row it ever sent (4 ms at 12 000
 # sent rows, inside the write lock).
-_DUE_IDS = """
+DUE_IDS_SQL = """
     SELECT id FROM (
         SELECT id, target FROM outbox
         WHERE entrance = :entrance AND status = 'pending' AND next_attempt_at <= :now
@@ -62,7 +62,7 @@ _DUE_IDS = """
 """
 
 
-def _due_params(entrance: str, targets: list[str] | None, now: float, limit: int) -> dict[str, Any]:
+def due_params(entrance: str, targets: list[str] | None, now: float, limit: int) -> dict[str, Any]:
     return {
         "entrance": entrance,
         "targets": json.dumps(targets) if targets is not None else None,
@@ -100,7 +100,7 @@ class OutboxStore(Database):
         def run(conn: sqlite3.Connection) -> bool:
             return (
                 conn.execute(
-                    f"SELECT EXISTS ({_DUE_IDS})", _due_params(entrance, targets, self.now, 1)
+                    f"SELECT EXISTS ({DUE_IDS_SQL})", due_params(entrance, targets, self.now, 1)
                 ).fetchone()[0]
                 == 1
             )
@@ -123,9 +123,9 @@ class OutboxStore(Database):
             return conn.execute(
                 "UPDATE outbox SET status = 'sending', claimed_by = :claimer,"
                 " claimed_until = :until, attempts = attempts + 1"
-                f" WHERE id IN ({_DUE_IDS}) RETURNING *",
+                f" WHERE id IN ({DUE_IDS_SQL}) RETURNING *",
                 {
-                    **_due_params(entrance, targets, now, limit),
+                    **due_params(entrance, targets, now, limit),
                     "claimer": claimer,
                     "until": now + claim_s,
                 },
@@ -133,6 +133,23 @@ class OutboxStore(Database):
 
         claimed = await self.write(run)
         return sorted((rows.outbox_item(row) for row in claimed), key=lambda item: item.id)
+
+    async def claim_outbox_item(
+        self, item_id: int, claimer: str, *, claim_s: float = 60
+    ) -> OutboxItem | None:
+        """Take one pending row now (a reply just stored); None when it is not pending."""
+
+        def run(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            now = self.now
+            row: sqlite3.Row | None = conn.execute(
+                "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_until = ?,"
+                " attempts = attempts + 1 WHERE id = ? AND status = 'pending' RETURNING *",
+                (claimer, now + claim_s, item_id),
+            ).fetchone()
+            return row
+
+        row = await self.write(run)
+        return rows.outbox_item(row) if row is not None else None
 
     async def release_claims(self, entrance: str, claimer: str) -> int:
         """Give back rows a crashed predecessor of this claimer had taken (at start-up)."""
@@ -146,14 +163,33 @@ class OutboxStore(Database):
             )
         )
 
-    async def mark_sent(self, item_id: int, claimer: str) -> bool:
+    async def mark_sent(
+        self, item_id: int, claimer: str, platform_id: str | None = None
+    ) -> bool:
+        """The platform took the row: mark it sent and, for a reply, its message sent with
+        the platform's message id (a later edit, reply-to or deletion finds it by that)."""
+
         def run(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
+            row = conn.execute(
                 "UPDATE outbox SET status = 'sent', sent_at = ?, claimed_until = NULL"
-                " WHERE id = ? AND claimed_by = ? AND status = 'sending'",
+                " WHERE id = ? AND claimed_by = ? AND status = 'sending'"
+                " RETURNING json_extract(payload, '$.out_id') AS out_id",
                 (self.now, item_id, claimer),
-            )
-            return cursor.rowcount == 1
+            ).fetchone()
+            if row is None:
+                return False
+            if row["out_id"] is not None:
+                conn.execute(
+                    "UPDATE messages SET status = 'sent' WHERE id = ? AND direction = 'out'",
+                    (row["out_id"],),
+                )
+                # OR IGNORE: an id some other row already holds must not undo the mark.
+                conn.execute(
+                    "UPDATE OR IGNORE messages SET platform_message_id = ?"
+                    " WHERE id = ? AND platform_message_id IS NULL",
+                    (platform_id, row["out_id"]),
+                )
+            return True
 
         return await self.write(run)
 

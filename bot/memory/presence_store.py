@@ -1,24 +1,34 @@
-"""Instances (presence and heartbeats) and leases (single-runner locks) in memory.db."""
+"""Instances (presence and heartbeats) and leases (single-runner locks) in memory.db.
+
+A lease waits for its expiry before it changes hands, except when its holder is a process
+on this very host that no longer exists: nobody can renew it, so waiting would only keep
+the entrance silent. A holder on another host is never judged from here (its pid means
+nothing on this machine).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
-from dataclasses import dataclass
 
 from bot.memory import rows
 from bot.memory.database import Database
+from bot.memory.records import Lease
 from bot.models import Instance
 
+log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class Lease:
-    name: str
-    holder: str
-    host: str
-    pid: int
-    epoch: int
-    acquired_at: float
-    expires_at: float
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (signal 0 only checks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 class PresenceStore(Database):
@@ -93,14 +103,16 @@ class PresenceStore(Database):
     async def acquire_lease(
         self, name: str, holder: str, host: str, pid: int, ttl_s: float
     ) -> tuple[bool, Lease]:
-        """Take or renew a lease when it is ours or expired; returns (held, current lease).
+        """Take or renew a lease when it is ours, expired, or held by a dead process on this
+        host (`host` is this machine's name); returns (held, current lease).
 
         The epoch (a fencing token) grows each time the lease changes hands.
         """
 
-        def run(conn: sqlite3.Connection) -> tuple[bool, Lease]:
+        def run(conn: sqlite3.Connection) -> tuple[bool, Lease, Lease | None]:
             now = self.now
             row = conn.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
+            dead: Lease | None = None
             if row is None:
                 conn.execute(
                     "INSERT INTO leases (name, holder, host, pid, epoch, acquired_at, expires_at)"
@@ -109,17 +121,29 @@ class PresenceStore(Database):
                 )
             elif row["holder"] == holder:
                 conn.execute("UPDATE leases SET expires_at = ? WHERE name = ?", (now + ttl_s, name))
-            elif row["expires_at"] <= now:
+            elif row["expires_at"] <= now or (row["host"] == host and not pid_alive(row["pid"])):
+                if row["expires_at"] > now:
+                    dead = _lease(row)
                 conn.execute(
                     "UPDATE leases SET holder = ?, host = ?, pid = ?, epoch = epoch + 1,"
                     " acquired_at = ?, expires_at = ? WHERE name = ?",
                     (holder, host, pid, now, now + ttl_s, name),
                 )
-            current = conn.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
-            lease = Lease(**{key: current[key] for key in current.keys()})
-            return lease.holder == holder, lease
+            lease = _lease(conn.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone())
+            return lease.holder == holder, lease, dead
 
-        return await self.write(run)
+        held, lease, dead = await self.write(run)
+        if dead is not None:
+            log.info(
+                "the %s lease was held by pid %d on %s, which is gone: %s took it at once"
+                " (epoch %d)",
+                name,
+                dead.pid,
+                dead.host,
+                holder,
+                lease.epoch,
+            )
+        return held, lease
 
     async def release_lease(self, name: str, holder: str) -> None:
         """Expire our lease at once (the row stays, so the epoch keeps growing)."""
@@ -134,4 +158,8 @@ class PresenceStore(Database):
         row = await self.read(
             lambda conn: conn.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
         )
-        return Lease(**{key: row[key] for key in row.keys()}) if row else None
+        return _lease(row) if row else None
+
+
+def _lease(row: sqlite3.Row) -> Lease:
+    return Lease(**{key: row[key] for key in row.keys()})

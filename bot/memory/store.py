@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from bot.memory.admission_store import AdmissionStore
 from bot.memory.catchup_store import CatchupStore
 from bot.memory.conversation_store import ConversationStore
 from bot.memory.coordinator_store import CoordinatorStore
 from bot.memory.database import Database
-from bot.memory.guard_store import GuardStore
+from bot.memory.identity_store import IdentityStore
 from bot.memory.intention_store import IntentionStore
 from bot.memory.mirror_store import MirrorStore
 from bot.memory.outbox_store import OutboxStore
@@ -18,7 +19,8 @@ from bot.models import Status
 
 
 class Memory(
-    GuardStore,
+    AdmissionStore,
+    IdentityStore,
     CatchupStore,
     ConversationStore,
     MirrorStore,

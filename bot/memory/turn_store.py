@@ -3,41 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from datetime import UTC, datetime
 
-from bot.memory.database import Database
-from bot.memory.intention_store import NewIntention, add_intention_in
-
-
-@dataclass(frozen=True)
-class TurnRecord:
-    """Everything one turn writes."""
-
-    incoming_id: int
-    conversation_id: int
-    entrance: str
-    instance_id: str
-    person_id: int
-    visibility: str
-    reply_text: str
-    soul_version: int | None
-    model: str | None
-    answered: bool = True
-    context_rows: list[tuple[str, int]] = field(default_factory=list)
-    intentions: list[NewIntention] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    done: list[int] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-
-
-@dataclass(frozen=True)
-class StoredTurn:
-    message_id: int
-    intention_ids: list[int]
-    conflicts_found: int
-    done: list[int]
+from bot.memory.database import Database, audit_in
+from bot.memory.intention_store import add_intention_in
+from bot.memory.outbox_store import enqueue_in
+from bot.memory.records import Outgoing, Provenance, StoredTurn, TurnRecord, Unfinished
+from bot.models import Author, Incoming
 
 
 def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> StoredTurn:
@@ -45,7 +18,7 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
         "INSERT INTO messages (conversation_id, instance_id, entrance, direction, person_id,"
         " text, created_at, reply_to, visibility, status, soul_version, model)"
         " VALUES (:conversation, :instance, :entrance, 'out', :person, :text, :now, :reply_to,"
-        " :visibility, 'sent', :soul, :model)",
+        " :visibility, :status, :soul, :model)",
         {
             "conversation": turn.conversation_id,
             "instance": turn.instance_id,
@@ -57,9 +30,22 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
             "visibility": turn.visibility,
             "soul": turn.soul_version,
             "model": turn.model,
+            # 'pending' until the platform took it (`mark_sent`), when it goes out from here.
+            "status": "pending" if turn.delivery is not None else "sent",
         },
     ).lastrowid
     assert message_id is not None
+    outbox_id = None
+    if turn.delivery is not None:
+        outbox_id = enqueue_in(
+            conn,
+            now,
+            entrance=turn.entrance,
+            target=turn.delivery.target,
+            text=turn.reply_text,
+            payload={**turn.delivery.payload, "out_id": message_id},
+            dedupe_key=turn.delivery.dedupe_key,
+        )
     conn.executemany(
         "INSERT OR IGNORE INTO message_context (message_id, kind, row_id) VALUES (?, ?, ?)",
         [(message_id, kind, row_id) for kind, row_id in turn.context_rows],
@@ -114,18 +100,102 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
                 turn.cost_usd,
             ),
         )
-    return StoredTurn(message_id, intention_ids, conflicts, done)
+    return StoredTurn(message_id, intention_ids, conflicts, done, outbox_id)
 
 
-@dataclass(frozen=True)
-class Provenance:
-    message_id: int
-    soul_version: int | None
-    model: str | None
-    rows: list[tuple[str, int]]
+_UNFINISHED = """
+    SELECT m.id, m.text, m.created_at, m.platform_message_id, m.status, m.attempts,
+           c.external_id AS conversation, c.kind, c.title,
+           i.external_id AS author, i.display_name, i.is_bot,
+           r.platform_message_id AS replied
+    FROM messages m INDEXED BY messages_unfinished
+    JOIN conversations c ON c.id = m.conversation_id
+    JOIN identities i ON i.id = m.identity_id
+    LEFT JOIN messages r ON r.id = m.reply_to
+    WHERE m.entrance = :entrance AND m.direction = 'in'
+      AND m.status IN ('received', 'unanswered')
+    ORDER BY m.id
+"""
+
+
+def _unfinished(row: sqlite3.Row, entrance: str) -> Unfinished:
+    incoming = Incoming(
+        entrance=entrance,
+        conversation_id=row["conversation"],
+        conversation_kind=row["kind"],
+        conversation_title=row["title"],
+        author=Author(
+            external_id=row["author"],
+            display_name=row["display_name"],
+            is_bot=bool(row["is_bot"]),
+        ),
+        text=row["text"],
+        platform_message_id=row["platform_message_id"],
+        reply_to_platform_id=row["replied"],
+        received_at=datetime.fromtimestamp(row["created_at"], UTC),
+    )
+    return Unfinished(row["id"], incoming, row["created_at"], row["attempts"])
 
 
 class TurnStore(Database):
+    async def take_unfinished(
+        self,
+        entrance: str,
+        *,
+        stale_after_s: float,
+        retry_after_s: float,
+        attempts: int,
+        give_up_after_s: float,
+        missed_notice: Callable[[list[Unfinished]], Outgoing | None],
+    ) -> list[Unfinished]:
+        """The turns of `entrance` to run again now, each counted as one more attempt.
+
+        A 'received' message older than `stale_after_s` was left by a process that died
+        mid-turn; an 'unanswered' one (every model failed) is due `retry_after_s` after it
+        arrived, doubling per attempt. Past `give_up_after_s` or `attempts`, it is marked
+        'missed' instead, and `missed_notice` (for the coordinator) queued once, in the
+        same transaction.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[Unfinished]:
+            now = self.now
+            due, missed = [], []
+            for row in conn.execute(_UNFINISHED, {"entrance": entrance}).fetchall():
+                found = _unfinished(row, entrance)
+                age = now - found.at
+                if age > give_up_after_s or found.attempts >= attempts:
+                    missed.append(found)
+                elif row["status"] == "received" and age >= stale_after_s:
+                    due.append(found)
+                elif row["status"] == "unanswered":
+                    if age >= retry_after_s * 2 ** max(found.attempts - 1, 0):
+                        due.append(found)
+            conn.executemany(
+                "UPDATE messages SET attempts = attempts + 1 WHERE id = ?",
+                [(found.message_id,) for found in due],
+            )
+            if missed:
+                conn.executemany(
+                    "UPDATE messages SET status = 'missed' WHERE id = ?",
+                    [(found.message_id,) for found in missed],
+                )
+                for found in missed:
+                    audit_in(conn, now, entrance, "turn.missed", str(found.message_id))
+                notice = missed_notice(missed)
+                if notice is not None:
+                    enqueue_in(
+                        conn,
+                        now,
+                        entrance=notice.entrance,
+                        target=notice.target,
+                        text=notice.text,
+                        payload=notice.payload,
+                        dedupe_key=notice.dedupe_key,
+                    )
+            return due
+
+        return await self.write(run)
+
     async def store_turn(self, turn: TurnRecord) -> StoredTurn:
         return await self.write(store_turn_in, self.now, turn)
 

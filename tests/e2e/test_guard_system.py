@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,16 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bot.access import ECHO_ACK, ONLY_ADMINS, PAIRED_WELCOME, RATE_LIMITED
+from bot.commands import ONLY_ADMINS
+from bot.gate import ECHO_ACK, RATE_LIMITED
 from bot.guard import normalize_for_echo
+from bot.people import PAIRED_WELCOME
 from tests.conftest import SOUL_EXAMPLE, run_mirror
 from tests.fakes.discord_api import DEFAULT_TOKEN as DISCORD_TOKEN
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.telegram_api import FakeTelegram
 from tests.processes import ChatProcess, MirrorProcess
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -83,18 +85,6 @@ def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-async def wait_until(condition: Callable[[], Any], *, timeout: float = TURN_S, what: str) -> Any:
-    """Poll `condition` (a cheap read of memory.db) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
-
-
 @dataclass
 class System:
     db: Path
@@ -125,8 +115,10 @@ class System:
             row = self.incoming(entrance, platform_id)
             return row if row and row[1] in ("answered", "unanswered", "refused", "echo") else None
 
-        found = await wait_until(done, what=f"{entrance} message {platform_id} handled")
-        return found  # type: ignore[no-any-return]
+        what = f"{entrance} message {platform_id} handled"
+        return await wait_until(
+            done, TURN_S, lambda: f"{what} (now {self.incoming(entrance, platform_id)})"
+        )
 
     def refusal(self, message_id: int, action: str = "guard.refused") -> dict[str, Any]:
         """The audit entry saying why message `message_id` was not answered."""
@@ -154,7 +146,8 @@ class System:
             lambda: (
                 not query(self.db, "SELECT id FROM outbox WHERE status IN ('pending', 'sending')")
             ),
-            what="every outbox row delivered",
+            TURN_S,
+            "every outbox row delivered",
         )
 
     # Telegram -------------------------------------------------------------------------
@@ -514,7 +507,11 @@ async def test_non_admin_soul_rollback_is_refused_and_audited_and_an_admin_may(
 ) -> None:
     assert souls(system) == [(1, "Wren")]
     system.soul.write_text(system.soul.read_text().replace("Wren", "Robin"), encoding="utf-8")
-    await wait_until(lambda: souls(system) == [(1, "Wren"), (2, "Robin")], what="soul v2")
+    await wait_until(
+        lambda: souls(system) == [(1, "Wren"), (2, "Robin")],
+        TURN_S,
+        lambda: f"soul v2 (souls: {souls(system)})",
+    )
 
     refused = await system.telegram_says("/soul rollback 1", user=TG_EVE, name="Eve")
     assert refused == ONLY_ADMINS
@@ -556,7 +553,7 @@ async def test_a_rate_limit_holds_across_two_processes(
             replies = len(chat.events("reply"))
             await chat.write(f"question {n}: are you there?")
             marker = await chat.say("/pending")
-            assert "Only my coordinator" in marker["text"]
+            assert "Only my admins" in marker["text"]
             assert len(chat.events("reply")) == replies + 1
         statuses = query(
             db, "SELECT instance_id, status FROM messages WHERE direction = 'in' ORDER BY id"

@@ -77,17 +77,16 @@ import json
 import math
 import re
 import secrets
-import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.server import FakeServer
+
 JSON = dict[str, Any]
-T = TypeVar("T")
 
 API_PREFIX = "/api/v10"
 GATEWAY_PATH = "/gateway"
@@ -222,7 +221,7 @@ class _Interaction:
     original_message_id: int | None = None
 
 
-class FakeDiscord:
+class FakeDiscord(FakeServer):
     """In-memory Discord: a world of guilds, channels and users, a REST API and a gateway.
 
     Use ``await start()`` / ``await stop()`` or ``async with FakeDiscord() as fake:``. Build the
@@ -245,11 +244,11 @@ class FakeDiscord:
         require_intents: int = 0,
         echo_own_messages: bool = True,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.bot_user_id = bot_user_id
         self.bot_username = bot_username
         self.token = token
         self.application_id = application_id if application_id is not None else bot_user_id
-        self.host = host
         self.heartbeat_interval_ms = heartbeat_interval_ms
         #: Close IDENTIFYs that ask for a privileged intent (members, presences, message
         #: content) with 4014, as Discord does when they are not enabled for the application.
@@ -283,9 +282,6 @@ class FakeDiscord:
         self.replayed_count = 0
         self.heartbeat_count = 0
 
-        self._port = port
-        self._runner: web.AppRunner | None = None
-        self._changed = asyncio.Event()
         self._last_id = 0
         self._dm_by_user: dict[int, int] = {}
         self._sessions: dict[str, _Session] = {}
@@ -295,45 +291,25 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Bind ``host`` (a free port unless one was given) and start serving."""
+    def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get(GATEWAY_PATH, self._handle_gateway)
         self._api_routes(app)
         self._control_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._unknown_route)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self._port))
-        self._port = sock.getsockname()[1]
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        return app
 
     async def stop(self) -> None:
         """Close every gateway connection (code 1001) and shut the server down."""
         for connection in list(self._connections):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._close_connection(connection, 1001), 2.0)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeDiscord:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
+        await super().stop()
 
     @property
     def base_url(self) -> str:
-        """Root URL of the server, e.g. ``http://127.0.0.1:PORT``."""
-        return f"http://{self.host}:{self._port}"
+        """Root URL of the server, e.g. ``http://127.0.0.1:PORT`` (the same as :attr:`url`)."""
+        return self.url
 
     @property
     def api_base(self) -> str:
@@ -343,7 +319,7 @@ class FakeDiscord:
     @property
     def gateway_url(self) -> str:
         """Value for ``DiscordWebSocket.DEFAULT_GATEWAY`` (wrap it in ``yarl.URL``)."""
-        return f"ws://{self.host}:{self._port}{GATEWAY_PATH}"
+        return f"ws://{self.host}:{self.port}{GATEWAY_PATH}"
 
     @property
     def connected(self) -> bool:
@@ -747,26 +723,6 @@ class FakeDiscord:
     async def wait_until_connected(self, timeout: float = 10.0) -> None:
         """Wait until a connection has an identified or resumed session."""
         await self.wait_until(lambda: self.connected, timeout=timeout, what="gateway session")
-
-    def _notify(self) -> None:
-        """Wake every waiter; each re-checks its condition and waits on the next event."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def _wait(self, check: Callable[[], T | None], seconds: float) -> T | None:
-        """Return ``check()`` once it is not None, or None after ``seconds``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            result = check()
-            if result is not None:
-                return result
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            changed = self._changed  # captured before awaiting: no lost wake-ups
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
 
     # ------------------------------------------------------------------ gateway
 
@@ -1641,16 +1597,7 @@ async def _serve(args: argparse.Namespace) -> None:
         fake.add_guild(guild_id, name, channels)
     for user_id, username in args.user or []:
         fake.add_user(user_id, username)
-    await fake.start()
-    print(f"READY {fake.base_url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await fake.stop()
+    await fake.serve_until_signalled()
 
 
 def main(argv: list[str] | None = None) -> None:

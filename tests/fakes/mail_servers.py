@@ -49,7 +49,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -59,12 +58,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest_asyncio
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from tests.fakes.server import LOCALHOST, Served, free_port
+from tests.waiting import wait_until
 
 __all__ = [
     "ALICE",
@@ -86,7 +87,6 @@ PERSONA_PASSWORD = "secret"
 ALICE = "alice@example.test"
 ALICE_PASSWORD = "alice-pw"
 
-LOCALHOST = "127.0.0.1"
 INSTALL_HINT = "run scripts/install-test-deps.sh (installs Debian's dovecot-imapd)"
 
 # Maildir info letters (":2,<letters>") and the IMAP flags they stand for.
@@ -100,13 +100,6 @@ _MAILDIR_FLAGS = {
 }
 _DELIVERY_COUNTER = itertools.count(1)
 _KEY_ORDER = re.compile(r"^(\d+)(?:\.M(\d+))?(?:P\d+)?(?:Q(\d+))?")
-
-
-def free_port(host: str = LOCALHOST) -> int:
-    """A TCP port on ``host`` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _parse(raw: bytes) -> EmailMessage:
@@ -145,7 +138,7 @@ class StoredMail:
         return None if value is None else str(value).strip()
 
 
-class Dovecot:
+class Dovecot(Served):
     """A private Dovecot IMAP server on 127.0.0.1 with Maildir users in a temp folder."""
 
     def __init__(
@@ -342,18 +335,6 @@ class Dovecot:
         if wait:
             await asyncio.to_thread(self._reaper.join)
 
-    async def __aenter__(self) -> Dovecot:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     # -- internals -----------------------------------------------------------------------
 
     def _reap(self, grace: float = 15.0) -> None:
@@ -372,37 +353,47 @@ class Dovecot:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def _wait_ready(self) -> bool:
-        """Poll until the IMAP greeting comes from a ready login process."""
-        assert self._process is not None
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            try:
-                reader, writer = await asyncio.open_connection(self.host, self.imap_port)
-            except OSError:
-                await asyncio.sleep(0.01)
-                continue
-            try:
-                # "* OK Waiting for authentication process to respond.." may come first.
+        """Wait until the IMAP greeting comes from a ready login process; False if the
+        master exited first."""
+        process = self._process
+        assert process is not None
+        deadline = asyncio.get_running_loop().time() + self.ready_timeout
+
+        async def greeted_or_exited() -> str | None:
+            if process.poll() is not None:
+                return "exited"
+            return "greeted" if await self._greets(deadline) else None
+
+        outcome = await wait_until(
+            greeted_or_exited,
+            self.ready_timeout,
+            lambda: f"dovecot to get ready:\n{self._log_tail()}",
+            interval=0.01,
+        )
+        return outcome == "greeted"
+
+    async def _greets(self, deadline: float) -> bool:
+        """One try: does a client connecting now get the greeting of a ready login process?"""
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.imap_port)
+        except OSError:
+            return False
+        try:
+            # "* OK Waiting for authentication process to respond.." may come first.
+            async with asyncio.timeout_at(deadline):
                 while True:
-                    line = await asyncio.wait_for(reader.readline(), deadline - time.monotonic())
+                    line = await reader.readline()
                     if not line or b"ready" in line.lower():
                         break
-                writer.write(b"x LOGOUT\r\n")
-                await writer.drain()
-            except (OSError, TimeoutError):
-                line = b""
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-            if line:
-                return True
-            await asyncio.sleep(0.01)
-        raise TimeoutError(
-            f"dovecot did not get ready in {self.ready_timeout} s:\n{self._log_tail()}"
-        )
+            writer.write(b"x LOGOUT\r\n")
+            await writer.drain()
+        except (OSError, TimeoutError):
+            line = b""
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        return bool(line)
 
     def _log_tail(self, lines: int = 30) -> str:
         text = ""
@@ -546,7 +537,7 @@ def _accept_any_login(
     return AuthResult(success=True, handled=False, auth_data=auth_data)
 
 
-class SmtpSink:
+class SmtpSink(Served):
     """An SMTP server on 127.0.0.1 that accepts, records and (optionally) delivers mail.
 
     aiosmtpd serves from its own thread; recording and Maildir delivery happen there,
@@ -611,18 +602,6 @@ class SmtpSink:
         if self._controller is not None:
             controller, self._controller = self._controller, None
             await asyncio.to_thread(controller.stop)
-
-    async def __aenter__(self) -> SmtpSink:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def wait_for(
         self,

@@ -44,16 +44,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer
 
 __all__ = ["FakeOpenAI", "Responder"]
 
@@ -125,7 +125,7 @@ def _error_response(failure: _Failure) -> web.Response:
     return web.json_response(body, status=failure.status, headers=headers)
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
     """A fake OpenAI-compatible server on 127.0.0.1 (see the module docstring)."""
 
     def __init__(
@@ -136,8 +136,7 @@ class FakeOpenAI:
         models: tuple[str, ...] = ("fake-model",),
         default_content: str = "fake reply",
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.models: list[str] = list(models)
         self.default_content = default_content
         self.responder: Responder | None = None
@@ -145,18 +144,12 @@ class FakeOpenAI:
         self._queue: deque[_Scripted] = deque()
         self._failing: dict[str, _Failure] = {}
         self._slow: dict[str, float] = {}
-        self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._recorded = asyncio.Condition()
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Bind and serve; with ``port=0`` a free port is picked (see ``base_url``)."""
-        if self._runner is not None:
-            raise RuntimeError("FakeOpenAI already started")
-        self._closing = asyncio.Event()
-        self._recorded = asyncio.Condition()
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._list_models)
@@ -165,38 +158,26 @@ class FakeOpenAI:
         app.router.add_post("/_fake/slow_model", self._ctl_slow_model)
         app.router.add_get("/_fake/requests", self._ctl_requests)
         app.router.add_post("/_fake/reset", self._ctl_reset)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        await site.start()
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        return app
+
+    async def start(self) -> None:
+        """Bind and serve; with ``port=0`` a free port is picked (see ``base_url``)."""
+        if not self.running:
+            self._closing = asyncio.Event()
+            self._recorded = asyncio.Condition()
+        await super().start()
 
     async def stop(self) -> None:
         """Stop serving; pending delays end at once. Safe to call twice."""
         self._closing.set()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        await super().stop()
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/v1``, the value to pass as litellm's ``api_base``."""
-        if self._runner is None:
+        if not self.running:
             raise RuntimeError("FakeOpenAI is not started")
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{self.url}/v1"
 
     # ----------------------------------------------------------------- scripting
 
@@ -427,16 +408,7 @@ def _pieces(content: str) -> Iterator[dict[str, str]]:
 
 async def _serve(port: int, default_content: str) -> None:
     fake = FakeOpenAI(port=port, default_content=default_content)
-    await fake.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"READY {fake.base_url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await fake.stop()
+    await fake.serve_until_signalled("/v1")
 
 
 def main(argv: list[str] | None = None) -> None:

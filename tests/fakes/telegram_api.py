@@ -37,17 +37,16 @@ import contextlib
 import copy
 import json
 import re
-import signal
-import socket
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import FakeServer
+
 JSON = dict[str, Any]
-T = TypeVar("T")
 
 DEFAULT_TOKEN = "123:TEST"
 DEFAULT_BOT_USERNAME = "mirror_test_bot"
@@ -190,7 +189,7 @@ def _auto_entities(text: str) -> list[JSON]:
     return entities
 
 
-class FakeTelegram:
+class FakeTelegram(FakeServer):
     """An in-memory Telegram Bot API server for one bot.
 
     Use ``await start()`` / ``await stop()`` or ``async with FakeTelegram() as fake:``.
@@ -207,10 +206,10 @@ class FakeTelegram:
         bot_first_name: str = "Mirror",
         can_read_all_group_messages: bool = False,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.tokens: tuple[str, ...] = tuple(dict.fromkeys(tokens))
         if not self.tokens:
             raise ValueError("FakeTelegram needs at least one valid token")
-        self.host = host
         self.bot_username = bot_username
         self.bot_first_name = bot_first_name
         self.can_read_all_group_messages = can_read_all_group_messages
@@ -222,10 +221,7 @@ class FakeTelegram:
         self.callback_answers: list[JSON] = []
         self.requests: list[tuple[str, JSON]] = []
 
-        self._port = port
-        self._runner: web.AppRunner | None = None
         self._closing = False
-        self._changed = asyncio.Event()
         self._updates: list[JSON] = []
         self._allowed_updates: frozenset[str] | None = None
         self._poll_generation = 0
@@ -255,48 +251,22 @@ class FakeTelegram:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Bind ``host`` (a free port unless one was given) and start serving."""
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle_api)
         app.router.add_route("*", "/file/bot{token}/{path:.*}", self._handle_file)
         self._control_routes(app)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self._port))
-        except OSError:
-            sock.close()
-            raise
-        self._port = sock.getsockname()[1]
+        return app
+
+    async def start(self) -> None:
         self._closing = False
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        await super().start()
 
     async def stop(self) -> None:
         """Release pending long polls at once, then shut the server down."""
         self._closing = True
         self._notify()
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeTelegram:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """Root URL of the server, e.g. ``http://127.0.0.1:PORT``."""
-        return f"http://{self.host}:{self._port}"
+        await super().stop()
 
     @property
     def base_url(self) -> str:
@@ -475,26 +445,6 @@ class FakeTelegram:
         return result
 
     # ------------------------------------------------------------------ waiting
-
-    def _notify(self) -> None:
-        """Wake every waiter; each re-checks its condition and waits on the next event."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def _wait(self, check: Callable[[], T | None], seconds: float) -> T | None:
-        """Return ``check()`` once it is not None, or None after ``seconds``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            result = check()
-            if result is not None:
-                return result
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            changed = self._changed  # captured before awaiting: no lost wake-ups
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
 
     async def _wait_for_records(
         self,
@@ -938,16 +888,7 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         bot_username=args.username,
     )
-    await fake.start()
-    print(f"READY {fake.url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await fake.stop()
+    await fake.serve_until_signalled()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,12 +1,13 @@
 """The Telegram entrance: the persona in Telegram private chats and groups.
 
 The only module that imports `telegram` (python-telegram-bot). It turns updates into
-`Incoming` for the shared `Instance`, sends replies as plain text split to Telegram's
-4096-character limit, shows "typing…" while a turn runs, delivers outbox rows for entrance
-"telegram" (coordinator items come with inline buttons) and turns button presses into
-coordinator decisions, accepted only from the configured coordinator in their private chat.
-Everything Telegram-specific lives here (limits, ids, rate limits, retries). What the
-persona says and who may do what are decided in `bot/`; this module never decides them.
+`Incoming` for the shared `Instance` (its only door into the core), gives it `send` — one
+plain-text message, inline buttons when asked — shows "typing…" while a turn runs, and
+hands button presses to `Instance.press`. Splitting to Telegram's 4096-character limit,
+the order of parts, retries and the outbox are the core's; who may press a button is too.
+Everything Telegram-specific lives in this package (limits, ids, rate limits, retries; the
+pure text rules in `splitting`). What the persona says and who may do what are decided in
+`bot/`; this module never decides them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from telegram import (
@@ -47,131 +48,46 @@ from telegram.ext import (
     filters,
 )
 
+from adapters.telegram.manifest import MANIFEST
+from adapters.telegram.splitting import (
+    MESSAGE_LIMIT,
+    chat_target,
+    clip,
+    platform_id,
+    telegram_length,
+)
 from bot.config import Config
-from bot.coordinator import REFUSED
 from bot.entrance import EntranceFailure
 from bot.instance import Instance
-from bot.models import Author, Incoming, OutboxItem, Reply
+from bot.models import Author, Incoming
+from bot.outbox import Button
 
 log = logging.getLogger(__name__)
 
-ENTRANCE = "telegram"
-# Characters of one message's text. Counted here in UTF-16 code units, the unit of Telegram's
-# entity offsets: the cautious reading, as an emoji outside the BMP may count twice.
-MESSAGE_LIMIT = 4096
+ENTRANCE = MANIFEST.name
 CALLBACK_ANSWER_LIMIT = 200  # characters of an answerCallbackQuery notification
 TYPING_EVERY_S = 4.0  # Telegram shows "typing…" for about 5 s after each sendChatAction
 BUTTONS_PER_ROW = 2
 
-_PARAGRAPH = re.compile(r"\n[ \t]*\n")
-_LINE = re.compile(r"\n")
-_SENTENCE = re.compile(r"[.!?…][\"'”’»)\]]*(?=\s)")
-_SPACE = re.compile(r"\s")
-# (pattern, cut after the match?) from the best place to split to the worst.
-_BOUNDARIES = ((_PARAGRAPH, False), (_LINE, False), (_SENTENCE, True), (_SPACE, False))
-_NUMERIC_CHAT = re.compile(r"^-?\d+$")
+
+# Buttons ----------------------------------------------------------------------------------
 
 
-# Splitting replies ------------------------------------------------------------------------
-
-
-def telegram_length(text: str) -> int:
-    """Length in UTF-16 code units (an emoji outside the BMP is two), as limits are counted."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _fitting(text: str, limit: int) -> int:
-    """How many leading characters of `text` fit in `limit` UTF-16 units."""
-    if len(text) * 2 <= limit:
-        return len(text)
-    units = 0
-    for index, char in enumerate(text):
-        units += 2 if ord(char) > 0xFFFF else 1
-        if units > limit:
-            return index
-    return len(text)
-
-
-def _cut_point(window: str, end: int) -> int:
-    """Where to cut `window` (at most `end`): the last paragraph break, else line break, else
-    sentence end, else space; a kind counts only if it keeps at least half the window, so
-    one early paragraph break does not leave a tiny message. No boundary at all: cut at end."""
-    latest = 0
-    for pattern, after in _BOUNDARIES:
-        cuts = [
-            match.end() if after else match.start()
-            for match in pattern.finditer(window)
-            if 0 < (match.end() if after else match.start()) <= end
-        ]
-        if cuts:
-            if cuts[-1] >= end // 2:
-                return cuts[-1]
-            latest = max(latest, cuts[-1])
-    return latest or end
-
-
-def split_for_telegram(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Split a reply into messages of at most `limit` UTF-16 units, in order.
-
-    Splits on paragraph, then line, then sentence, then word boundaries; only a word longer
-    than a whole message is cut inside. Whitespace at the split points (and around the whole
-    text) is dropped; everything else is kept. Empty or blank text gives no messages.
-    """
-    if limit < 2:
-        raise ValueError("limit must be at least 2 (one character outside the BMP)")
-    chunks: list[str] = []
-    rest = text.strip()
-    while rest:
-        end = _fitting(rest, limit)
-        if end == len(rest):
-            chunks.append(rest)
-            break
-        # One character past the end, so a boundary right at the end is seen.
-        cut = _cut_point(rest[: end + 1], end)
-        chunks.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    return chunks
-
-
-def _clip(text: str, limit: int) -> str:
-    """`text` cut to `limit` UTF-16 units, with an ellipsis when something was dropped."""
-    if telegram_length(text) <= limit:
-        return text
-    return text[: _fitting(text, limit - 1)].rstrip() + "…"
-
-
-def platform_id(chat_id: int | str, message_id: int) -> str:
-    """A message's id in memory: Telegram message ids are only unique within one chat."""
-    return f"{chat_id}:{message_id}"
-
-
-def keyboard_for(buttons: object) -> InlineKeyboardMarkup | None:
-    """Inline buttons from an outbox payload's [{"label", "data"}], two to a row."""
-    if not isinstance(buttons, list):
-        return None
-    keys = [
-        InlineKeyboardButton(str(button["label"]), callback_data=str(button["data"]))
-        for button in buttons
-        if isinstance(button, dict) and button.get("label") and button.get("data")
-    ]
+def keyboard_for(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+    """Inline buttons, two to a row."""
+    keys = [InlineKeyboardButton(button.label, callback_data=button.data) for button in buttons]
     if not keys:
         return None
     rows = [keys[i : i + BUTTONS_PER_ROW] for i in range(0, len(keys), BUTTONS_PER_ROW)]
     return InlineKeyboardMarkup(rows)
 
 
-def _chat_target(target: str) -> int | str:
-    """An outbox target as a chat id: a number, or '@channelname'."""
-    return int(target) if _NUMERIC_CHAT.match(target) else target
-
-
-class Undelivered(Exception):
-    """Sending failed after `sent` of the message's parts arrived; `remaining` is the rest."""
-
-    def __init__(self, remaining: str, sent: int, cause: TelegramError) -> None:
-        super().__init__(f"{type(cause).__name__}: {cause}")
-        self.remaining = remaining
-        self.sent = sent
+def message_id_of(reply_to: str | None) -> int | None:
+    """The Telegram message id in a platform id "CHAT:MESSAGE" (or a bare number)."""
+    if reply_to is None:
+        return None
+    tail = reply_to.rsplit(":", 1)[-1]
+    return int(tail) if tail.lstrip("-").isdigit() else None
 
 
 # The entrance -----------------------------------------------------------------------------
@@ -189,11 +105,9 @@ class TelegramEntrance:
         typing_every_s: float = TYPING_EVERY_S,
     ) -> None:
         self.config = config
-        self.settings = config.entrances.telegram
+        self.settings = MANIFEST.settings_of(config)
         self.typing_every_s = typing_every_s
-        self.instance = Instance(config, instance_id=ENTRANCE, entrance=ENTRANCE)
-        coordinator = config.coordinator.parsed
-        self.coordinator_id = coordinator.id if coordinator.entrance == ENTRANCE else None
+        self.instance = Instance(config, instance_id=ENTRANCE, entrance=ENTRANCE, send=self.send)
         # httpx logs every request URL at INFO, and Bot API URLs contain the token.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
@@ -240,7 +154,7 @@ class TelegramEntrance:
                 bootstrap_retries=3,
                 error_callback=self._on_polling_error,
             )
-            self.instance.deliver_outbox(self.deliver)
+            self.instance.deliver_outbox()
             log.info("telegram: polling as @%s", self.app.bot.username)
             await self._stop.wait()
         finally:
@@ -328,15 +242,10 @@ class TelegramEntrance:
                 text = self._without_address(message.text)
             else:
                 # Not for us: remembered, so every instance sees the group's chatter.
-                await self.instance.memory.record_incoming(
-                    self._incoming(message, message.text), ENTRANCE
-                )
+                await self.instance.observe(self._incoming(message, message.text))
                 return
             incoming = self._incoming(message, text)
-            async with self._typing(message.chat_id):
-                reply = await self.instance.handle(incoming)
-            if reply is not None:
-                await self._reply(message, incoming, reply)
+            await self.instance.handle(incoming, while_thinking=self._typing(message.chat_id))
 
     def _incoming(self, message: Message, text: str) -> Incoming:
         chat = message.chat
@@ -426,78 +335,33 @@ class TelegramEntrance:
             except TimeoutError:
                 log.debug("telegram: typing indicator for %s was slow; cancelled", chat_id)
 
-    async def _reply(self, message: Message, incoming: Incoming, reply: Reply) -> None:
-        """Send a reply; what does not get through goes to the outbox for the courier."""
-        try:
-            await self.send_text(message.chat_id, reply.text, reply_to=message.message_id)
-        except Undelivered as exc:
-            queued = await self.instance.memory.enqueue(
-                entrance=ENTRANCE,
-                target=str(message.chat_id),
-                text=exc.remaining,
-                payload={"kind": "reply"}
-                | ({"reply_to": message.message_id} if exc.sent == 0 else {}),
-                dedupe_key=f"reply:{incoming.platform_message_id}",
-            )
-            log.warning(
-                "telegram: reply to %s not sent (%s); outbox %s will retry it",
-                incoming.platform_message_id,
-                exc,
-                queued,
-            )
-
     # sending ------------------------------------------------------------------------------
 
-    async def send_text(
+    async def send(
         self,
-        chat_id: int | str,
+        target: str,
         text: str,
         *,
-        reply_to: int | None = None,
-        keyboard: InlineKeyboardMarkup | None = None,
-    ) -> None:
-        """Send `text` as plain-text messages (no parse mode: nothing to escape).
+        reply_to: str | None = None,
+        buttons: Sequence[Button] = (),
+        key: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """One plain-text message (no parse mode: nothing to escape), already split to fit.
 
-        The first part replies to `reply_to`, the last carries `keyboard`. Raises
-        `Undelivered` with what was not sent once PTB gives up (429s are retried by the
-        rate limiter).
+        Raises TelegramError once PTB gives up (429s are waited out by the rate limiter);
+        `bot.instance` queues what did not arrive.
         """
-        chunks = split_for_telegram(text)
-        for index, chunk in enumerate(chunks):
-            try:
-                await self.app.bot.send_message(
-                    chat_id=chat_id,
-                    text=chunk,
-                    reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True)
-                    if reply_to is not None and index == 0
-                    else None,
-                    reply_markup=keyboard if index == len(chunks) - 1 else None,
-                )
-            except TelegramError as exc:
-                raise Undelivered("\n\n".join(chunks[index:]), index, exc) from exc
-
-    async def deliver(self, item: OutboxItem) -> None:
-        """Send one outbox row (the courier marks it sent, or retries when this raises)."""
-        reply_to = item.payload.get("reply_to")
-        try:
-            await self.send_text(
-                _chat_target(item.target),
-                item.text,
-                reply_to=reply_to if isinstance(reply_to, int) else None,
-                keyboard=keyboard_for(item.payload.get("buttons")),
-            )
-        except Undelivered as exc:
-            if exc.sent == 0:
-                raise
-            # Part of it arrived: queue only the rest, so a retry repeats nothing.
-            await self.instance.memory.enqueue(
-                entrance=ENTRANCE,
-                target=item.target,
-                text=exc.remaining,
-                payload={k: v for k, v in item.payload.items() if k != "reply_to"},
-                dedupe_key=f"rest:{item.id}:{exc.sent}",
-            )
-            log.warning("telegram: outbox %d partly sent (%s); the rest is queued", item.id, exc)
+        replied = message_id_of(reply_to)
+        sent = await self.app.bot.send_message(
+            chat_id=chat_target(target),
+            text=text,
+            reply_parameters=ReplyParameters(replied, allow_sending_without_reply=True)
+            if replied is not None
+            else None,
+            reply_markup=keyboard_for(buttons),
+        )
+        return platform_id(sent.chat_id, sent.message_id)
 
     # coordinator buttons ------------------------------------------------------------------
 
@@ -507,25 +371,18 @@ class TelegramEntrance:
             return
         user_id = str(query.from_user.id)
         message = query.message
-        chat_id = str(message.chat.id) if message is not None else None
-        data = query.data or ""
-        # Only the coordinator, and only in their private chat (whose id is their user id):
-        # the decision's text shows private conversations.
-        if self.coordinator_id is None or not user_id == chat_id == self.coordinator_id:
-            await self.instance.memory.audit(
-                f"{ENTRANCE}:{user_id}", "coordinator.refused", "button", data=data, chat=chat_id
-            )
-            log.warning("telegram: refused a button press from %s in chat %s", user_id, chat_id)
-            await self._answer_press(query, REFUSED, alert=True)
-            return
-        outcome = await self.instance.press(user_id, data, private=True)
+        chat_id = str(message.chat.id) if message is not None else ""
+        # A private chat's id is the user's id; who may press what is decided in bot/.
+        outcome = await self.instance.press(
+            user_id, query.data or "", conversation=chat_id, private=chat_id == user_id
+        )
         await self._answer_press(query, outcome.text, alert=not outcome.changed)
         if outcome.changed:
             await self._show_decision(query, outcome.text)
 
     async def _answer_press(self, query: CallbackQuery, text: str, *, alert: bool) -> None:
         try:
-            await query.answer(_clip(text, CALLBACK_ANSWER_LIMIT), show_alert=alert)
+            await query.answer(clip(text, CALLBACK_ANSWER_LIMIT), show_alert=alert)
         except TelegramError as exc:
             log.warning("telegram: could not answer a button press: %s", exc)
 
@@ -537,7 +394,7 @@ class TelegramEntrance:
             return
         suffix = f"\n\nDecision: {decision}"
         room = MESSAGE_LIMIT - telegram_length(suffix)
-        text = _clip(_clip(message.text, max(room, 1)) + suffix, MESSAGE_LIMIT)
+        text = clip(clip(message.text, max(room, 1)) + suffix, MESSAGE_LIMIT)
         try:
             await query.edit_message_text(text)  # no reply_markup: the keyboard goes
         except BadRequest as exc:
@@ -567,4 +424,4 @@ class TelegramEntrance:
         )
 
 
-__all__ = ["TelegramEntrance", "platform_id", "split_for_telegram", "telegram_length"]
+__all__ = ["TelegramEntrance"]

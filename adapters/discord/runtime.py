@@ -1,13 +1,15 @@
 """The Discord entrance: the persona in Discord servers and DMs, through discord.py.
 
-Turns gateway events into `Incoming` for the shared `Instance`, sends replies split to
-Discord's 2000-character limit, delivers outbox rows for entrance "discord" (coordinator
-items arrive by DM with buttons) and applies button presses. Discord does not replay what
-was posted while no session was open, so after each new session the entrance reads the
-channels' recent history and answers what it missed (`catch_up`). It knows everything about
-Discord (ids, limits, mentions, intents, endpoints) and nothing about policy: who may act
-as coordinator, what to answer and what to remember belong to `bot/`. This is the only
-module that imports discord.py.
+Turns gateway events into `Incoming` for the shared `Instance` (its only door into the
+core), gives it `send` — one message to a channel or a DM, buttons when asked — and hands
+button presses to `Instance.press`. Splitting to Discord's 2000-character limit, the order
+of parts, retries and the outbox are the core's; who may press a button is too. Discord
+does not replay what was posted while no session was open, so after each new session the
+entrance reads the channels' recent history and answers what it missed (`catch_up`). It
+knows everything about Discord (ids, limits, mentions, intents, endpoints) and nothing
+about policy: who may act as coordinator, what to answer and what to remember belong to
+`bot/`. This is the only module that imports discord.py; the pure text rules are in
+`splitting` and `reading`.
 """
 
 from __future__ import annotations
@@ -16,36 +18,35 @@ import asyncio
 import contextlib
 import datetime
 import logging
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import discord
 import discord.gateway
 import discord.http
 import yarl
 
+from adapters.discord.manifest import MANIFEST
+from adapters.discord.reading import text_for_persona
+from adapters.discord.splitting import MESSAGE_LIMIT
 from bot.config import Config
-from bot.coordinator import COMMANDS, parse_command
 from bot.entrance import EntranceFailure
 from bot.instance import Instance
-from bot.models import Author, ConversationKind, Incoming, OutboxItem
+from bot.models import Author, ConversationKind, Incoming
+from bot.outbox import Button
 
 log = logging.getLogger(__name__)
 
-ENTRANCE = "discord"
-MESSAGE_LIMIT = 2000
+ENTRANCE = MANIFEST.name
 BUTTON_PREFIX = "mirror:"
 GUILD_READY_TIMEOUT_S = 0.5
+RECONNECT_FIRST_S = 1.0  # an unreachable API at start: retried after 1 s, 2 s, … 30 s
+RECONNECT_MAX_S = 30.0
 TOKEN_REFUSED = "the Discord token was refused: check MIRROR_DISCORD_TOKEN"
 INTENT_REFUSED = (
     "Discord refused the message_content intent: enable 'Message Content Intent' for the bot "
     "in the Developer Portal (Bot → Privileged Gateway Intents)"
-)
-REFUSED = "Only my coordinator can do that."
-COMMANDS_ONLY_IN_DMS = (
-    "Coordinator commands work only in a DM with me, so nothing private is shown to the server."
 )
 # Catching up after downtime: per channel, at most this many messages, none older than this.
 CATCH_UP_LIMIT = 50
@@ -58,215 +59,7 @@ ALLOWED_MENTIONS = discord.AllowedMentions(
     everyone=False, roles=False, users=True, replied_user=False
 )
 
-# -------------------------------------------------------------------- splitting replies
-
-_FENCE_LINE = re.compile(r" {0,3}```")
-_CLOSER = "\n```"
-# A code block reopened in the next chunk keeps its language tag ("```python"); a longer
-# info string is not repeated, so that every piece of a line fits next to the opener.
-_MAX_REOPEN = 32
-_MIN_LIMIT = 100
-
-
-@dataclass(frozen=True)
-class _Piece:
-    """A line of the text, or part of a line too long for one message."""
-
-    text: str
-    joined: bool  # continues the previous piece's line (no newline between them)
-    fence_before: str | None  # the fence line of the code block open where this piece starts
-    fence_after: str | None  # ... and where it ends
-    is_fence: bool
-
-    @property
-    def blank(self) -> bool:
-        return not self.joined and not self.text.strip()
-
-
-def is_fence_line(line: str) -> bool:
-    """A line that opens or closes a ``` code block."""
-    return _FENCE_LINE.match(line) is not None
-
-
-def _reopen(fence_line: str) -> str:
-    stripped = fence_line.strip()
-    return stripped if len(stripped) <= _MAX_REOPEN else "```"
-
-
-def _break_line(line: str, width: int) -> list[str]:
-    """Parts of at most `width` characters, cut after a space when there is one.
-
-    A part does not start with a fence (which would open a code block the text never had)
-    unless the line is a run of backticks too long to cut anywhere else.
-    """
-    parts: list[str] = []
-    while len(line) > width:
-        cut = line.rfind(" ", width // 2, width) + 1 or width
-        safe = cut
-        while safe > width // 2 and is_fence_line(line[safe:]):
-            safe -= 1
-        if not is_fence_line(line[safe:]):
-            cut = safe
-        parts.append(line[:cut])
-        line = line[cut:]
-    parts.append(line)
-    return parts
-
-
-def _pieces(text: str, width: int) -> list[_Piece]:
-    pieces: list[_Piece] = []
-    fence: str | None = None
-    for line in text.split("\n"):
-        fence_line = is_fence_line(line)
-        after = (None if fence is not None else _reopen(line)) if fence_line else fence
-        for index, part in enumerate(_break_line(line, width)):
-            before = fence if index == 0 else after
-            pieces.append(_Piece(part, index > 0, before, after, fence_line and index == 0))
-        fence = after
-    return pieces
-
-
-def _block_length(pieces: Sequence[_Piece], start: int) -> int:
-    """Characters of the code block opened at `start`, as one message of its own."""
-    length = 0
-    for index in range(start, len(pieces)):
-        piece = pieces[index]
-        length += len(piece.text) + (0 if index == start or piece.joined else 1)
-        if index > start and piece.fence_after is None:
-            return length
-    return length + len(_CLOSER)  # left open: closed by the split
-
-
-def _shows_something(pieces: Sequence[_Piece]) -> bool:
-    """Text to read, or a code block the text itself left empty ("```\n```"), not only the
-    blank lines of a block cut open (an empty code box sent on its own)."""
-    if any(piece.text.strip() and not piece.is_fence for piece in pieces):
-        return True
-    opened = next((i for i, p in enumerate(pieces) if p.is_fence and p.fence_before is None), None)
-    return opened is not None and any(p.fence_after is None for p in pieces[opened + 1 :])
-
-
-def _render(pieces: Sequence[_Piece], start: int, end: int) -> str:
-    """The message holding pieces[start:end]; "" when it would show nothing."""
-    # A block cut where only blank lines and a fence of it fall on one side: the previous
-    # message closed it already, or the next one opens it; an empty code box would show.
-    first = start
-    while first < end and pieces[first].blank and pieces[first].fence_before is not None:
-        first += 1
-    if first < end and pieces[first].is_fence and pieces[first].fence_before is not None:
-        start = first + 1
-    last = end
-    while last > start and pieces[last - 1].blank and pieces[last - 1].fence_after is not None:
-        last -= 1
-    if last > start and pieces[last - 1].is_fence and pieces[last - 1].fence_before is None:
-        end = last - 1
-    while start < end and pieces[start].blank and pieces[start].fence_before is None:
-        start += 1
-    while end > start and pieces[end - 1].blank and pieces[end - 1].fence_after is None:
-        end -= 1
-    if start == end or not _shows_something(pieces[start:end]):
-        return ""
-    opener = pieces[start].fence_before
-    out = [opener + "\n"] if opener else []
-    for index in range(start, end):
-        if index > start and not pieces[index].joined:
-            out.append("\n")
-        out.append(pieces[index].text)
-    if pieces[end - 1].fence_after is not None:
-        out.append(_CLOSER)
-    return "".join(out)
-
-
-def _fit(pieces: Sequence[_Piece], start: int, limit: int) -> tuple[int, list[int]]:
-    """The end of the pieces from `start` that fit in one message, and sizes[k], the size
-    of a message holding pieces[start:start + k] (before its closing fence)."""
-    opener = pieces[start].fence_before
-    sizes = [len(opener) + 1 if opener else 0]
-    for index in range(start, len(pieces)):
-        piece = pieces[index]
-        grown = sizes[-1] + len(piece.text) + (0 if index == start or piece.joined else 1)
-        if grown + (len(_CLOSER) if piece.fence_after else 0) > limit:
-            return index, sizes
-        sizes.append(grown)
-    return len(pieces), sizes
-
-
-def _best_cut(pieces: Sequence[_Piece], start: int, end: int, sizes: list[int], limit: int) -> int:
-    """Where to end the chunk that may hold pieces[start:end]: the index of the next start.
-
-    Best is a paragraph break, or just before a code block that then fits whole in the
-    next message; then a line break outside code, then one inside code, then mid-line.
-    Breaks that leave this chunk less than half full are only taken when nothing else is.
-    """
-    best, best_score = end, -100
-    for cut in range(start + 1, end + 1):
-        piece, previous = pieces[cut], pieces[cut - 1]
-        full_enough = sizes[cut - start] >= limit // 2
-        whole_block = (
-            piece.is_fence and piece.fence_before is None and _block_length(pieces, cut) <= limit
-        )
-        if piece.joined:
-            score = 0
-        elif piece.fence_before is not None:
-            score = 1
-        elif whole_block or piece.blank or (previous.blank and previous.fence_after is None):
-            score = 3
-        else:
-            score = 2
-        if not (full_enough or whole_block):
-            score -= 4
-        if score >= best_score:
-            best, best_score = cut, score
-    return best
-
-
-def split_for_discord(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Split a reply into messages of at most `limit` characters, in order.
-
-    Prefers paragraph and line breaks. A ``` code block cut between two messages is closed
-    at the end of the first and reopened, with its language tag, at the start of the next,
-    so every message renders on its own; a block the text leaves open is closed. Blank
-    lines at the edges of a message are dropped (Discord trims them anyway), and so is a
-    fence of a cut block with nothing of the block beside it: no empty code boxes.
-    """
-    if limit < _MIN_LIMIT:
-        raise ValueError(f"limit must be at least {_MIN_LIMIT}")
-    pieces = _pieces(text, limit - (_MAX_REOPEN + 1 + len(_CLOSER)))
-    chunks: list[str] = []
-    start = 0
-    while start < len(pieces):
-        end, sizes = _fit(pieces, start, limit)
-        cut = end if end == len(pieces) else _best_cut(pieces, start, end, sizes, limit)
-        chunk = _render(pieces, start, cut)
-        if chunk:
-            chunks.append(chunk)
-        start = cut
-    return chunks
-
-
 # -------------------------------------------------------------------- reading messages
-
-
-def text_for_persona(
-    content: str,
-    *,
-    me: int,
-    my_roles: Sequence[int] = (),
-    names: Mapping[int, str] | None = None,
-) -> str:
-    """Message text as the persona reads it: its own mention removed, others as @name."""
-    own = [rf"<@!?{me}>"] + [rf"<@&{role}>" for role in my_roles]
-    text = re.sub(rf"(?:{'|'.join(own)})[ \t]?", "", content)
-    known = names or {}
-    text = re.sub(
-        r"<@!?(\d+)>", lambda m: f"@{known[int(m[1])]}" if int(m[1]) in known else m[0], text
-    )
-    return text.strip()
-
-
-def is_coordinator_command(text: str) -> bool:
-    command = parse_command(text)
-    return command is not None and command.name in COMMANDS
 
 
 def conversation_kind(channel: object) -> ConversationKind:
@@ -288,21 +81,20 @@ def conversation_title(channel: object) -> str | None:
     return None
 
 
-def _buttons_view(buttons: object) -> discord.ui.View | None:
-    """A persistent view (no timeout) for `payload["buttons"]`: [{"label", "data"}]."""
-    if not isinstance(buttons, list) or not buttons:
+def _buttons_view(buttons: Sequence[Button]) -> discord.ui.View | None:
+    """A persistent view (no timeout) with these buttons; presses reach `on_interaction`."""
+    if not buttons:
         return None
     view = discord.ui.View(timeout=None)
     for button in buttons:
-        if isinstance(button, dict) and button.get("label") and button.get("data"):
-            view.add_item(
-                discord.ui.Button(
-                    label=str(button["label"])[:80],
-                    custom_id=str(button["data"])[:100],
-                    style=discord.ButtonStyle.primary,
-                )
+        view.add_item(
+            discord.ui.Button(
+                label=button.label[:80],
+                custom_id=button.data[:100],
+                style=discord.ButtonStyle.primary,
             )
-    return view if view.children else None
+        )
+    return view
 
 
 @contextlib.asynccontextmanager
@@ -377,12 +169,12 @@ class DiscordEntrance:
 
     def __init__(self, config: Config, secret: str) -> None:
         self.config = config
-        self.settings = config.entrances.discord
+        self.settings = MANIFEST.settings_of(config)
         self.secret = secret
-        self.instance = Instance(config, instance_id=ENTRANCE, entrance=ENTRANCE)
+        self.instance = Instance(config, instance_id=ENTRANCE, entrance=ENTRANCE, send=self.send)
         self.client = _MirrorClient(self)
         address = config.coordinator.parsed
-        self.coordinator_user = address.id if address.entrance == ENTRANCE else None
+        self.coordinator_user = address.external_id if address.entrance == ENTRANCE else None
         if self.coordinator_user is not None and not self.coordinator_user.isdigit():
             log.warning(
                 "[coordinator] address %s: a Discord address is the user's numeric id", address
@@ -390,9 +182,6 @@ class DiscordEntrance:
         self._stop = asyncio.Event()
         self._stopping = False
         self._gateway: asyncio.Task[None] | None = None
-        self._turns = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._threads: set[int] = set()
         self._seen: dict[int, None] = {}  # insertion-ordered: the oldest is dropped first
         self._catch_up: asyncio.Task[None] | None = None
@@ -402,14 +191,15 @@ class DiscordEntrance:
     async def run(self) -> None:
         point_discord_at(self.settings.api_base, self.settings.gateway_url)
         try:
-            await self._log_in()
+            if not await self._log_in():
+                return
             # The instance before the gateway: it holds the entrance's lease, so a second
             # `mirror run discord` stops (or waits, with --standby) before it opens a
             # second gateway session that would answer every message twice.
             await self.instance.start()
             if not await self._connect():
                 return
-            self.instance.deliver_outbox(self.deliver)
+            self.instance.deliver_outbox()
             user = self.client.user
             if user is not None:
                 self.instance.add_own_account(str(user.id))
@@ -421,12 +211,33 @@ class DiscordEntrance:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def _log_in(self) -> None:
-        """Check the token over REST (no gateway session yet)."""
-        try:
-            await self.client.login(self.secret)
-        except discord.LoginFailure:
-            raise EntranceFailure(TOKEN_REFUSED) from None
+    async def _log_in(self) -> bool:
+        """Check the token over REST (no gateway session yet); False when a stop came first.
+
+        An unreachable API (no network yet, a DNS failure, a 5xx) is retried with capped
+        backoff, one line per attempt, as Telegram's start is; a refused token is not.
+        """
+        delay = RECONNECT_FIRST_S
+        while not self._stop.is_set():
+            try:
+                await self.client.login(self.secret)
+                return True
+            except discord.LoginFailure:
+                raise EntranceFailure(TOKEN_REFUSED) from None
+            except (OSError, aiohttp.ClientError, TimeoutError, discord.DiscordServerError) as exc:
+                log.warning(
+                    "discord: cannot reach the API at %s (%s); retrying in %.0f s",
+                    self.settings.api_base,
+                    exc or type(exc).__name__,
+                    delay,
+                )
+            # login() opened an HTTP session; close it, and its connector, before the next try.
+            await self.client.http.close()
+            self.client.http.connector = discord.utils.MISSING
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+        return False
 
     async def _connect(self) -> bool:
         """Open the gateway session; False when a stop came first."""
@@ -470,9 +281,11 @@ class DiscordEntrance:
         """Finish the turns in flight (and their replies), then disconnect and stop."""
         self._stopping = True
         try:
-            await asyncio.wait_for(self._idle.wait(), self.config.model.timeout_s + 10)
+            await asyncio.wait_for(self.instance.turns.idle(), self.config.model.timeout_s + 10)
         except TimeoutError:
-            log.warning("stopping with %d Discord turn(s) unfinished", self._turns)
+            log.warning(
+                "stopping with %d Discord turn(s) unfinished", self.instance.turns.in_flight
+            )
         if self._catch_up is not None:
             self._catch_up.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -498,28 +311,9 @@ class DiscordEntrance:
         # Bots go to the guard too: it refuses those not allowlisted (recorded, with why)
         # and holds allowlisted ones to the bot-exchange budget.
         if self._stopping or not self.addressed(message, me):
-            await self.instance.memory.record_incoming(incoming, self.instance.instance_id)
+            await self.instance.observe(incoming)
             return
-        self._turns += 1
-        self._idle.clear()
-        try:
-            if (
-                message.guild is not None
-                and not message.author.bot
-                and is_coordinator_command(incoming.text)
-            ):
-                # Items show both sides, private ones included: never in a server channel.
-                await self.instance.memory.record_incoming(incoming, self.instance.instance_id)
-                await self.send_reply(message, COMMANDS_ONLY_IN_DMS)
-                return
-            async with _typing(message.channel):
-                reply = await self.instance.handle(incoming)
-            if reply is not None:
-                await self.send_reply(message, reply.text)
-        finally:
-            self._turns -= 1
-            if not self._turns:
-                self._idle.set()
+        await self.instance.handle(incoming, while_thinking=_typing(message.channel))
 
     def _first_sight(self, message_id: int) -> bool:
         """True the first time this process takes a message (live or from history)."""
@@ -609,7 +403,7 @@ class DiscordEntrance:
         configured channels' old talk is not answered on a first start.
         """
         try:
-            latest = await self.instance.memory.latest_platform_ids(ENTRANCE)
+            latest = await self.instance.newest_platform_ids()
             since = discord.utils.utcnow() - CATCH_UP_WINDOW
             floor = discord.utils.time_snowflake(since, high=True)
             after: dict[int, int] = {}
@@ -681,65 +475,41 @@ class DiscordEntrance:
 
     # ---------------------------------------------------------------- sending
 
-    async def send_reply(self, message: discord.Message, text: str) -> None:
-        """Send a reply in chunks; what Discord will not take goes to the outbox for later."""
-        channel = message.channel
-        chunks = split_for_discord(text)
-        for n, chunk in enumerate(chunks):
-            extra: dict[str, Any] = {}
-            if n == 0:
-                extra["reference"] = message.to_reference(fail_if_not_exists=False)
-            try:
-                await channel.send(
-                    chunk,
-                    mention_author=False,
-                    allowed_mentions=ALLOWED_MENTIONS,
-                    # Discord drops a repeated nonce: a retried request cannot post twice.
-                    nonce=f"{message.id}-{n}",
-                    **extra,
-                )
-            except discord.HTTPException as exc:
-                log.warning(
-                    "reply to %s not sent (%s); %d part(s) go to the outbox",
-                    message.id,
-                    exc,
-                    len(chunks) - n,
-                )
-                for m in range(n, len(chunks)):
-                    await self.instance.memory.enqueue(
-                        entrance=ENTRANCE,
-                        target=str(channel.id),
-                        text=chunks[m],
-                        payload={"reply_to": str(message.id)} if m == 0 else None,
-                        dedupe_key=f"reply:{message.id}:{m}",
-                    )
-                return
-        if isinstance(channel, discord.Thread):
-            self._threads.add(channel.id)
+    async def send(
+        self,
+        target: str,
+        text: str,
+        *,
+        reply_to: str | None = None,
+        buttons: Sequence[Button] = (),
+        key: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """One message (already split to fit) to a channel, thread or the coordinator's DM.
 
-    async def deliver(self, item: OutboxItem) -> None:
-        """One outbox row: a DM to the coordinator (with buttons), or a channel message."""
-        destination = await self._destination(item.target)
-        chunks = split_for_discord(item.text)
-        view = _buttons_view(item.payload.get("buttons"))
-        reply_to = item.payload.get("reply_to")
-        for n, chunk in enumerate(chunks):
-            extra: dict[str, Any] = {}
-            if n == 0 and isinstance(reply_to, str) and reply_to.isdigit():
-                extra["reference"] = discord.MessageReference(
-                    message_id=int(reply_to), channel_id=int(item.target), fail_if_not_exists=False
-                )
-            if n == len(chunks) - 1 and view is not None:
-                extra["view"] = view
-            await destination.send(
-                chunk,
-                mention_author=False,
-                allowed_mentions=ALLOWED_MENTIONS,
-                nonce=f"outbox-{item.id}-{n}",
-                **extra,
+        Raises discord.HTTPException when Discord will not take it; `bot.instance` queues
+        what did not arrive. `key` becomes the nonce: Discord drops a repeated nonce, so a
+        retried request cannot post twice.
+        """
+        destination = await self._destination(target)
+        extras: dict[str, Any] = {}
+        if reply_to is not None and reply_to.isdigit() and target.isdigit():
+            extras["reference"] = discord.MessageReference(
+                message_id=int(reply_to), channel_id=int(target), fail_if_not_exists=False
             )
+        view = _buttons_view(buttons)
+        if view is not None:
+            extras["view"] = view
+        if key:
+            extras["nonce"] = key[:25]
+        sent = await destination.send(
+            text, mention_author=False, allowed_mentions=ALLOWED_MENTIONS, **extras
+        )
         if view is not None:
             view.stop()  # presses are handled by on_interaction, with no per-message state
+        if isinstance(sent.channel, discord.Thread):
+            self._threads.add(sent.channel.id)  # a thread we spoke in: answered from now on
+        return str(sent.id)
 
     async def _destination(self, target: str) -> discord.abc.Messageable:
         if not target.isdigit():
@@ -762,20 +532,13 @@ class DiscordEntrance:
         custom_id = str(data.get("custom_id", ""))
         if not custom_id.startswith(BUTTON_PREFIX):
             return
-        user_id = str(interaction.user.id)
-        # Only the coordinator, and only in their DM (where items are sent).
-        if user_id != self.coordinator_user or interaction.guild_id is not None:
-            await self.instance.memory.audit(
-                f"{ENTRANCE}:{user_id}",
-                "coordinator.refused",
-                "button",
-                data=custom_id,
-                channel=str(interaction.channel_id),
-            )
-            log.warning("refused a button press from %s in %s", user_id, interaction.channel_id)
-            await interaction.response.send_message(REFUSED, ephemeral=True)
-            return
-        outcome = await self.instance.press(user_id, custom_id, private=True)
+        # Who may press what is decided in bot/; a press outside a server is in a DM.
+        outcome = await self.instance.press(
+            str(interaction.user.id),
+            custom_id,
+            conversation=str(interaction.channel_id),
+            private=interaction.guild_id is None,
+        )
         if not outcome.changed:
             await interaction.response.send_message(outcome.text, ephemeral=True)
             return

@@ -13,15 +13,18 @@ import json
 import logging
 import sys
 import threading
-from typing import TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
 
+from adapters.local.manifest import MANIFEST
 from bot.config import Config
 from bot.instance import Instance
-from bot.models import Author, Incoming, OutboxItem
+from bot.models import Author, Incoming
+from bot.outbox import Button
 
 log = logging.getLogger(__name__)
 
-ENTRANCE = "local"
+ENTRANCE = MANIFEST.name
 
 
 class LocalChat:
@@ -36,7 +39,9 @@ class LocalChat:
         stdout: TextIO | None = None,
         banner: str | None = None,
     ) -> None:
-        self.instance = Instance(config, instance_id=instance_id, entrance=ENTRANCE)
+        self.instance = Instance(
+            config, instance_id=instance_id, entrance=ENTRANCE, send=self.show_message
+        )
         self.person = person
         self.jsonl = jsonl
         self.stdin = stdin or sys.stdin
@@ -51,7 +56,7 @@ class LocalChat:
         await self.instance.start()
         try:
             # Rows for this person (the coordinator's address) or for this conversation.
-            self.instance.deliver_outbox(self.deliver, targets=[self.person, self.conversation_id])
+            self.instance.deliver_outbox(targets=[self.person, self.conversation_id])
             self._start_reader()
             self.emit("ready", f"{self.instance.instance_id} is listening as {self.person}")
             if self.banner and self.interactive:
@@ -87,14 +92,26 @@ class LocalChat:
             author=Author(external_id=self.person, display_name=self.person),
             text=text,
         )
-        reply = await self.instance.handle(incoming)
+        # The terminal prints the reply itself, with its memory id and model.
+        reply = await self.instance.handle(incoming, deliver=False)
         if reply is not None:
-            soul = await self.instance.memory.active_soul()
-            self.speaker = soul.name if soul else "persona"
+            self.speaker = await self.instance.soul_name()
             self.emit("reply", reply.text, message_id=reply.message_id, model=reply.model)
 
-    async def deliver(self, item: OutboxItem) -> None:
-        self.emit("outbox", item.text, outbox_id=item.id, payload=item.payload)
+    async def show_message(
+        self,
+        target: str,
+        text: str,
+        *,
+        reply_to: str | None = None,
+        buttons: Sequence[Button] = (),
+        key: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """A message for this terminal's person from the outbox (a coordinator item, a
+        notice): printed between turns."""
+        self.emit("outbox", text, key=key, payload=dict(extra or {}))
+        return None
 
     def emit(self, kind: str, text: str, **extra: object) -> None:
         if self.jsonl:

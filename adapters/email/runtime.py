@@ -16,7 +16,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from adapters.email.manifest import MANIFEST, EmailSettings
 from adapters.email.reading import (
     ReadMail,
     parse_mail,
@@ -33,17 +36,16 @@ from adapters.email.writing import (
     reply_message_id,
     reply_payload,
 )
+from bot.commands import is_declared
 from bot.config import Config
-from bot.config import EmailEntrance as EmailSettings
-from bot.coordinator import COMMANDS, parse_command
 from bot.entrance import EntranceFailure
 from bot.instance import Instance
-from bot.models import Author, Incoming, OutboxItem
-from bot.outbox import OutboxCourier
+from bot.models import Author, Incoming
+from bot.outbox import Button, OutboxCourier
 
 log = logging.getLogger(__name__)
 
-ENTRANCE = "email"
+ENTRANCE = MANIFEST.name
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 RECONNECT_FIRST_S = 1.0
 RECONNECT_MAX_S = 60.0
@@ -69,10 +71,9 @@ def check_settings(settings: EmailSettings) -> None:
 
 
 def command_line(body: str) -> str | None:
-    """A coordinator command written as the first line of a mail's new text, if any."""
+    """A command written as the first line of a mail's new text, if any."""
     first = next((line.strip() for line in body.splitlines() if line.strip()), "")
-    command = parse_command(first) if first.startswith("/") else None
-    return first if command is not None and command.name in COMMANDS else None
+    return first if first.startswith("/") and is_declared(first) else None
 
 
 def is_thread_target(target: str) -> bool:
@@ -84,13 +85,19 @@ class EmailEntrance:
     """`mirror run email`: the persona's mailbox, over IMAP and SMTP."""
 
     def __init__(self, config: Config, secret: str) -> None:
-        self.settings = config.entrances.email
+        self.settings = MANIFEST.settings_of(config)
         check_settings(self.settings)
         self.password = secret
         self.own_address = self.settings.address.strip().lower()
-        self.instance = Instance(config, instance_id=ENTRANCE, entrance=ENTRANCE)
+        # A mail is marked read only once its answer is stored (and with it queued), so a
+        # crash between the two answers it once, not never; a turn that failed before
+        # storing anything sends no apology: the mail stays unread and is tried again.
+        self.instance = Instance(
+            config, instance_id=ENTRANCE, entrance=ENTRANCE, send=self.send, send_failures=False
+        )
+        self.instance.add_own_account(self.own_address)  # mail from itself is never answered
         coordinator = config.coordinator.parsed
-        self.coordinator = coordinator.id if coordinator.entrance == ENTRANCE else None
+        self.coordinator = coordinator.external_id if coordinator.entrance == ENTRANCE else None
         self.allow_senders = list(self.settings.allow_senders)
         if self.allow_senders and self.coordinator:
             self.allow_senders.append(self.coordinator)  # the coordinator may always write
@@ -104,7 +111,7 @@ class EmailEntrance:
         await self._check_login()
         await self.instance.start()
         try:
-            self._courier = self.instance.deliver_outbox(self.deliver)
+            self._courier = self.instance.deliver_outbox()
             await self._watch_inbox()
             await self._flush_outbox()
         finally:
@@ -221,30 +228,34 @@ class EmailEntrance:
             return
         command = command_line(mail.body)
         incoming = self._incoming(mail, command or mail.text)
-        reply = await self.instance.handle(incoming)
-        if reply is None:  # answered before a crash: queue the stored answer (a no-op if queued)
-            text = await self._stored_answer(incoming)
-        elif not reply.answered and reply.message_id is None:
-            # The turn failed before anything was stored: leave the mail unseen for a retry.
+        assert mail.reply_to is not None  # why_not_answer refuses mail without a sender
+        # Answered before a crash: its answer was queued with it, and is sent (or was).
+        reply = await self.instance.handle(
+            incoming,
+            reply_target=mail.reply_to,
+            reply_extra=reply_payload(
+                subject=reply_subject(mail.subject),
+                in_reply_to=mail.message_id,
+                references=mail.references,
+                message_id=reply_message_id(mail.message_id, self.own_address),
+            ),
+        )
+        if reply is not None and not reply.answered and reply.message_id is None:
             raise RuntimeError(f"the turn for {mail.message_id} failed")
-        else:
-            text = reply.text
-        if text:
-            await self._queue_answer(mail, text)
         await session.mark_seen(uid)
         log.info(
             "mail %s from %s %s",
             mail.message_id,
             incoming.author.external_id,
-            "answered" if text else "had been handled already",
+            "answered" if reply is not None else "had been handled already",
         )
 
     def _incoming(self, mail: ReadMail, text: str) -> Incoming:
         sender = mail.sender
         address = sender.address if sender else "unknown"
-        if self.coordinator and address == self.coordinator.lower():
-            # Addresses are compared lower-cased; the coordinator check compares exactly.
-            address = self.coordinator
+        # An answer that would go to another address than the (verified) sender's — a
+        # Reply-To elsewhere — gets no private context: it could be anyone's inbox.
+        elsewhere = mail.reply_to is not None and mail.reply_to.lower() != address.lower()
         return Incoming(
             entrance=ENTRANCE,
             conversation_id=mail.thread_id,
@@ -257,27 +268,12 @@ class EmailEntrance:
             text=text or "(an empty mail)",
             platform_message_id=mail.message_id,
             reply_to_platform_id=mail.in_reply_to,
+            reply_elsewhere=elsewhere,
         )
 
     async def _refuse(self, incoming: Incoming, reason: str) -> None:
         """Record a mail that must not be answered, with the reason in the audit log."""
-        memory = self.instance.memory
-        recorded = await memory.record_incoming(incoming, self.instance.instance_id)
-        if await memory.incoming_status(recorded.message_id) not in (None, "received"):
-            return  # handled before (a crash came before \Seen)
-        await memory.set_message_status(recorded.message_id, "refused")
-        await memory.audit(
-            f"{ENTRANCE}:{incoming.author.external_id}",
-            "email.refused",
-            incoming.platform_message_id,
-            reason=reason,
-        )
-        log.info(
-            "not answering %s from %s: %s",
-            incoming.platform_message_id,
-            incoming.author.external_id,
-            reason,
-        )
+        await self.instance.refuse(incoming, reason)
 
     async def _refuse_large(self, header_block: bytes, size: int) -> None:
         headers = parse_mail(header_block)
@@ -287,48 +283,38 @@ class EmailEntrance:
         text = f"Subject: {mail.subject}\n\n{note}" if mail.subject else note
         await self._refuse(self._incoming(mail, text), f"too large ({size} bytes > {limit})")
 
-    async def _stored_answer(self, incoming: Incoming) -> str | None:
-        memory = self.instance.memory
-        recorded = await memory.record_incoming(incoming, self.instance.instance_id)
-        answer_id = await memory.reply_to(recorded.message_id)
-        answer = await memory.message(answer_id) if answer_id is not None else None
-        return answer.text if answer is not None else None
-
-    async def _queue_answer(self, mail: ReadMail, text: str) -> None:
-        assert mail.reply_to is not None  # why_not_answer refuses mail without a sender
-        await self.instance.memory.enqueue(
-            entrance=ENTRANCE,
-            target=mail.reply_to,
-            text=text,
-            payload=reply_payload(
-                subject=reply_subject(mail.subject),
-                in_reply_to=mail.message_id,
-                references=mail.references,
-                message_id=reply_message_id(mail.message_id, self.own_address),
-            ),
-            dedupe_key=f"email-reply:{mail.message_id}",
-        )
-
     # Sending --------------------------------------------------------------------------------
 
-    async def deliver(self, item: OutboxItem) -> None:
-        """Mail one outbox row (the courier retries with backoff when this raises)."""
-        target = item.target.strip()
+    async def send(
+        self,
+        target: str,
+        text: str,
+        *,
+        reply_to: str | None = None,
+        buttons: Sequence[Button] = (),
+        key: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """Mail one message: to an address (an answer, with the thread's headers in `extra`,
+        or a coordinator item), or a follow-up into a thread. Returns its Message-ID; raises
+        when the server will not take it (the courier retries with backoff)."""
+        target = target.strip()
+        payload = dict(extra or {})
+        key = key or target  # the core always gives one; a Message-ID needs something
         if is_thread_target(target):
-            letter = await self._letter_in_thread(item)
+            letter = await self._letter_in_thread(target, text, key)
         elif "@" in target:
-            letter = letter_for(item, self.own_address)
+            letter = letter_for(target, text, payload, key, self.own_address)
         else:
             raise ValueError(f"outbox target {target!r} is neither a mail address nor a thread")
-        soul = await self.instance.memory.active_soul()
         message = compose(
-            letter, own_address=self.own_address, own_name=soul.name if soul else None
+            letter, own_address=self.own_address, own_name=await self.instance.soul_name()
         )
         await send_mail(self.settings, self.password, message, letter.to)
+        return letter.message_id
 
-    async def _letter_in_thread(self, item: OutboxItem) -> Letter:
+    async def _letter_in_thread(self, thread_id: str, text: str, key: str) -> Letter:
         """A follow-up in a conversation: to whoever last wrote in that thread (not a robot)."""
-        thread_id = item.target.strip()
         session = self._session()
         try:
             await session.open()
@@ -344,10 +330,8 @@ class EmailEntrance:
                 return Letter(
                     to=mail.reply_to,
                     subject=reply_subject(mail.subject),
-                    text=item.text,
-                    message_id=outbox_message_id(
-                        item.dedupe_key or f"outbox:{item.id}", self.own_address
-                    ),
+                    text=text,
+                    message_id=outbox_message_id(key, self.own_address),
                     in_reply_to=mail.message_id,
                     references=mail.references,
                     auto_submitted="auto-generated",

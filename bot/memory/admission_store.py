@@ -1,0 +1,327 @@
+"""Admission in memory.db: whether a message otherwise let in may be answered now.
+
+Token buckets (rate limits), bot-exchange streaks and budgets, once-only notices, the
+outgoing log the echo index is fed from, daily model usage, and the record of a refused
+message. Only SQL and the bookkeeping that must be atomic lives here; the rules themselves
+(bucket arithmetic, the bot budget) are the pure functions of `bot.guard`, called inside
+the transaction so two processes can never both take the last token. Who a speaker is
+(accounts, grants, links) is `bot.memory.identity_store`'s; this module never changes it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from bot.guard import (
+    BotDecision,
+    BotStreak,
+    Bucket,
+    next_bot_exchange,
+    person_spoke,
+    take_token,
+)
+from bot.memory.coordinator_store import enqueue_outgoing_in
+from bot.memory.database import Database, audit_in
+from bot.memory.identity_store import GRANTED_SQL
+from bot.memory.records import (
+    Admission,
+    AdmitRequest,
+    BucketSpec,
+    FactsRequest,
+    GuardFacts,
+    Outgoing,
+    SentMessage,
+)
+
+# The persona's outgoing messages committed since a process last looked (every entrance's,
+# in id order): an indexed range over outgoing_log, which a trigger fills and pruning keeps
+# to about two days. Each process keeps its own word index of them (bot.guard.EchoWindow).
+SENT_SINCE_SQL = """
+    SELECT l.message_id, l.at, m.conversation_id, m.text FROM outgoing_log l
+    JOIN messages m ON m.id = l.message_id
+    WHERE l.message_id > :after AND l.at > :since
+    ORDER BY l.message_id
+"""
+RECENT_INCOMING_SQL = """
+    SELECT m.text, COALESCE(i.is_bot, 0) AS is_bot FROM messages m
+    LEFT JOIN identities i ON i.id = m.identity_id
+    WHERE m.conversation_id = :conversation AND m.direction = 'in' AND m.id <= :message
+    ORDER BY m.id DESC LIMIT :limit
+"""
+# What a person wrote before a given message (newest first): their own words, which the
+# persona may have quoted back ("you told me …"). Echoes are not their words.
+SAID_BEFORE_SQL = """
+    SELECT text FROM messages
+    WHERE person_id = :person AND id < :before AND direction = 'in' AND status <> 'echo'
+      AND created_at > :since
+    ORDER BY id DESC LIMIT :limit
+"""
+BOT_HOUR_SQL = (
+    "SELECT count(*) FROM bot_exchanges WHERE conversation_id = :conversation AND at > :since"
+)
+
+
+def take_tokens_in(
+    conn: sqlite3.Connection, now: float, buckets: list[BucketSpec]
+) -> tuple[str | None, bool]:
+    """Take one token from every bucket, or from none: (empty bucket key, first warning)."""
+    states: list[tuple[BucketSpec, bool, Bucket, bool]] = []
+    for spec in buckets:
+        row = conn.execute(
+            "SELECT tokens, updated_at, warned FROM rate_buckets WHERE key = ?", (spec.key,)
+        ).fetchone()
+        current = Bucket(row["tokens"], row["updated_at"]) if row else None
+        allowed, state = take_token(current, now, spec.rate_per_s, spec.burst)
+        states.append((spec, allowed, state, bool(row["warned"]) if row else False))
+    empty = next((item for item in states if not item[1]), None)
+    if empty is None:
+        conn.executemany(
+            "INSERT INTO rate_buckets (key, tokens, updated_at, warned) VALUES (?, ?, ?, 0)"
+            " ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens,"
+            " updated_at = excluded.updated_at, warned = 0",
+            [(spec.key, state.tokens, state.updated_at) for spec, _, state, _ in states],
+        )
+        return None, False
+    spec, _, state, warned = empty
+    conn.execute(
+        "INSERT INTO rate_buckets (key, tokens, updated_at, warned) VALUES (?, ?, ?, 1)"
+        " ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens,"
+        " updated_at = excluded.updated_at, warned = 1",
+        (spec.key, state.tokens, state.updated_at),
+    )
+    return spec.key, not warned
+
+
+def _bot_streak(conn: sqlite3.Connection, conversation_id: int) -> BotStreak | None:
+    row = conn.execute(
+        "SELECT streak, last_at, stopped_at, stop_reason, stop_kind FROM bot_streaks"
+        " WHERE conversation_id = ?",
+        (conversation_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return BotStreak(
+        row["streak"], row["last_at"], row["stopped_at"], row["stop_reason"], row["stop_kind"]
+    )
+
+
+def _save_bot_streak(conn: sqlite3.Connection, conversation_id: int, state: BotStreak) -> None:
+    conn.execute(
+        "INSERT INTO bot_streaks (conversation_id, streak, last_at, stopped_at, stop_reason,"
+        " stop_kind) VALUES (:conversation, :streak, :last_at, :stopped_at, :reason, :kind)"
+        " ON CONFLICT (conversation_id) DO UPDATE SET streak = excluded.streak,"
+        " last_at = excluded.last_at, stopped_at = excluded.stopped_at,"
+        " stop_reason = excluded.stop_reason, stop_kind = excluded.stop_kind",
+        {
+            "conversation": conversation_id,
+            "streak": state.streak,
+            "last_at": state.last_at,
+            "stopped_at": state.stopped_at,
+            "reason": state.stop_reason,
+            "kind": state.stop_kind,
+        },
+    )
+
+
+def admit_in(conn: sqlite3.Connection, now: float, request: AdmitRequest) -> Admission:
+    if request.human_conversation is not None:
+        state = _bot_streak(conn, request.human_conversation)
+        if state is not None:
+            after = person_spoke(state)
+            if after is None:
+                conn.execute(
+                    "DELETE FROM bot_streaks WHERE conversation_id = ?",
+                    (request.human_conversation,),
+                )
+            elif after != state:
+                _save_bot_streak(conn, request.human_conversation, after)
+    decision: BotDecision | None = None
+    if request.bot_conversation is not None:
+        last_hour = conn.execute(
+            BOT_HOUR_SQL, {"conversation": request.bot_conversation, "since": now - 3600}
+        ).fetchone()[0]
+        decision = next_bot_exchange(
+            _bot_streak(conn, request.bot_conversation), last_hour, now, request.bot_budget
+        )
+        if not decision.allowed:
+            _save_bot_streak(conn, request.bot_conversation, decision.state)
+            return Admission(False, bot=decision)
+    limited_by, first = take_tokens_in(conn, now, request.buckets)
+    if limited_by is not None:
+        return Admission(False, limited_by, first, bot=decision)
+    if request.bot_conversation is not None and decision is not None:
+        _save_bot_streak(conn, request.bot_conversation, decision.state)
+        conn.execute(
+            "INSERT INTO bot_exchanges (conversation_id, at) VALUES (?, ?)",
+            (request.bot_conversation, now),
+        )
+    return Admission(True, bot=decision)
+
+
+def _claim_notice_in(conn: sqlite3.Connection, now: float, key: str) -> bool:
+    cursor = conn.execute(
+        "INSERT INTO guard_notices (key, at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+        (key, now),
+    )
+    return bool(cursor.rowcount)
+
+
+def _enqueue(conn: sqlite3.Connection, now: float, outgoing: list[Outgoing]) -> None:
+    for message in outgoing:
+        enqueue_outgoing_in(conn, now, message)
+
+
+class AdmissionStore(Database):
+    # One check ------------------------------------------------------------------------
+
+    async def guard_facts(self, request: FactsRequest) -> GuardFacts:
+        """Everything a check reads, in one snapshot (one await)."""
+
+        def run(conn: sqlite3.Connection) -> GuardFacts:
+            sent: list[SentMessage] = []
+            if request.sent_after is not None:
+                sent = [
+                    SentMessage(row[0], row[1], row[2], row[3])
+                    for row in conn.execute(
+                        SENT_SINCE_SQL,
+                        {"after": request.sent_after, "since": request.sent_since},
+                    )
+                ]
+            recent: list[tuple[str, bool]] = []
+            if request.recent_incoming:
+                recent = [
+                    (row["text"], bool(row["is_bot"]))
+                    for row in conn.execute(
+                        RECENT_INCOMING_SQL,
+                        {
+                            "conversation": request.conversation_id,
+                            "message": request.message_id,
+                            "limit": request.recent_incoming,
+                        },
+                    )
+                ]
+            granted = bool(
+                request.want_grant
+                and conn.execute(GRANTED_SQL, {"person": request.person_id}).fetchone()
+            )
+            tokens, cost = 0, 0.0
+            if request.usage_day is not None:
+                row = conn.execute(
+                    "SELECT prompt_tokens + completion_tokens AS tokens, cost_usd"
+                    " FROM usage_daily WHERE day = ?",
+                    (request.usage_day,),
+                ).fetchone()
+                if row is not None:
+                    tokens, cost = row["tokens"], row["cost_usd"]
+            return GuardFacts(sent, recent, granted, tokens, cost)
+
+        return await self.read(run)
+
+    async def sent_since(self, after: int, since: float) -> list[SentMessage]:
+        """Outgoing messages with an id above `after`, sent after `since`, oldest first."""
+
+        def run(conn: sqlite3.Connection) -> list[SentMessage]:
+            return [
+                SentMessage(row[0], row[1], row[2], row[3])
+                for row in conn.execute(SENT_SINCE_SQL, {"after": after, "since": since})
+            ]
+
+        return await self.read(run)
+
+    async def said_before(
+        self, person_id: int, before: int, since: float, *, limit: int = 200
+    ) -> list[str]:
+        """Texts `person_id` sent the persona before message id `before` (echoes excepted),
+        none older than `since`, newest first, at most `limit`."""
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [
+                row[0]
+                for row in conn.execute(
+                    SAID_BEFORE_SQL,
+                    {"person": person_id, "before": before, "since": since, "limit": limit},
+                )
+            ]
+
+        return await self.read(run)
+
+    async def admit(self, request: AdmitRequest) -> Admission:
+        """Bot budget and token buckets, in one BEGIN IMMEDIATE transaction."""
+        return await self.write(admit_in, self.now, request)
+
+    async def take_tokens(self, buckets: list[BucketSpec]) -> tuple[str | None, bool]:
+        """Take a token from each bucket, or none: (the empty bucket's key, first warning)."""
+        return await self.write(take_tokens_in, self.now, buckets)
+
+    async def refuse_message(
+        self,
+        message_id: int,
+        *,
+        status: str,
+        reason: str,
+        actor: str,
+        detail: dict[str, object] | None = None,
+        notice_key: str | None = None,
+        outgoing: list[Outgoing] | None = None,
+    ) -> bool:
+        """Mark a message refused/echo and audit why; claim a once-only notice (True when
+        this call claimed it) and queue `outgoing` only then."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            now = self.now
+            conn.execute(
+                "UPDATE messages SET status = ? WHERE id = ?",
+                (status, message_id),
+            )
+            audit_in(
+                conn,
+                now,
+                actor,
+                f"guard.{status}",
+                str(message_id),
+                {"reason": reason, **(detail or {})},
+            )
+            if notice_key is None or not _claim_notice_in(conn, now, notice_key):
+                return False
+            _enqueue(conn, now, outgoing or [])
+            return True
+
+        return await self.write(run)
+
+    async def claim_notice(
+        self,
+        key: str,
+        *,
+        outgoing: list[Outgoing] | None = None,
+        audit: tuple[str, str, dict[str, object]] | None = None,
+    ) -> bool:
+        """Claim a once-only notice across processes; queue and audit only when claimed."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            now = self.now
+            if not _claim_notice_in(conn, now, key):
+                return False
+            _enqueue(conn, now, outgoing or [])
+            if audit is not None:
+                actor, action, detail = audit
+                audit_in(conn, now, actor, action, key, detail)
+            return True
+
+        return await self.write(run)
+
+    async def prune_guard(self, *, keep_s: float = 7 * 86400) -> int:
+        """Drop guard rows nobody needs any more; returns how many went."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            now = self.now
+            statements = [
+                ("DELETE FROM bot_exchanges WHERE at < ?", now - 86400),
+                ("DELETE FROM outgoing_log WHERE at < ?", now - 2 * 86400),
+                ("DELETE FROM guard_notices WHERE at < ?", now - keep_s),
+                ("DELETE FROM rate_buckets WHERE updated_at < ?", now - 86400),
+                ("DELETE FROM guard_codes WHERE expires_at < ?", now - keep_s),
+                ("DELETE FROM bot_streaks WHERE last_at < ?", now - keep_s),
+            ]
+            return sum(conn.execute(sql, (limit,)).rowcount for sql, limit in statements)
+
+        return await self.write(run)

@@ -1,0 +1,88 @@
+"""The admins' side of the soul: show it, list its history, roll it back.
+
+`/soul show|history|rollback N` in chat and `mirror soul …` in a shell call these. Identity
+changes only through SOUL.md (the file, a rollback by an admin, the CLI); nothing a person,
+a mail, another instance or the model writes changes it. The caller has checked that the
+actor is an admin. Never calls the model.
+"""
+
+from __future__ import annotations
+
+from bot.config import Config
+from bot.memory import Memory
+from bot.models import SoulVersion
+from bot.outcome import Outcome, invalid
+
+SOUL_USAGE = "Usage: /soul show | /soul history | /soul rollback VERSION"
+SHOW_LIMIT = 3500
+
+
+class RollbackError(Exception):
+    """A soul version that cannot be made active again (the message says why)."""
+
+
+async def rollback_soul(memory: Memory, config: Config, number: int, actor: str) -> SoulVersion:
+    """Make soul version `number` active again (a new version, source 'rollback'), audit it,
+    and write it back to SOUL.md so the file and memory agree. Raises RollbackError when
+    there is no such valid version, OSError when SOUL.md cannot be written (memory has the
+    new version by then: every instance uses it from its next turn)."""
+    from bot.soul import SoulError, parse_soul, write_soul_file
+
+    old = await memory.soul_version(number)
+    if old is None:
+        raise RollbackError(f"There is no soul version {number}; /soul history lists them.")
+    try:
+        soul = parse_soul(old.text, max_bytes=max(config.soul.max_bytes, len(old.text) * 4))
+    except SoulError as exc:
+        raise RollbackError(f"Version {number} is not a valid soul: {exc}") from None
+    version, _ = await memory.record_soul_version(
+        text=soul.text, name=soul.name, sha256=soul.sha256, source="rollback", author=actor
+    )
+    await memory.audit(actor, "soul.rollback", str(version.id), to_version=number)
+    await write_soul_file(config.soul.path, soul.text)
+    return version
+
+
+async def soul_command(memory: Memory, config: Config, args: list[str], actor: str) -> Outcome:
+    """/soul show | history | rollback VERSION, for an actor already known to be an admin."""
+    sub = args[0].lower() if args else ""
+    if sub == "show":
+        version = await memory.active_soul()
+        if version is None:
+            return invalid("There is no valid soul yet.")
+        text = version.text
+        if len(text) > SHOW_LIMIT:
+            text = text[:SHOW_LIMIT] + "\n[… the rest is in SOUL.md]"
+        return Outcome(
+            f"Soul v{version.id} · {version.name} · sha256:{version.sha256[:12]}\n\n{text}"
+        )
+    if sub == "history":
+        versions = await memory.soul_history(limit=10)
+        if not versions:
+            return invalid("There is no soul version yet.")
+        return Outcome(
+            "\n".join(
+                f"v{v.id} {v.created_at:%Y-%m-%d %H:%M} {v.source} {v.name}"
+                + (f" (by {v.author})" if v.author else "")
+                for v in versions
+            )
+        )
+    if sub == "rollback":
+        if len(args) < 2 or not args[1].lstrip("v").isdigit():
+            return invalid("Usage: /soul rollback VERSION (/soul history lists them)")
+        number = int(args[1].lstrip("v"))
+        try:
+            version = await rollback_soul(memory, config, number, actor)
+        except RollbackError as exc:
+            return invalid(str(exc))
+        except OSError as exc:
+            return Outcome(
+                f"Soul version {number} is active again, but I could not write SOUL.md: {exc}",
+                changed=True,
+            )
+        return Outcome(
+            f"Soul version {version.id} is active ({version.name}, from version {number}); "
+            "every instance speaks with it from its next turn.",
+            changed=True,
+        )
+    return invalid(SOUL_USAGE)

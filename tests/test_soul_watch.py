@@ -1,0 +1,156 @@
+"""The soul watcher follows the configured path, whatever happens to the folder, link or inode.
+
+Each test runs a real watcher (inotify through watchfiles) on a real memory.db. The
+periodic look is pushed out to a minute in the tests of events, so what they see is the
+watch following the path; the last test shows the periodic look catching what no watched
+folder reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.memory import Memory
+from bot.soul import SoulWatcher
+from tests.conftest import SOUL_EXAMPLE
+from tests.waiting import wait_until
+
+SOUL = SOUL_EXAMPLE.read_text(encoding="utf-8")
+NO_PERIODIC_LOOK_S = 60.0  # longer than any wait below: only the watch can see a change
+SEEN_S = 10.0
+
+
+def soul_named(name: str) -> str:
+    return SOUL.replace("Wren", name)
+
+
+def active_is(memory: Memory, name: str) -> Callable[[], Coroutine[Any, Any, bool]]:
+    async def check() -> bool:
+        active = await memory.active_soul()
+        return active is not None and active.name == name
+
+    return check
+
+
+@asynccontextmanager
+async def watching(
+    memory: Memory, path: Path, check_every_s: float = NO_PERIODIC_LOOK_S
+) -> AsyncIterator[SoulWatcher]:
+    watcher = SoulWatcher(memory, path, check_every_s=check_every_s)
+    await watcher.start()
+    try:
+        await wait_until(watcher.ready.is_set, SEEN_S, "the watcher armed")
+        yield watcher
+    finally:
+        await watcher.stop()
+
+
+async def test_a_replaced_soul_folder_is_followed(
+    memory: Memory, soul_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.soul")
+    async with watching(memory, soul_file):
+        assert await active_is(memory, "Wren")()
+        folder = soul_file.parent
+        folder.rename(folder.with_name("soul.old"))
+        folder.mkdir()
+        soul_file.write_text(soul_named("Kestrel"), encoding="utf-8")
+        await wait_until(active_is(memory, "Kestrel"), SEEN_S, "the new folder's soul")
+
+        # The watch moved to the new folder: a later edit there is seen too.
+        soul_file.write_text(soul_named("Robin"), encoding="utf-8")
+        await wait_until(active_is(memory, "Robin"), SEEN_S, "an edit in the new folder")
+
+    active = await memory.active_soul()
+    assert active is not None
+    assert any(
+        record.levelno == logging.INFO
+        and str(soul_file) in record.getMessage()
+        and f"version {active.id} is active (Robin)" in record.getMessage()
+        for record in caplog.records
+    ), caplog.text
+
+
+def configmap(folder: Path, stamp: str, text: str) -> None:
+    """Publish `text` the way the kubelet updates a ConfigMap volume: a new timestamped
+    folder, then the `..data` link swapped atomically, then the old folder removed."""
+    (folder / stamp).mkdir()
+    (folder / stamp / "SOUL.md").write_text(text, encoding="utf-8")
+    data = folder / "..data"
+    previous = os.readlink(data) if data.is_symlink() else None
+    (folder / "..data_tmp").symlink_to(stamp)
+    os.replace(folder / "..data_tmp", data)
+    if previous is not None:
+        shutil.rmtree(folder / previous)
+    if not (folder / "SOUL.md").is_symlink():
+        (folder / "SOUL.md").symlink_to("..data/SOUL.md")
+
+
+async def test_a_configmap_update_swapping_the_data_link_is_followed(
+    memory: Memory, tmp_path: Path
+) -> None:
+    folder = tmp_path / "configmap"
+    folder.mkdir()
+    configmap(folder, "..2026_12_02_10_00_00.1", SOUL)
+    async with watching(memory, folder / "SOUL.md"):
+        assert await active_is(memory, "Wren")()
+        configmap(folder, "..2026_12_02_10_05_00.2", soul_named("Kestrel"))
+        await wait_until(active_is(memory, "Kestrel"), SEEN_S, "the swapped ConfigMap")
+        configmap(folder, "..2026_12_02_10_10_00.3", soul_named("Robin"))
+        await wait_until(active_is(memory, "Robin"), SEEN_S, "the second ConfigMap update")
+    assert [v.name for v in await memory.soul_history()] == ["Robin", "Kestrel", "Wren"]
+
+
+async def test_a_soul_folder_created_after_start_is_watched(memory: Memory, tmp_path: Path) -> None:
+    path = tmp_path / "later" / "soul" / "SOUL.md"
+    async with watching(memory, path):
+        assert await memory.active_soul() is None
+        [missing] = await memory.audit_log("soul.rejected")
+        assert "does not exist" in str(missing.detail["reason"])
+
+        path.parent.mkdir(parents=True)
+        path.write_text(SOUL, encoding="utf-8")
+        await wait_until(active_is(memory, "Wren"), SEEN_S, "the soul in the new folder")
+        path.write_text(soul_named("Kestrel"), encoding="utf-8")
+        await wait_until(active_is(memory, "Kestrel"), SEEN_S, "an edit in the new folder")
+    # The missing file was reported once, not on every look.
+    assert len(await memory.audit_log("soul.rejected")) == 1
+
+
+async def test_the_periodic_look_catches_a_change_no_watched_folder_reports(
+    memory: Memory, tmp_path: Path
+) -> None:
+    # SOUL.md -> ../shared/current/SOUL.md: swapping `current` happens in shared/, a folder
+    # no watch covers (the watches are on soul/, its parent and shared/v1/).
+    shared = tmp_path / "shared"
+    for version, text in (("v1", SOUL), ("v2", soul_named("Kestrel"))):
+        (shared / version).mkdir(parents=True)
+        (shared / version / "SOUL.md").write_text(text, encoding="utf-8")
+    (shared / "current").symlink_to("v1")
+    path = tmp_path / "soul" / "SOUL.md"
+    path.parent.mkdir()
+    path.symlink_to("../shared/current/SOUL.md")
+    async with watching(memory, path, check_every_s=0.2):
+        assert await active_is(memory, "Wren")()
+        (shared / "next").symlink_to("v2")
+        os.replace(shared / "next", shared / "current")
+        await wait_until(active_is(memory, "Kestrel"), SEEN_S, "the periodic look")
+
+
+async def test_stopping_never_waits_for_the_periodic_look(memory: Memory, soul_file: Path) -> None:
+    # The watch thread only returns on a change, its stop event or the periodic timeout; a
+    # stop must end it at once, however it is cancelled, in whatever state.
+    for _ in range(5):
+        watcher = SoulWatcher(memory, soul_file, check_every_s=NO_PERIODIC_LOOK_S)
+        await watcher.start()
+        await wait_until(watcher.ready.is_set, SEEN_S, "the watcher armed")
+        await asyncio.wait_for(watcher.stop(), 3)
