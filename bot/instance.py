@@ -246,9 +246,9 @@ class Instance:
                 found.attempts + 1,
                 ", late" if late else "",
             )
-            await self.handle(
-                found.incoming, preface=LATE_PREFACE if late else None, attempt=found.attempts
-            )
+            # An unanswered message's apology holds the plain reply key: a retry needs its own.
+            retry = found.attempts + 1 if found.status == "unanswered" else found.attempts
+            await self.handle(found.incoming, preface=LATE_PREFACE if late else None, attempt=retry)
         return len(due)
 
     def _missed_notice(self, missed: list[Unfinished]) -> Outgoing | None:

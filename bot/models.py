@@ -274,7 +274,8 @@ class ViewInstance(Frozen):
 
 
 class ViewIntention(Frozen):
-    """An open intention; `text` is None when it came from someone else's private chat."""
+    """An open intention; `text` and `subject` (made from the text) are None when it came
+    from a conversation outside the audience."""
 
     id: int
     owner_instance: str
@@ -282,7 +283,7 @@ class ViewIntention(Frozen):
     person_name: str | None
     about_this_person: bool
     text: str | None
-    subject: str
+    subject: str | None
     due_at: datetime | None
     status: str
     target_entrance: str | None

@@ -479,6 +479,11 @@ async def test_messages_posted_while_the_entrance_was_down_are_answered_once_on_
         return any(m.platform_message_id == chatter["id"] for m in await memory.message_log(10))
 
     await wait_until(chatter_recorded, 15.0, "the chatter recorded")
+
+    async def reply_marked_sent() -> bool:  # kill -9 after the mark, not in its window
+        return all(row.status == "sent" for row in await memory.outbox())
+
+    await wait_until(reply_marked_sent, 15.0, "the reply's outbox row marked sent")
     assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
 
     # Posted while no Discord process runs: Discord will not send these on the next IDENTIFY.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -242,9 +243,7 @@ async def test_a_turn_a_dead_process_left_is_answered_once_by_the_next_holder(
         for pid, age in (("fresh", 5), ("late", 900), ("ancient", 7 * 3600)):
             incoming = said(f"hello, who are you? ({pid})", pid=pid)
             await memory.record_incoming(
-                incoming.model_copy(
-                    update={"received_at": datetime.fromtimestamp(now - age, UTC)}
-                ),
+                incoming.model_copy(update={"received_at": datetime.fromtimestamp(now - age, UTC)}),
                 "tiny",
             )
     platform = Platform()
@@ -270,3 +269,31 @@ async def test_a_turn_a_dead_process_left_is_answered_once_by_the_next_holder(
         [notice] = [r for r in await tiny.memory.outbox() if r.dedupe_key.startswith("missed:")]
         assert notice.target == "boss" and "1 message(s) on Tiny" in notice.text
         assert "ancient" not in notice.text and "hello" not in notice.text  # no content
+
+
+async def test_a_turn_every_model_failed_is_tried_again_with_backoff_then_answered(
+    door: tuple[Instance, Platform], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import llm
+
+    instance, platform = door
+    real = llm.complete
+    calls = 0
+
+    async def down_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise llm.ModelUnavailable("every model failed")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(llm, "complete", down_once)
+    first = await instance.handle(said("what is your name?", pid="m5"))
+    assert first is not None and not first.answered  # the apology, stored and sent
+    assert await instance.resume_turns(stale_after_s=0) == 0  # not due yet: backoff
+    instance.memory.clock = lambda: time.time() + 120  # retry_after_s (60) has passed
+    assert await instance.resume_turns(stale_after_s=0) == 1
+    replies = [p["text"] for p in platform.sent if p["reply_to"] == "m5"]
+    assert len(replies) == 2 and replies[0].startswith("Sorry") and replies[1].startswith("I'm")
+    statuses = [m.status for m in await instance.memory.message_log(10) if m.direction == "in"]
+    assert statuses == ["answered"]

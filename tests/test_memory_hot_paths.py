@@ -75,12 +75,12 @@ async def test_mirror_view_reads_no_table_in_full_and_sorts_nothing(memory: Memo
         for line in plan.splitlines():
             if line.startswith("SCAN"):  # tiny tables, full-text indexes, partial indexes
                 small = line.split()[1] in (
-                        "instances",
-                        "messages_fts",
-                        "notes_fts",
-                        "CONSTANT",
-                        "json_each",  # the ids of a handful of decisions' sides
-                    )
+                    "instances",
+                    "messages_fts",
+                    "notes_fts",
+                    "CONSTANT",
+                    "json_each",  # the ids of a handful of decisions' sides
+                )
                 partial = line.endswith(("intentions_active", "conflicts_decided"))
                 assert small or partial, (sql, plan)
             assert "TEMP B-TREE" not in line, (sql, plan)

@@ -256,6 +256,7 @@ async def test_long_reply_is_split_and_send_faults_are_retried(
             ]
             assert len(tries) == 2
             assert [s["text"] for s in fake.sent].count("Rate limits are fine.") == 1
+
             # Every reply goes out through its own outbox row: this one was sent at once.
             async def marked_sent() -> OutboxItem | None:
                 [row] = [r for r in await memory.outbox() if r.text == "Rate limits are fine."]

@@ -21,7 +21,8 @@ class CatchupStore(Database):
             return conn.execute(
                 "SELECT c.external_id AS conversation,"
                 " (SELECT m.platform_message_id FROM messages m"
-                "  WHERE m.conversation_id = c.id AND m.platform_message_id IS NOT NULL"
+                "  WHERE m.conversation_id = c.id AND m.direction = 'in'"
+                "  AND m.platform_message_id IS NOT NULL"
                 "  ORDER BY length(m.platform_message_id) DESC, m.platform_message_id DESC"
                 "  LIMIT 1) AS latest"
                 " FROM conversations c WHERE c.entrance = ?",

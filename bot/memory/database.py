@@ -127,18 +127,29 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MemoryUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from None
-        try:
-            self._writer = await connect(self.path)
-            await run_in_thread(self._writer, configure, self.busy_timeout_ms)
-            self.schema_version = await run_in_thread(self._writer, migrate, schema_files())
-            self._reader = await connect(self.path)
-            await run_in_thread(self._reader, configure, self.busy_timeout_ms)
-        except sqlite3.DatabaseError as exc:
-            await self.close()
-            raise MemoryUnavailable(f"cannot open {self.path}: {exc}") from None
-        except BaseException:
-            await self.close()
-            raise
+        # Two processes creating memory.db at once: switching a new file to WAL needs it to
+        # itself, and the busy handler does not cover that; the loser waits and tries again.
+        deadline = time.monotonic() + max(self.busy_timeout_ms, 1000) / 1000
+        while True:
+            try:
+                self._writer = await connect(self.path)
+                await run_in_thread(self._writer, configure, self.busy_timeout_ms)
+                self.schema_version = await run_in_thread(self._writer, migrate, schema_files())
+                self._reader = await connect(self.path)
+                await run_in_thread(self._reader, configure, self.busy_timeout_ms)
+                return
+            except sqlite3.OperationalError as exc:
+                await self.close()
+                if "locked" in str(exc) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                    continue
+                raise MemoryUnavailable(f"cannot open {self.path}: {exc}") from None
+            except sqlite3.DatabaseError as exc:
+                await self.close()
+                raise MemoryUnavailable(f"cannot open {self.path}: {exc}") from None
+            except BaseException:
+                await self.close()
+                raise
 
     async def close(self) -> None:
         task, self._checkpoint_task = self._checkpoint_task, None

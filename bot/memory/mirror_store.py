@@ -205,7 +205,8 @@ class MirrorStore(Database):
                 for row in conn.execute(
                     "SELECT i.id, i.owner_instance, i.entrance, i.person_id, p.name AS person_name,"
                     f" CASE WHEN {visible('i')} THEN i.text END AS text,"
-                    " i.subject, i.due_at, i.status, i.target_entrance"
+                    f" CASE WHEN {visible('i')} THEN i.subject END AS subject,"
+                    " i.due_at, i.status, i.target_entrance"
                     " FROM intentions i INDEXED BY intentions_active"
                     " LEFT JOIN people p ON p.id = i.person_id"
                     " WHERE i.status IN ('open', 'conflicted', 'resolved')"

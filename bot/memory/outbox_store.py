@@ -163,9 +163,7 @@ class OutboxStore(Database):
             )
         )
 
-    async def mark_sent(
-        self, item_id: int, claimer: str, platform_id: str | None = None
-    ) -> bool:
+    async def mark_sent(self, item_id: int, claimer: str, platform_id: str | None = None) -> bool:
         """The platform took the row: mark it sent and, for a reply, its message sent with
         the platform's message id (a later edit, reply-to or deletion finds it by that)."""
 

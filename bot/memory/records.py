@@ -102,6 +102,7 @@ class Unfinished:
     incoming: Incoming
     at: float
     attempts: int
+    status: str  # 'received' (its process died mid-turn) or 'unanswered' (no model answered)
 
 
 @dataclass(frozen=True)

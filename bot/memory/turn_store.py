@@ -134,7 +134,7 @@ def _unfinished(row: sqlite3.Row, entrance: str) -> Unfinished:
         reply_to_platform_id=row["replied"],
         received_at=datetime.fromtimestamp(row["created_at"], UTC),
     )
-    return Unfinished(row["id"], incoming, row["created_at"], row["attempts"])
+    return Unfinished(row["id"], incoming, row["created_at"], row["attempts"], row["status"])
 
 
 class TurnStore(Database):
