@@ -393,18 +393,7 @@ class Instance:
         outcome = await self.commands.run_text(speaker, incoming.text)
         assert outcome is not None  # `takes` said it is a declared command for people
         stored = await self.memory.store_turn(
-            TurnRecord(
-                incoming_id=recorded.message_id,
-                conversation_id=recorded.conversation_id,
-                entrance=incoming.entrance,
-                instance_id=self.instance_id,
-                person_id=recorded.person_id,
-                visibility=incoming.visibility,
-                reply_text=outcome.text,
-                soul_version=None,
-                model=None,
-                delivery=plan,
-            )
+            TurnRecord.answering(recorded, incoming, self.instance_id, outcome.text, delivery=plan)
         )
         return Reply(
             text=outcome.text,

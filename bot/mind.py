@@ -153,14 +153,11 @@ class Mind:
         if preface:
             reply = reply.model_copy(update={"text": f"{preface}\n\n{reply.text}"})
         stored = await self.memory.store_turn(
-            TurnRecord(
-                incoming_id=recorded.message_id,
-                conversation_id=recorded.conversation_id,
-                entrance=incoming.entrance,
-                instance_id=self.instance_id,
-                person_id=recorded.person_id,
-                visibility=incoming.visibility,
-                reply_text=reply.text,
+            TurnRecord.answering(
+                recorded,
+                incoming,
+                self.instance_id,
+                reply.text,
                 soul_version=soul.id if soul else None,
                 model=model,
                 answered=answered,

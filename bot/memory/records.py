@@ -82,6 +82,29 @@ class TurnRecord:
     cost_usd: float = 0.0
     delivery: ReplyDelivery | None = None  # None: the caller shows the reply itself
 
+    @classmethod
+    def answering(
+        cls,
+        recorded: Recorded,
+        incoming: Incoming,
+        instance_id: str,
+        reply_text: str,
+        **fields: Any,
+    ) -> TurnRecord:
+        """The turn that answers `incoming` (recorded as `recorded`) with `reply_text`."""
+        fields.setdefault("soul_version", None)
+        fields.setdefault("model", None)
+        return cls(
+            incoming_id=recorded.message_id,
+            conversation_id=recorded.conversation_id,
+            entrance=incoming.entrance,
+            instance_id=instance_id,
+            person_id=recorded.person_id,
+            visibility=incoming.visibility,
+            reply_text=reply_text,
+            **fields,
+        )
+
 
 @dataclass(frozen=True)
 class ReplyDelivery:

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from bot.memory.coordinator_store import enqueue_outgoing_in
 from bot.memory.database import Database, audit_in
 from bot.memory.intention_store import add_intention_in
 from bot.memory.outbox_store import enqueue_in
@@ -183,15 +184,7 @@ class TurnStore(Database):
                     audit_in(conn, now, entrance, "turn.missed", str(found.message_id))
                 notice = missed_notice(missed)
                 if notice is not None:
-                    enqueue_in(
-                        conn,
-                        now,
-                        entrance=notice.entrance,
-                        target=notice.target,
-                        text=notice.text,
-                        payload=notice.payload,
-                        dedupe_key=notice.dedupe_key,
-                    )
+                    enqueue_outgoing_in(conn, now, notice)
             return due
 
         return await self.write(run)

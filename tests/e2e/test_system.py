@@ -244,12 +244,16 @@ async def test_promise_conflict_decision_and_soul_across_three_entrances(
     ]
     for ask in asks:
         await ask_until_the_answer_has(ask, "Kestrel")
-    versions = {
-        i["soul_version"]
-        for i in system.status()["instances"]
-        if i["entrance"] in ("telegram", "discord", "email")
-    }
-    assert len(versions) == 1
+
+    def one_version() -> bool:  # each instance reports its soul on its next heartbeat
+        versions = {
+            i["soul_version"]
+            for i in system.status()["instances"]
+            if i["entrance"] in ("telegram", "discord", "email")
+        }
+        return len(versions) == 1
+
+    await wait_until(one_version, 15.0, "every instance reporting the same soul version")
 
 
 async def test_killed_discord_comes_back_and_nothing_is_lost_or_answered_twice(
