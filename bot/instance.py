@@ -144,13 +144,22 @@ class Instance:
         return socket.gethostname()
 
     async def start(self) -> None:
+        """Open memory, take the entrance, watch the soul, register. Whatever fails (a lease
+        held elsewhere, memory that cannot be written) leaves nothing open behind: a process
+        with aiosqlite's threads still running would never exit."""
         await self.memory.open()
+        try:
+            await self._start()
+        except BaseException:
+            if self.watcher is not None:
+                with contextlib.suppress(Exception):
+                    await self.watcher.stop()
+            await self.memory.close()
+            raise
+
+    async def _start(self) -> None:
         if self.exclusive:
-            try:
-                await self._take_lease()
-            except BaseException:
-                await self.memory.close()
-                raise
+            await self._take_lease()
             # We are the only deliverer for this entrance now: rows a killed predecessor had
             # claimed come back at once instead of after their claim expires.
             released = await self.memory.release_claims(self.entrance, self.instance_id)

@@ -78,9 +78,13 @@ class Scheduler:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         await self.open()
-        await self.memory.register_instance(
-            self.name, "scheduler", socket.gethostname(), os.getpid(), None
-        )
+        try:
+            await self.memory.register_instance(
+                self.name, "scheduler", socket.gethostname(), os.getpid(), None
+            )
+        except BaseException:  # memory that cannot be written: close it, or never exit
+            await self.close()
+            raise
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         jobs = AsyncIOScheduler()
         jobs.add_job(

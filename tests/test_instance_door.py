@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -297,3 +298,24 @@ async def test_a_turn_every_model_failed_is_tried_again_with_backoff_then_answer
     assert len(replies) == 2 and replies[0].startswith("Sorry") and replies[1].startswith("I'm")
     statuses = [m.status for m in await instance.memory.message_log(10) if m.direction == "in"]
     assert statuses == ["answered"]
+
+
+async def test_memory_that_cannot_be_written_at_start_leaves_nothing_running(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It once left aiosqlite's threads running: the process printed a traceback and hung."""
+    from bot.memory import MemoryUnavailable
+
+    def workers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+
+    before = set(workers())
+
+    async def full_disk(self: Memory, *args: Any) -> Any:
+        raise MemoryUnavailable(f"cannot write {self.path}: database or disk is full")
+
+    monkeypatch.setattr(Memory, "register_instance", full_disk)
+    instance = Instance(config, instance_id="tiny", entrance="tiny", send=Platform().send)
+    with pytest.raises(MemoryUnavailable):
+        await instance.start()
+    await wait_until(lambda: not (set(workers()) - before), 5.0, "memory's threads ended")

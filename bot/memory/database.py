@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# What SQLite says when memory.db cannot be written at all (not a passing lock).
+UNWRITABLE = ("disk is full", "readonly", "read-only", "disk I/O error", "unable to open")
 CHECKPOINT_EVERY_S = 1.0  # a writing process checkpoints in the background this often
 
 
@@ -183,13 +185,19 @@ class Database:
             raw.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(raw, *args)
+                raw.execute("COMMIT")  # on a full disk, the commit is what fails
             except BaseException:
-                raw.execute("ROLLBACK")
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
                 raise
-            raw.execute("COMMIT")
             return result, raw.total_changes != changes
 
-        result, changed = await run_in_thread(conn, transaction)
+        try:
+            result, changed = await run_in_thread(conn, transaction)
+        except sqlite3.OperationalError as exc:
+            if any(sign in str(exc) for sign in UNWRITABLE):
+                raise MemoryUnavailable(f"cannot write {self.path}: {exc}") from None
+            raise
         if changed:
             self._maybe_checkpoint()
         return result

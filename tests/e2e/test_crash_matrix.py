@@ -174,4 +174,3 @@ async def test_discord_kill_9_at_each_step_answers_once(
             await answered_once(replies, tmp_path / "memory.db", cell, "discord")
         finally:
             assert await second.stop() == 0, second.tail()
-
