@@ -26,7 +26,13 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from bot.accounts import AccountRef
-from bot.entrance import EntranceSettings, manifest, manifests, terminal, validate_tables
+from bot.entrance import (
+    EntranceSettings,
+    manifest,
+    manifests,
+    terminal,
+    validate_tables,
+)
 from bot.guard_config import AccessConfig, GuardConfig, LimitsConfig
 
 DEFAULT_CONFIG_PATH = Path("config/mirror.toml")
@@ -81,6 +87,9 @@ class SchedulerConfig(Section):
     interval_s: float = Field(default=2.0, gt=0)
     lease_s: float = Field(default=6.0, gt=0)
     expire_after_s: float = Field(default=7 * 86400, gt=0)
+    # A follow-up of a due intention still not delivered this long after it fell due (its
+    # entrance is down): the coordinator is told once; it still goes out when it can.
+    due_give_up_after_s: float = Field(default=6 * 3600, gt=0)
 
 
 class TurnsConfig(Section):
@@ -225,18 +234,3 @@ def load_config(path: Path | str | None = None, *, db: Path | str | None = None)
         config.memory.path = Path(db if db is not None else env_db)  # type: ignore[arg-type]
     config.source = source
     return config
-
-
-def read_secret(env: str) -> str | None:
-    """A token or password: environment variable `env`, else the user's `.env` file.
-
-    pydantic-settings is imported here, not at module level, to keep `mirror status` fast.
-    """
-    from pydantic_settings import BaseSettings, SettingsConfigDict
-
-    class Secret(BaseSettings):
-        model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
-
-        value: str | None = Field(default=None, validation_alias=env)
-
-    return Secret().value

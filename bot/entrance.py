@@ -29,15 +29,46 @@ import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from bot.guard_config import EntranceAccess
 
-if TYPE_CHECKING:
-    from bot.config import Config
+class HasEntrances(Protocol):
+    """What `Manifest.settings_of` reads of a `bot.config.Config` (no import of config:
+    config builds on this registry, not the other way round)."""
+
+    def entrance(self, name: str) -> EntranceSettings: ...
+
+
+Policy = Literal["open", "allowlist", "pairing"]
+
+
+class EntranceAccess(BaseModel):
+    """`[access.<name>]`: who may talk to the persona on one entrance."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    policy: Policy = "open"
+    allow: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    bots: list[str] = Field(default_factory=list)
+
+
+def read_secret(env: str) -> str | None:
+    """A token or password: environment variable `env`, else the user's `.env` file.
+
+    pydantic-settings is imported here, not at module level, to keep `mirror status` fast.
+    """
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class Secret(BaseSettings):
+        model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+
+        value: str | None = Field(default=None, validation_alias=env)
+
+    return Secret().value
 
 # The one registry line per shipped entrance ("module:ATTRIBUTE" of its manifest), in the
 # order they are listed to people.
@@ -122,7 +153,7 @@ class Manifest(Generic[S]):
         if self.message_limit is not None and self.message_limit < 1:
             raise ValueError(f"entrance {self.name}: message_limit must be positive")
 
-    def settings_of(self, config: Config) -> S:
+    def settings_of(self, config: HasEntrances) -> S:
         """This entrance's `[entrances.<name>]`, typed as its own model."""
         found = config.entrance(self.name)
         if not isinstance(found, self.settings):
@@ -139,8 +170,6 @@ class Manifest(Generic[S]):
         """Its secret from the environment or `.env`; None when unset or none is needed."""
         if self.secret_env is None:
             return None
-        from bot.config import read_secret
-
         return read_secret(self.secret_env)
 
     def words(self) -> tuple[str, ...]:
@@ -243,7 +272,7 @@ def runtime_class(name: str) -> Any:
     return _attribute(manifest(name).runtime)
 
 
-def load_entrance(name: str, config: Config, secret: str) -> Entrance:
+def load_entrance(name: str, config: HasEntrances, secret: str) -> Entrance:
     entrance: Entrance = runtime_class(name)(config, secret)
     return entrance
 

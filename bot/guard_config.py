@@ -35,7 +35,7 @@ daily_cost_usd = 0.0             # model cost per UTC day, then the offline brai
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -48,22 +48,12 @@ from pydantic import (
 )
 
 from bot.accounts import AccountRef
+from bot.entrance import EntranceAccess
 from bot.guard import BotBudget
-
-Policy = Literal["open", "allowlist", "pairing"]
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class EntranceAccess(_Section):
-    """Who may talk to the persona on one entrance."""
-
-    policy: Policy = "open"
-    allow: list[str] = Field(default_factory=list)
-    groups: list[str] = Field(default_factory=list)
-    bots: list[str] = Field(default_factory=list)
 
 
 class AccessConfig(_Section):

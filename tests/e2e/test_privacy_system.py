@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.test_crash_matrix import polling, telegram
 from tests.fakes import mail_servers
 from tests.fakes.mail_servers import ALICE as ALICE_MAIL
@@ -66,34 +68,23 @@ def in_group(fake: FakeTelegram, text: str) -> str:
     return f"@{fake.bot_username} {text}"
 
 
-async def test_a_persons_own_dm_is_not_quoted_into_a_group(
-    write_config: Callable[..., Path],
+@pytest.mark.parametrize(
+    ("who", "question"),
+    [
+        # Alice herself: her own DM is still not the group's business.
+        (ALICE, "what did I tell you on telegram?"),
+        # The coordinator's wider view exists only in the coordinator's own DM.
+        (COORDINATOR, "what is the bank PIN?"),
+    ],
+    ids=["own-dm-into-a-group", "coordinator-pulls-a-dm-into-a-group"],
+)
+async def test_a_private_chat_is_never_quoted_into_a_group(
+    who: int, question: str, write_config: Callable[..., Path]
 ) -> None:
     async with persona_on_telegram(write_config) as (fake, _):
         await ask(fake, ALICE, ALICE, f"my bank PIN is {PIN}")
         said = await ask(
-            fake,
-            GROUP,
-            ALICE,
-            in_group(fake, "what did I tell you on telegram?"),
-            chat_type="supergroup",
-            chat_title="Book club",
-        )
-        assert PIN not in said
-
-
-async def test_the_coordinator_in_a_group_cannot_pull_a_dm_into_it(
-    write_config: Callable[..., Path],
-) -> None:
-    async with persona_on_telegram(write_config) as (fake, _):
-        await ask(fake, ALICE, ALICE, f"my bank PIN is {PIN}")
-        said = await ask(
-            fake,
-            GROUP,
-            COORDINATOR,
-            in_group(fake, "what is the bank PIN?"),
-            chat_type="supergroup",
-            first_name="Carol",
+            fake, GROUP, who, in_group(fake, question), chat_type="supergroup", chat_title="Club"
         )
         assert PIN not in said
 
