@@ -2,7 +2,9 @@
 
 Must start fast: nothing here imports litellm or a platform SDK at module level; commands
 that need them import lazily. Config and memory problems become one line on stderr and
-exit code 2, never a traceback.
+exit code 2, never a traceback. The log goes to stderr, except for `chat` and `up` in a
+terminal: there it goes to a rotating file ([logging] path) and only warnings and errors
+reach the screen, above the prompt. Help texts are rich markup: escape a literal `[`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ app = typer.Typer(
     name="mirror",
     help="MirrorOS: one persona at many entrances (`mirror entrances`), sharing one memory.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 soul_app = typer.Typer(
@@ -55,27 +57,116 @@ ConfigOption = Annotated[
     ),
 ]
 DbOption = Annotated[
-    Path | None, typer.Option("--db", help="memory.db path (default: $MIRROR_DB or [memory] path).")
+    Path | None,
+    typer.Option("--db", help=r"memory.db path (default: $MIRROR_DB or \[memory] path)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 _global: dict[str, Path | None] = {"config": None, "db": None}
+_verbose = False
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class CommandError(Exception):
     """A user-facing failure: printed as one line, exit code 2."""
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("mirroros")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            found = "unknown (not installed)"
+        typer.echo(f"mirror (MirrorOS) {found}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main_options(
-    config: ConfigOption = None, db: DbOption = None, verbose: bool = typer.Option(False, "-v")
+    config: ConfigOption = None,
+    db: DbOption = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log DEBUG lines too (in a terminal chat, show INFO lines on screen too).",
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
+    global _verbose
     _global["config"], _global["db"] = config, db
+    _verbose = verbose
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr
     )
+
+
+class _AbovePrompt(logging.Handler):
+    """Log records for a person at a terminal: one short line each, on stderr, above the
+    chat's prompt when there is one (the details are in the log file)."""
+
+    def __init__(self, log_file: Path, terminal: Any | None) -> None:
+        super().__init__()
+        self.log_file = log_file
+        self.terminal = terminal
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.levelname.lower()}: {record.getMessage()}"
+            if record.exc_info:
+                text += f" (details in {self.log_file})"
+            if self.terminal is not None:
+                self.terminal.above_prompt(text)
+            else:
+                sys.stderr.write(text + "\n")
+                sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def quiet_terminal(cfg: Config, terminal: Any | None = None) -> logging.Logger | None:
+    """When stdin is a terminal: log to the rotating [logging] path file, and show only
+    warnings and errors (with -v, INFO too) on screen, above `terminal`'s prompt.
+
+    Returns the logger a supervisor should send its children's lines to (None when nothing
+    changed: not a terminal, or the log file cannot be opened, which is said once)."""
+    if not sys.stdin.isatty():
+        return None
+    from logging.handlers import RotatingFileHandler
+
+    path = cfg.logging.path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        to_file = RotatingFileHandler(
+            path,
+            maxBytes=cfg.logging.max_bytes,
+            backupCount=cfg.logging.backups,
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        logging.getLogger(__name__).warning(
+            "cannot write the log to %s (%s); logging here", path, exc.strerror or exc
+        )
+        return None
+    to_file.setFormatter(logging.Formatter(LOG_FORMAT))
+    on_screen = _AbovePrompt(path, terminal)
+    on_screen.setLevel(logging.INFO if _verbose else logging.WARNING)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.addHandler(to_file)
+    root.addHandler(on_screen)
+    return logging.getLogger("bot.supervisor")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -425,15 +516,32 @@ def memory_why(
 
 TERMINAL_BANNER = """MirrorOS is running on this terminal (entrance '{entrance}', instance \
 '{instance}').
-Say hello, ask "what is your name?", or ask for something on Friday at 3pm.
+Say hello, ask "what is your name?", or ask for something on Friday at 3pm.{roles}
 Another instance of the same persona, in a second terminal:
     .venv/bin/mirror chat --instance desk --as {person}
-{platforms}: set enabled = true under [entrances.*] in config/mirror.toml
+{platforms}: set enabled = true under [entrances.*] in {config_file}
 and {secrets} (see README.md)."""
+# Who you are in a terminal chat unless --as says otherwise; the shipped config makes this
+# person the coordinator and an admin.
+LOCAL_PERSON = "you"
+
+
+def _roles_line(cfg: Config, account: str) -> str:
+    """The banner's line on what this terminal's person may do, when they are more than a
+    guest."""
+    if cfg.coordinator.address == account:
+        return (
+            "\nYou are the coordinator and an admin here: /pending, /resolve and "
+            "/soul show|history|rollback work in this chat."
+        )
+    if account in cfg.access.admins:
+        return "\nYou are an admin here: /soul show|history|rollback work in this chat."
+    return ""
 
 
 def _terminal_chat(cfg: Config, *, instance: str | None, person: str, jsonl: bool = False) -> Any:
     """The terminal entrance's runtime, ready to run in this process."""
+    from bot.accounts import AccountRef
     from bot.entrance import platforms, runtime_class, terminal
 
     entrance = terminal()
@@ -443,6 +551,8 @@ def _terminal_chat(cfg: Config, *, instance: str | None, person: str, jsonl: boo
         entrance=entrance.name,
         instance=instance,
         person=person,
+        roles=_roles_line(cfg, AccountRef.of(entrance.name, person).key),
+        config_file=cfg.source or "a config file (--config)",
         platforms=" and ".join(filter(None, [", ".join(labels[:-1]), *labels[-1:]])),
         secrets=" / ".join(found.secret_env for found in platforms() if found.secret_env),
     )
@@ -457,7 +567,7 @@ def chat(
         str | None,
         typer.Option("--instance", "-i", help="This instance's name (default: the entrance's)."),
     ] = None,
-    person: Annotated[str, typer.Option("--as", help="Who you are in this chat.")] = "you",
+    person: Annotated[str, typer.Option("--as", help="Who you are in this chat.")] = LOCAL_PERSON,
     jsonl: Annotated[
         bool, typer.Option("--jsonl", help="One JSON object per output line.")
     ] = False,
@@ -466,7 +576,9 @@ def chat(
 ) -> None:
     """Talk with the persona in this terminal: a full instance of the terminal entrance."""
     cfg = get_config(config, db)
-    run_service(_terminal_chat(cfg, instance=instance, person=person, jsonl=jsonl))
+    terminal = _terminal_chat(cfg, instance=instance, person=person, jsonl=jsonl)
+    quiet_terminal(cfg, terminal)
+    run_service(terminal)
 
 
 def _why_not_runnable(cfg: Config, name: str) -> str | None:
@@ -483,7 +595,9 @@ def _why_not_runnable(cfg: Config, name: str) -> str | None:
 
 @app.command()
 def up(
-    person: Annotated[str, typer.Option("--as", help="Who you are in the terminal chat.")] = "you",
+    person: Annotated[
+        str, typer.Option("--as", help="Who you are in the terminal chat.")
+    ] = LOCAL_PERSON,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
@@ -499,13 +613,13 @@ def up(
     if cfg.source is not None:
         flags += ["--config", str(cfg.source)]
     flags += ["--db", str(cfg.memory.path)]
-    runnable = []
+    runnable, skipped = [], []
     for found in platforms():
         why_not = _why_not_runnable(cfg, found.name)
         if why_not is None:
             runnable.append(found.name)
         else:
-            typer.echo(f"skipping {found.name}: {why_not}", err=True)
+            skipped.append(f"skipping {found.name}: {why_not}")
     specs = [
         ChildSpec(
             name,
@@ -515,8 +629,10 @@ def up(
         for name in runnable
     ]
     specs.append(ChildSpec("scheduler", mirror_argv("run", "scheduler", *flags), entrance=False))
-    supervisor = Supervisor(specs)
     if runnable:
+        for line in skipped:
+            typer.echo(line, err=True)
+        supervisor = Supervisor(specs, logger=quiet_terminal(cfg))
         typer.echo(f"running {', '.join(runnable)} and the scheduler; Ctrl-C stops them", err=True)
         run_service(supervisor)
         if supervisor.nothing_running:  # every entrance given up: not healthy, say why
@@ -524,6 +640,13 @@ def up(
         return
 
     chat_entrance = _terminal_chat(cfg, instance=None, person=person)
+    logger = quiet_terminal(cfg, chat_entrance)
+    for line in skipped:  # in a terminal the banner says how to set the others up
+        if logger is None:
+            typer.echo(line, err=True)
+        else:
+            logger.info("%s", line)
+    supervisor = Supervisor(specs, logger=logger)
 
     class TerminalWithScheduler:
         """The terminal chat in the foreground, the supervised scheduler beside it."""

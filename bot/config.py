@@ -65,6 +65,19 @@ class ModelConfig(Section):
     api_base: str | None = None
     temperature: float | None = None
     max_tokens: int = Field(default=800, gt=0)
+    # The config file these settings came from, for the offline brain's notice (None: the
+    # embedded defaults). Not a TOML key.
+    source: Path | None = Field(default=None, exclude=True)
+
+
+class LoggingConfig(Section):
+    """[logging]: where `mirror chat` and `mirror up` write their log when run in a terminal
+    (which then shows only warnings and errors). Elsewhere (services, tests, pipes) the log
+    goes to stderr."""
+
+    path: Path = Path("var/log/mirror.log")
+    max_bytes: int = Field(default=1024 * 1024, gt=0)
+    backups: int = Field(default=3, ge=0)
 
 
 class PersonaConfig(Section):
@@ -169,6 +182,7 @@ class Config(Section):
     access: AccessConfig = Field(default_factory=AccessConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     # Where the file came from (None: embedded defaults). Not a TOML key.
     source: Path | None = Field(default=None, exclude=True)
@@ -232,5 +246,5 @@ def load_config(path: Path | str | None = None, *, db: Path | str | None = None)
     env_db = os.environ.get("MIRROR_DB") or None
     if db is not None or env_db is not None:
         config.memory.path = Path(db if db is not None else env_db)  # type: ignore[arg-type]
-    config.source = source
+    config.source = config.model.source = source
     return config

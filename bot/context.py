@@ -54,6 +54,24 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+class DuePromise(BaseModel):
+    """A promise that fell due: the turn is an internal event, not a message from anyone.
+    `late`: the follow-up goes out well after the due time (its entrance was down)."""
+
+    intention_id: int
+    text: str
+    due_at: datetime
+    late: bool = False
+
+
+# What the persona can and cannot do when a promise falls due (said to every model).
+DUE_ABILITIES = (
+    "You can only write in this conversation: you cannot place phone or video calls, send "
+    "mail from here, or act outside MirrorOS. If the promise asks for something you cannot "
+    "do, say so plainly and give the reminder instead."
+)
+
+
 class Context(BaseModel):
     """One turn's context, before rendering."""
 
@@ -74,6 +92,7 @@ class Context(BaseModel):
     incoming_id: int
     text: str
     view: TurnView = Field(default_factory=TurnView)
+    due: DuePromise | None = None  # set when the turn follows up a promise that fell due
 
     def used_rows(self) -> list[tuple[str, int]]:
         """The memory rows this context draws on (stored as provenance of the reply)."""
@@ -87,6 +106,8 @@ class Context(BaseModel):
         used.update(("note", note.id) for note in self.view.recall_notes)
         used.update(("intention", item.id) for item in self.view.intentions)
         used.update(("conflict", item.conflict_id) for item in self.view.decisions)
+        if self.due is not None:
+            used.add(("intention", self.due.intention_id))
         return sorted(used)
 
     def local_time(self, moment: datetime) -> str:
@@ -215,6 +236,16 @@ def render_system(context: Context) -> str:
             "This reply goes to an address other than the sender's, so memory shows you "
             "nothing private: say that you left private matters out."
         )
+    if context.due is not None:
+        due = context.due
+        parts.append(
+            "# A promise fell due\n"
+            "Nobody wrote to you: this turn is yours to follow up a promise you made in this "
+            f"conversation, due {context.local_time(due.due_at)}: "
+            f"{json.dumps(due.text, ensure_ascii=False)}. {DUE_ABILITIES}"
+            + (" It is late: you were away when it fell due; say so." if due.late else "")
+            + f' Put {due.intention_id} in "done" once you have followed it up.'
+        )
 
     instance_lines = []
     for instance in view.instances:
@@ -261,5 +292,11 @@ def render_messages(context: Context) -> list[dict[str, str]]:
             speaker = message.person_name or "someone"
             messages.append({"role": "user", "content": f"{speaker}: {message.text}"})
     speaker = context.person_name or "someone"
-    messages.append({"role": "user", "content": f"{speaker}: {context.text}"})
+    if context.due is not None:
+        # Not something the person said: the promise's follow-up turn (see render_system).
+        messages.append(
+            {"role": "user", "content": f"(internal event, not from {speaker}) {context.text}"}
+        )
+    else:
+        messages.append({"role": "user", "content": f"{speaker}: {context.text}"})
     return messages

@@ -70,6 +70,7 @@ def read_secret(env: str) -> str | None:
 
     return Secret().value
 
+
 # The one registry line per shipped entrance ("module:ATTRIBUTE" of its manifest), in the
 # order they are listed to people.
 REGISTRY = [

@@ -27,11 +27,12 @@ from typing import Any
 from bot.accounts import AccountRef
 from bot.commands import Commands
 from bot.config import Config
+from bot.context import DuePromise
 from bot.entrance import EntranceFailure, manifest
 from bot.gate import Gatekeeper
 from bot.memory import Memory, Outgoing, ReplyDelivery, TurnRecord, Unfinished
 from bot.mind import Mind
-from bot.models import Incoming, Reply
+from bot.models import Incoming, OutboxItem, Reply, from_epoch
 from bot.outbox import Delivery, OutboxCourier, Send
 from bot.outcome import Outcome
 from bot.soul import SoulWatcher
@@ -40,6 +41,7 @@ from bot.speaker import Roster, Speaker
 log = logging.getLogger(__name__)
 
 LATE_PREFACE = "Sorry for the slow answer: I was away for a while."
+DUE_KIND = "due"  # an outbox row asking this entrance to follow up a promise that fell due
 
 
 class TurnTracker:
@@ -118,7 +120,14 @@ class Instance:
         )
         self.send_failures = send_failures
         self.courier = (
-            OutboxCourier(self.memory, entrance, instance_id, self.delivery.deliver)
+            OutboxCourier(
+                self.memory,
+                entrance,
+                instance_id,
+                self.delivery.deliver,
+                runs={DUE_KIND: self.follow_up_due},
+                on_failed=self._undeliverable,
+            )
             if self.delivery is not None
             else None
         )
@@ -259,6 +268,75 @@ class Instance:
             retry = found.attempts + 1 if found.status == "unanswered" else found.attempts
             await self.handle(found.incoming, preface=LATE_PREFACE if late else None, attempt=retry)
         return len(due)
+
+    async def follow_up_due(self, item: OutboxItem) -> str | None:
+        """A promise made in one of this entrance's conversations fell due (an outbox row of
+        kind 'due' the scheduler queued): run its turn, an internal event through the same
+        pipeline (soul, context for that conversation's audience, model, store), and send
+        the reply like any other (dedupe key `due-reply:ID`). The turn marks the promise
+        done in its own transaction; run again after a crash, it repeats nothing. Raises
+        when the turn fails: the courier tries the row again with backoff."""
+        intention_id = int(str(item.payload["intention_id"]))
+        found = await self.memory.due_follow_up(intention_id)
+        if found is None:
+            await self._undeliverable(item, "nobody to address in its conversation")
+            return None
+        if found.follow_up != "queued":
+            # Followed up already (its reply, if unsent, is an outbox row of its own).
+            return None
+        if found.status not in ("open", "resolved", "conflicted"):
+            log.info(
+                "%s: intention %d is %s; no follow-up", self.instance_id, intention_id, found.status
+            )
+            return None
+        incoming = self.mind.cleaned(found.incoming)
+        late = self.memory.now - found.due_at > self.config.turns.late_after_s
+        due_at = from_epoch(found.due_at)
+        assert due_at is not None
+        async with self.turns.track():
+            recorded = await self.memory.record_incoming(
+                incoming, self.instance_id, status="observed"
+            )
+            reply = await self.mind.answer(
+                incoming,
+                self.roster.speaker(incoming),
+                recorded,
+                delivery=ReplyDelivery(
+                    target=incoming.conversation_id,
+                    dedupe_key=f"due-reply:{intention_id}",
+                    payload={"due_intention": intention_id},
+                ),
+                due=DuePromise(
+                    intention_id=intention_id, text=found.text, due_at=due_at, late=late
+                ),
+            )
+        log.info("%s: followed up intention %d%s", self.instance_id, intention_id, late * " (late)")
+        if reply.outbox_id is not None:
+            await self._send_now(reply.outbox_id)
+        return None
+
+    async def _undeliverable(self, item: OutboxItem, error: str) -> None:
+        """An outbox row's attempts ran out. For a follow-up (the 'due' row: its turn kept
+        failing; or its reply: the platform kept refusing the conversation) the promise is
+        marked unreachable and the coordinator told, once."""
+        raw = item.payload.get("intention_id") if item.payload.get("kind") == DUE_KIND else None
+        raw = raw if raw is not None else item.payload.get("due_intention")
+        if raw is None:
+            return
+        intention_id = int(str(raw))
+        coordinator = self.roster.coordinator
+        notice = Outgoing(
+            entrance=coordinator.entrance,
+            target=coordinator.external_id,
+            text=(
+                f"I could not follow up promise #{intention_id} on {self.manifest.label}: "
+                f"attempts ran out ({error}). It stays open until it expires."
+            ),
+            dedupe_key=f"due-unreachable:{intention_id}",
+            payload={"kind": "due_unreachable"},
+        )
+        if await self.memory.mark_follow_up_unreachable(intention_id, notice):
+            log.warning("%s: intention %d cannot be followed up", self.instance_id, intention_id)
 
     def _missed_notice(self, missed: list[Unfinished]) -> Outgoing | None:
         coordinator = self.roster.coordinator
@@ -528,6 +606,7 @@ class Instance:
         from bot import llm
 
         try:
-            await llm.preload()
+            # Loads litellm only when the configured model (or a fallback) needs it.
+            await llm.preload(self.config.model)
         except Exception:
             log.exception("could not load the model library")

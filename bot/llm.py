@@ -1,10 +1,13 @@
 """Model calls: the ONLY module that imports litellm.
 
-Every model, the offline brain included, is reached through `litellm.acompletion`: the
-offline brain is registered as the custom provider `mirror/…`. We ask for a JSON reply
-(`response_format`), validate it with pydantic, and fall back to plain text when a model
-answers in prose. Retries (with backoff) and fallbacks are ours, per model, so their count
-and timing are exactly what the config says; litellm's own retries are switched off.
+`complete` asks the configured model, then each fallback, for a structured reply. The
+offline brain (`mirror/…`) is called directly; litellm is imported only when a real model
+is in the chain, so a persona on the offline brain never pays for it (seconds of import,
+a hundred MiB). We ask real models for a JSON reply (`response_format`), validate it with
+pydantic, and fall back to plain text when a model answers in prose. Retries (with
+backoff) and fallbacks are ours, per model, so their count and timing are exactly what the
+config says; litellm's own retries are switched off. A refused key or an unknown model is
+not retried: another try cannot fix it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 OFFLINE_MODEL = "mirror/offline"
 _FENCE = re.compile(r"^```(?:json)?\s*(?P<body>.*?)\s*```$", re.S)
 _litellm: Any = None
+_import_lock = threading.Lock()
 
 
 class ModelUnavailable(Exception):
@@ -69,6 +73,20 @@ class Answer:
     cost_usd: float = 0.0
 
 
+class MissingKey(Exception):
+    """A real model's key is not set: another attempt cannot fix it (the next model may)."""
+
+
+def is_offline(model: str) -> bool:
+    """The offline brain answers every `mirror/…` model, in this process."""
+    return model.startswith("mirror/")
+
+
+def needs_litellm(config: ModelConfig) -> bool:
+    """Does the model chain (the model, then its fallbacks) name a real model?"""
+    return any(not is_offline(model) for model in [config.name, *config.fallbacks])
+
+
 def parse_reply(content: str | None) -> Reply:
     """A model's content as a Reply: validated JSON, else the prose itself."""
     text = (content or "").strip()
@@ -102,76 +120,40 @@ def parse_reply(content: str | None) -> Reply:
     return Reply(text=text)
 
 
-def litellm_module() -> Any:
-    """Import litellm once, offline (local cost map), with the offline brain registered."""
+def _import_litellm() -> Any:
+    """Import litellm once, offline (local cost map), quiet. Blocks for seconds the first
+    time: from the event loop, use `await _litellm_loaded()`."""
     global _litellm
-    if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
+    with _import_lock:
+        if _litellm is None:
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            import litellm
 
-        litellm.suppress_debug_info = True
-        litellm.telemetry = False
-        litellm.set_verbose = False
-        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        litellm.custom_provider_map = [
-            entry for entry in litellm.custom_provider_map if entry.get("provider") != "mirror"
-        ] + [{"provider": "mirror", "custom_handler": _offline_handler(litellm)}]
-        _litellm = litellm
+            litellm.suppress_debug_info = True
+            litellm.telemetry = False
+            litellm.set_verbose = False
+            for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            _litellm = litellm
     return _litellm
 
 
-def _offline_handler(litellm: Any) -> Any:
-    from bot import offline_brain
-
-    class OfflineBrain(litellm.CustomLLM):
-        """litellm provider `mirror/offline`: answers from the Context in the metadata."""
-
-        async def acompletion(
-            self, model: str, messages: list[Any], *args: Any, **kwargs: Any
-        ) -> Any:
-            params = kwargs.get("litellm_params") or {}
-            raw = (params.get("metadata") or {}).get("mirror_context")
-            if raw is None:
-                raise litellm.BadRequestError(
-                    message="mirror/offline needs the turn context",
-                    model=model,
-                    llm_provider="mirror",
-                )
-            context = Context.model_validate(raw)
-            content = json.dumps(offline_brain.answer(context), ensure_ascii=False)
-            prompt = sum(len(str(m.get("content", ""))) for m in messages) // 4
-            return litellm.ModelResponse(
-                model=OFFLINE_MODEL,
-                choices=[{"message": {"role": "assistant", "content": content}}],
-                usage={
-                    "prompt_tokens": prompt,
-                    "completion_tokens": len(content) // 4,
-                    "total_tokens": prompt + len(content) // 4,
-                },
-            )
-
-        def completion(self, *args: Any, **kwargs: Any) -> Any:
-            raise litellm.BadRequestError(
-                message="mirror/offline is async only", model="offline", llm_provider="mirror"
-            )
-
-    return OfflineBrain()
-
-
-async def preload() -> None:
-    """Import litellm in a daemon thread so the first turn does not wait for it.
+async def _litellm_loaded() -> Any:
+    """litellm, imported in a daemon thread so the event loop keeps running meanwhile.
 
     Not asyncio.to_thread: its worker is joined at exit, so a process stopping during
     start-up would wait seconds for the import to finish.
     """
+    if _litellm is not None:
+        return _litellm
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
+    done: asyncio.Future[Any] = loop.create_future()
 
     def load() -> None:
+        module: Any = None
         error: BaseException | None = None
         try:
-            litellm_module()
+            module = _import_litellm()
         except BaseException as exc:
             error = exc
 
@@ -179,7 +161,7 @@ async def preload() -> None:
             if done.done():
                 return
             if error is None:
-                done.set_result(None)
+                done.set_result(module)
             else:
                 done.set_exception(error)
 
@@ -189,12 +171,56 @@ async def preload() -> None:
             pass  # the loop has closed: nobody is waiting
 
     threading.Thread(target=load, name="load-litellm", daemon=True).start()
-    await done
+    return await done
+
+
+async def preload(config: ModelConfig | None = None) -> None:
+    """Import litellm in the background when `config` names a real model, so the first
+    turn does not wait for it. The offline brain needs nothing loaded (nor does a caller
+    that does not say which models it will use)."""
+    if config is not None and needs_litellm(config):
+        await _litellm_loaded()
+
+
+def offline_notice(config: ModelConfig) -> str:
+    """What the offline brain says once per conversation: how to give it a real model, or
+    which key the configured one is missing."""
+    where = str(config.source) if config.source else "a config file"
+    intro = "(I'm running on MirrorOS's offline brain, so my answers are simple."
+    for model, keys in _missing_keys(config):
+        return (
+            f"{intro} My model {model} needs {' and '.join(keys)} in the environment (or in "
+            f".env), and it is not set.)"
+        )
+    defaults = "" if config.source else " (none is in use: I run on the embedded defaults)"
+    return (
+        f"{intro} To give me a real model, set [model] name in {where}{defaults} (e.g. "
+        '"openai/gpt-4o-mini") and its API key in the environment.)'
+    )
+
+
+def _missing_keys(config: ModelConfig) -> list[tuple[str, list[str]]]:
+    """Real models in the chain whose credentials litellm finds missing (only once litellm
+    is loaded: the offline brain never imports it to ask)."""
+    if _litellm is None:
+        return []
+    found = []
+    for model in [config.name, *config.fallbacks]:
+        if is_offline(model):
+            continue
+        try:
+            missing = _litellm.validate_environment(model).get("missing_keys") or []
+        except Exception:
+            continue
+        # A configured api_base stands in for a provider's *_API_BASE variable.
+        keys = [key for key in missing if not (config.api_base and key.endswith("_API_BASE"))]
+        if keys:
+            found.append((model, keys))
+    return found
 
 
 async def complete(config: ModelConfig, context: Context) -> Answer:
     """Ask the configured model (then each fallback) for a structured reply."""
-    litellm = litellm_module()
     messages = render_messages(context)
     failures: list[str] = []
     for model in [config.name, *config.fallbacks]:
@@ -202,15 +228,17 @@ async def complete(config: ModelConfig, context: Context) -> Answer:
             if attempt:
                 await asyncio.sleep(config.retry_backoff_s * 2 ** (attempt - 1))
             try:
-                response = await litellm.acompletion(
-                    **_call_arguments(config, model, messages, context)
-                )
+                if is_offline(model):
+                    return _offline_answer(config, model, messages, context)
+                litellm = await _litellm_loaded()
+                response = await litellm.acompletion(**_call_arguments(config, model, messages))
                 reply = parse_reply(response.choices[0].message.content)
             except Exception as exc:  # litellm raises many unrelated classes
-                reason = _describe(exc)
+                failure = _without_key(config, model, exc)
+                reason = _describe(failure)
                 failures.append(f"{model}: {reason}")
                 log.warning("model %s failed (attempt %d): %s", model, attempt + 1, reason)
-                if not _retryable(exc):
+                if not _retryable(failure):
                     break
                 continue
             usage = getattr(response, "usage", None)
@@ -219,13 +247,32 @@ async def complete(config: ModelConfig, context: Context) -> Answer:
                 model=model,
                 prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                 completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                cost_usd=_cost(litellm, response, model),
+                cost_usd=_cost(litellm, response),
             )
     raise ModelUnavailable("; ".join(failures[-3:]))
 
 
-def _call_arguments(
+def _offline_answer(
     config: ModelConfig, model: str, messages: list[dict[str, str]], context: Context
+) -> Answer:
+    """The offline brain's answer, through the same validation a real model's gets."""
+    from bot import offline_brain
+
+    # The notice names the config file in use, or the key a configured model lacks.
+    data = offline_brain.answer(context, offline_notice(config))
+    content = json.dumps(data, ensure_ascii=False)
+    reply = parse_reply(content)
+    prompt = sum(len(str(message.get("content", ""))) for message in messages) // 4
+    return Answer(
+        reply=reply.model_copy(update={"model": model}),
+        model=model,
+        prompt_tokens=prompt,
+        completion_tokens=len(content) // 4,
+    )
+
+
+def _call_arguments(
+    config: ModelConfig, model: str, messages: list[dict[str, str]]
 ) -> dict[str, Any]:
     arguments: dict[str, Any] = {
         "model": model,
@@ -235,19 +282,32 @@ def _call_arguments(
         "max_tokens": config.max_tokens,
         "response_format": {"type": "json_object"},
     }
-    if model.startswith("mirror/"):
-        arguments["metadata"] = {"mirror_context": context.model_dump(mode="json")}
-    elif config.api_base:
+    if config.api_base:
         arguments["api_base"] = config.api_base
     if config.temperature is not None:
         arguments["temperature"] = config.temperature
     return arguments
 
 
+def _without_key(config: ModelConfig, model: str, exc: Exception) -> Exception:
+    """A failed call to a model whose key is not set is that missing key (some providers
+    report it as a server error, which would be retried)."""
+    for found, keys in _missing_keys(config.model_copy(update={"name": model, "fallbacks": []})):
+        return MissingKey(f"{' and '.join(keys)} not set (needed by {found})")
+    return exc
+
+
 def _retryable(exc: Exception) -> bool:
-    status = getattr(exc, "status_code", None)
+    if isinstance(exc, MissingKey):
+        return False
     if isinstance(exc, ValueError):  # empty answer: another try may do better
         return True
+    if _litellm is not None and isinstance(
+        exc,
+        (_litellm.AuthenticationError, _litellm.PermissionDeniedError, _litellm.NotFoundError),
+    ):
+        return False
+    status = getattr(exc, "status_code", None)
     return status is None or status in (408, 409, 429) or status >= 500
 
 
@@ -257,9 +317,7 @@ def _describe(exc: Exception) -> str:
     return f"{name}: {text[:160]}" if text else name
 
 
-def _cost(litellm: Any, response: Any, model: str) -> float:
-    if model.startswith("mirror/"):
-        return 0.0
+def _cost(litellm: Any, response: Any) -> float:
     try:
         return float(litellm.completion_cost(completion_response=response) or 0.0)
     except Exception:

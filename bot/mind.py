@@ -13,18 +13,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from bot import llm, offline_brain
 from bot.config import Config
-from bot.context import Context, trim_context
+from bot.context import Context, DuePromise, trim_context
 from bot.crash import crash_point
 from bot.gate import Gatekeeper
 from bot.guard import clip_incoming
 from bot.intentions import normalize_subject
 from bot.memory import Memory, NewIntention, Recorded, ReplyDelivery, TurnRecord
-from bot.models import Incoming, IntentionDraft, Reply, SoulVersion, utcnow
+from bot.models import Incoming, IntentionDraft, Reply, SoulVersion
 from bot.soul import parse_soul
 from bot.speaker import Roster, Speaker
 
@@ -125,15 +125,18 @@ class Mind:
         preface: str | None = None,
         offline: bool = False,
         timings: TurnTimings | None = None,
+        due: DuePromise | None = None,
     ) -> Reply:
         """Context, model, store: the turn after the guard let the message in.
 
-        `offline`: answer with the offline brain (the daily model budget is spent).
+        `offline`: answer with the offline brain (the daily model budget is spent); `due`:
+        the turn follows up a promise that fell due (an internal event: no guard, and the
+        promise is marked done in the turn's transaction).
         """
         timings = timings or TurnTimings()
         started = time.perf_counter()
         soul = await self.memory.active_soul()
-        context = await self.build_context(incoming, speaker, recorded, soul)
+        context = await self.build_context(incoming, speaker, recorded, soul, due=due)
         built = time.perf_counter()
         model_config = self.config.model
         if offline:
@@ -146,8 +149,14 @@ class Mind:
             reply, model, answered = answer.reply, answer.model, True
             usage = (answer.prompt_tokens, answer.completion_tokens, answer.cost_usd)
         except llm.ModelUnavailable as exc:
+            if due is not None:
+                raise  # a follow-up is tried again later, never replaced by an apology
             log.error("no model answered message %s: %s", recorded.message_id, exc)
-            reply = Reply(text=offline_brain.apology(context, "my model is not answering"))
+            reply = Reply(
+                text=offline_brain.apology(
+                    context, "my model is not answering", llm.offline_notice(model_config)
+                )
+            )
             model, answered, usage = llm.OFFLINE_MODEL, False, (0, 0, 0.0)
         thought = time.perf_counter()
         if preface:
@@ -172,6 +181,7 @@ class Mind:
                 completion_tokens=usage[1],
                 cost_usd=usage[2],
                 delivery=delivery,
+                followed_up=due.intention_id if due is not None else None,
             )
         )
         crash_point("after-store")
@@ -199,7 +209,13 @@ class Mind:
         )
 
     async def build_context(
-        self, incoming: Incoming, speaker: Speaker, recorded: Recorded, soul: SoulVersion | None
+        self,
+        incoming: Incoming,
+        speaker: Speaker,
+        recorded: Recorded,
+        soul: SoulVersion | None,
+        *,
+        due: DuePromise | None = None,
     ) -> Context:
         audience = speaker.audience(
             recorded.conversation_id, recorded.person_id, elsewhere=incoming.reply_elsewhere
@@ -227,7 +243,7 @@ class Mind:
             entrance=incoming.entrance,
             style=entrance_config.style,
             timezone=self.config.persona.timezone,
-            now=utcnow(),
+            now=datetime.fromtimestamp(self.memory.now, UTC),
             person_id=recorded.person_id,
             person_name=incoming.author.display_name or incoming.author.external_id,
             is_coordinator=coordinator,
@@ -236,6 +252,7 @@ class Mind:
             incoming_id=recorded.message_id,
             text=incoming.text,
             view=view,
+            due=due,
         )
         return trim_context(context)
 

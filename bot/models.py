@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from bot import clock
+
 ConversationKind = Literal["dm", "group", "thread"]
 Visibility = Literal["private", "group"]
 IntentionStatus = Literal["open", "done", "cancelled", "expired", "conflicted", "resolved"]
@@ -50,7 +52,7 @@ OutsideText = Annotated[str, AfterValidator(clean_text)]
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return datetime.fromtimestamp(clock.now(), UTC)
 
 
 def from_epoch(value: float | None) -> datetime | None:

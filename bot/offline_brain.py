@@ -76,13 +76,17 @@ COMMANDS_HELP = (
 )
 
 
-def answer(context: Context) -> dict[str, Any]:
-    """The structured reply (same shape a real model is asked for)."""
+def answer(context: Context, notice: str = OFFLINE_NOTICE) -> dict[str, Any]:
+    """The structured reply (same shape a real model is asked for); `notice`: the
+    once-per-conversation line saying it is the offline brain (and how to set a model)."""
     text = context.text.strip()
     lowered = text.lower()
     reply: dict[str, Any] = {"reply": "", "intentions": [], "notes": [], "done": []}
 
-    if match := _COMMAND.match(lowered):
+    if context.due is not None:
+        reply["reply"] = follow_up(context)
+        reply["done"] = [context.due.intention_id]
+    elif match := _COMMAND.match(lowered):
         reply["reply"] = command_answer(context, match.group("name"))
     elif _NAME.search(lowered):
         reply["reply"] = introduce(context)
@@ -106,21 +110,48 @@ def answer(context: Context) -> dict[str, Any]:
         reply["reply"] = "Noted. I've written that down where my other instances can see it."
         reply["notes"] = [f"{context.person_name or 'someone'} said: {text}"]
 
-    reply["reply"] = styled(context, reply["reply"])
+    reply["reply"] = styled(context, reply["reply"], notice)
     return reply
 
 
-def styled(context: Context, body: str) -> str:
+def styled(context: Context, body: str, notice: str = OFFLINE_NOTICE) -> str:
     """Apply the entrance style and the once-per-conversation offline notice."""
     if context.reply_elsewhere:
         body = f"{body}\n\n{REPLY_ELSEWHERE_NOTICE}"
     if not context.view.offline_notice_given:
-        body = f"{body}\n\n{OFFLINE_NOTICE}"
+        body = f"{body}\n\n{notice}"
     style = context.style.lower()
     if "greeting" in style or "sign-off" in style:
         name = context.person_name or "there"
         body = f"Hi {name},\n\n{body}\n\nBest,\n{context.soul_name}"
     return body
+
+
+_CALL = re.compile(r"\b(call|phone|ring|video)\b", re.IGNORECASE)
+_MAIL = re.compile(r"\b(e-?mail|mail)\b", re.IGNORECASE)
+
+
+def follow_up(context: Context) -> str:
+    """A promise fell due: say what it was, plainly, and what the persona can do about it
+    ("It's Fri 15:00: you asked me to call you. I can't place calls, so this is your
+    reminder.")."""
+    assert context.due is not None
+    due = context.due
+    zone = ZoneInfo(context.timezone)
+    now = context.now.astimezone(zone).strftime("%a %H:%M")
+    action = due.text
+    if context.person_name:
+        action = re.sub(rf"\b{re.escape(context.person_name)}'s\b", "your", action)
+        action = re.sub(rf"\b{re.escape(context.person_name)}\b", "you", action)
+    text = f"It's {now}: you asked me to {action}."
+    if due.late:
+        when = due.due_at.astimezone(zone).strftime("%a %H:%M")
+        text = f"Sorry, this comes late (it was due {when}; I was away). {text}"
+    if _CALL.search(action):
+        return f"{text} I can't place calls, so this is your reminder instead."
+    if _MAIL.search(action):
+        return f"{text} I can't send mail from here, so this is your reminder instead."
+    return f"{text} This is your reminder."
 
 
 def command_answer(context: Context, name: str) -> str:
@@ -130,12 +161,13 @@ def command_answer(context: Context, name: str) -> str:
     return f"I don't know the command /{name}. {COMMANDS_HELP}"
 
 
-def apology(context: Context, reason: str) -> str:
+def apology(context: Context, reason: str, notice: str = OFFLINE_NOTICE) -> str:
     """What the persona says when its model failed (the message is kept as unanswered)."""
     return styled(
         context,
         f"Sorry, I can't think straight right now ({reason}). I've kept your message and "
         "will pick it up again.",
+        notice,
     )
 
 

@@ -205,7 +205,13 @@ class OutboxCourier:
         recheck_s: float = 1.0,
         max_attempts: int = 5,
         backoff_s: float = 2.0,
+        runs: Mapping[str, Callable[[OutboxItem], Awaitable[str | None]]] | None = None,
+        on_failed: Callable[[OutboxItem, str], Awaitable[None]] | None = None,
     ) -> None:
+        """`runs`: per payload kind, what to do with such a row instead of sending its text
+        (kind 'due': run the follow-up turn of a promise that fell due); it raises to be
+        retried like a failed send. `on_failed`: called once for a row whose attempts ran
+        out."""
         self.memory = memory
         self.entrance = entrance
         self.claimer = claimer
@@ -215,6 +221,8 @@ class OutboxCourier:
         self.recheck_s = recheck_s
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        self.runs = dict(runs or {})
+        self.on_failed = on_failed
 
     async def run(self) -> None:
         last_version: int | None = None
@@ -249,8 +257,9 @@ class OutboxCourier:
         """Send one claimed row and mark it: sent (with the platform's id), or a failed
         attempt to retry with backoff. Between the platform taking it and the mark, a crash
         sends it again on restart: the one window where a message can arrive twice."""
+        run = self.runs.get(str(item.payload.get("kind")), self.send)
         try:
-            platform_id = await self.send(item)
+            platform_id = await run(item)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -269,6 +278,11 @@ class OutboxCourier:
                 status,
                 exc,
             )
+            if status == "failed" and self.on_failed is not None:
+                try:
+                    await self.on_failed(item, f"{type(exc).__name__}: {exc}")
+                except Exception:
+                    log.exception("reporting outbox %d as failed did not work", item.id)
             return False
         crash_point("after-send")
         await self.memory.mark_sent(item.id, self.claimer, platform_id)

@@ -1,4 +1,5 @@
-"""The scheduler: surfaces unresolved items to the coordinator, reminds, escalates, expires.
+"""The scheduler: surfaces unresolved items to the coordinator, reminds, escalates, queues
+the follow-ups of promises that fell due, expires.
 
 Any number of schedulers may run; one acts. Each tick first takes or renews the
 'scheduler' lease (a row in `leases`, upserted under BEGIN IMMEDIATE); a scheduler without
@@ -15,6 +16,8 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from bot.commands import buttons_for
 from bot.config import Config
@@ -35,6 +38,8 @@ class TickReport:
     escalated: list[int] = field(default_factory=list)
     expired: list[int] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
+    due: list[int] = field(default_factory=list)  # intentions whose follow-up was queued
+    waiting: list[int] = field(default_factory=list)  # follow-ups the coordinator was told of
 
     def summary(self) -> str:
         if not self.leader:
@@ -42,7 +47,8 @@ class TickReport:
         return (
             f"leader (epoch {self.epoch}): surfaced {len(self.surfaced)}, reminded "
             f"{len(self.reminded)}, escalated {len(self.escalated)}, expired "
-            f"{len(self.expired)}, dead instances {len(self.dead)}"
+            f"{len(self.expired)}, dead instances {len(self.dead)}, due {len(self.due)}, "
+            f"waiting {len(self.waiting)}"
         )
 
 
@@ -112,7 +118,13 @@ class Scheduler:
             log.exception("scheduler tick failed")
             return
         if report.leader and (
-            report.surfaced or report.reminded or report.escalated or report.expired or report.dead
+            report.surfaced
+            or report.reminded
+            or report.escalated
+            or report.expired
+            or report.dead
+            or report.due
+            or report.waiting
         ):
             log.info("tick: %s", report.summary())
 
@@ -190,6 +202,33 @@ class Scheduler:
             [(details, f"escalate:{details.item.id}") for details in escalating],
             "escalated",
             "OVERDUE: this is already due.\n",
+        )
+        # Due promises become turns of the entrance owning their conversation (before expiry,
+        # which spares those queued here).
+        report.due = await self.memory.queue_due_follow_ups(
+            lease=LEASE, holder=self.holder, epoch=epoch
+        )
+
+        def waiting(intention_id: int, text: str, due_at: float, entrance: str) -> Outgoing:
+            when = datetime.fromtimestamp(due_at, ZoneInfo(zone)).strftime("%a %Y-%m-%d %H:%M")
+            return Outgoing(
+                entrance=address.entrance,
+                target=address.external_id,
+                text=(
+                    f"A promise fell due {when} and its follow-up is still waiting: my "
+                    f"{entrance} entrance is not running. “{text}” (#{intention_id}) goes out "
+                    "when it is back."
+                ),
+                dedupe_key=f"due-late:{intention_id}",
+                payload={"kind": "due_waiting", "intention_id": intention_id},
+            )
+
+        report.waiting = await self.memory.notice_waiting_follow_ups(
+            self.config.scheduler.due_give_up_after_s,
+            waiting,
+            lease=LEASE,
+            holder=self.holder,
+            epoch=epoch,
         )
         report.expired = await self.memory.expire_intentions(self.config.scheduler.expire_after_s)
         report.dead = await self.memory.mark_dead_instances(

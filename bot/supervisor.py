@@ -9,6 +9,8 @@ has been given up the supervisor stops the rest (the scheduler) and reports why,
 `mirror up` never looks healthy while no bot is up. Stopping sends SIGTERM to every child
 (each finishes its current turn), then SIGKILL after a grace period; a child whose
 supervisor vanished (kill -9) is sent SIGHUP by the kernel and stops the same way.
+Given a logger (`mirror up` in a terminal), every line goes to it instead of `output`,
+at the level the child logged it with, so a quiet terminal shows only the trouble.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -27,6 +30,8 @@ from typing import TextIO
 log = logging.getLogger(__name__)
 
 PERMANENT_FAILURE = 2
+# A child's log line, in the format bot/cli.py gives its log: "DATE TIME LEVEL name: …".
+_CHILD_LEVEL = re.compile(r"^\S+ \S+ (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Supervisor:
         max_restarts: int = 5,
         stop_timeout_s: float = 20.0,
         output: TextIO | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.children = {spec.name: ChildState(spec) for spec in specs}
         self.backoff_initial_s = backoff_initial_s
@@ -123,6 +129,7 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.stop_timeout_s = stop_timeout_s
         self.output = output or sys.stderr
+        self.logger = logger
         # Why `run` ended by itself: every entrance was given up (None when asked to stop).
         self.nothing_running: str | None = None
         self._stopping = asyncio.Event()
@@ -204,7 +211,7 @@ class Supervisor:
             preexec_fn=self._preexec,
         )
         state.started_at = time.monotonic()
-        self._say(f"{state.spec.name}: started (pid {state.process.pid})")
+        self._say(f"{state.spec.name}: started (pid {state.process.pid})", logging.INFO)
         state.relay = asyncio.create_task(self._relay(state, state.process))
 
     async def _relay(self, state: ChildState, process: asyncio.subprocess.Process) -> None:
@@ -212,7 +219,7 @@ class Supervisor:
         while line := await process.stdout.readline():
             text = line.decode(errors="replace").rstrip()
             state.last_lines = [*state.last_lines[-4:], text]
-            self._say(f"[{state.spec.name}] {text}")
+            self._say(f"[{state.spec.name}] {text}", _child_level(text))
 
     async def _stop_all(self) -> None:
         running = [
@@ -240,6 +247,16 @@ class Supervisor:
     def _last_line(self, state: ChildState) -> str:
         return state.last_lines[-1] if state.last_lines else "no output"
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, level: int = logging.WARNING) -> None:
+        if self.logger is not None:
+            self.logger.log(level, "%s", text)
+            return
         self.output.write(text + "\n")
         self.output.flush()
+
+
+def _child_level(line: str) -> int:
+    """The level a child logged a line at; a line outside the log format (a traceback, a
+    last word on exit) counts as a warning, so that it is seen."""
+    found = _CHILD_LEVEL.match(line)
+    return logging.getLevelNamesMapping()[found.group("level")] if found else logging.WARNING

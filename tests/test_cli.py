@@ -110,3 +110,154 @@ def test_memory_search_log_and_backup(write_config: Callable[..., Path], tmp_pat
     assert mirror(config, "backup", str(copy)).returncode == 2  # never overwrites
     copied = run_mirror("memory", "log", "--json", "--db", str(copy))
     assert len(json.loads(copied.stdout)) == 2
+
+
+def test_chat_on_the_offline_brain_answers_without_importing_litellm(
+    write_config: Callable[..., Path],
+) -> None:
+    """A real `mirror chat --jsonl` run; at exit it reports whether litellm was imported."""
+    code = (
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: print(json.dumps({'type': 'modules', "
+        "'litellm': 'litellm' in sys.modules}), flush=True))\n"
+        f"sys.argv = ['mirror', 'chat', '--jsonl', '--config', {str(write_config())!r}]\n"
+        "from bot.cli import main\n"
+        "main()\n"
+    )
+    import subprocess
+
+    from tests.conftest import ROOT, mirror_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        input="what is your name?\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=mirror_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    [reply] = [line for line in lines if line["type"] == "reply"]
+    assert "Wren" in reply["text"] and reply["model"] == "mirror/offline"
+    assert lines[-1] == {"type": "modules", "litellm": False}
+
+
+def test_the_terminal_person_is_coordinator_and_admin_in_the_shipped_config(
+    tmp_path: Path, soul_file: Path
+) -> None:
+    """`mirror chat` with the shipped config and no --as: /pending and /soul … are answered,
+    not refused."""
+    from tests.conftest import ROOT
+
+    shipped = (ROOT / "config" / "mirror.toml").read_text(encoding="utf-8")
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        shipped.replace('"var/memory.db"', f'"{tmp_path / "memory.db"}"').replace(
+            '"soul/SOUL.md"', f'"{soul_file}"'
+        ),
+        encoding="utf-8",
+    )
+    done = run_mirror("chat", "--jsonl", "--config", str(config), input="/pending\n/soul history\n")
+    assert done.returncode == 0, done.stderr
+    replies = [json.loads(line)["text"] for line in done.stdout.splitlines() if '"reply"' in line]
+    assert len(replies) == 2, done.stdout
+    assert not any("Only my" in reply for reply in replies), replies
+    assert "Wren" in replies[1]
+
+
+def test_version() -> None:
+    done = run_mirror("--version")
+    assert done.returncode == 0 and done.stdout.startswith("mirror (MirrorOS) ")
+
+
+def test_help_shows_bracketed_config_keys() -> None:
+    """Help texts are rich markup; "[memory]" must survive it."""
+    done = run_mirror("status", "--help", COLUMNS="200")
+    assert done.returncode == 0 and "$MIRROR_DB or [memory] path" in done.stdout
+
+
+def _read_until(fd: int, marker: str, seen: list[str], timeout: float = 60) -> None:
+    """Read a pty until `marker` appears in what was read since the call (or EOF/timeout)."""
+    import os
+    import select
+    import time
+
+    start, deadline = len(seen), time.monotonic() + timeout
+    while marker not in "".join(seen[start:]):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {marker!r} in {''.join(seen)!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            chunk = b""
+        assert chunk, f"terminal closed before {marker!r}: {''.join(seen)!r}"
+        seen.append(chunk.decode(errors="replace"))
+
+
+def test_terminal_chat_shows_no_info_lines_and_logs_to_the_file(
+    write_config: Callable[..., Path], tmp_path: Path, soul_file: Path
+) -> None:
+    """`mirror chat` on a real terminal (a pty): the log goes to [logging] path, the screen
+    has the banner, the coloured prompt and the reply, no INFO line, and a warning printed
+    above the prompt."""
+    import os
+    import pty
+    import subprocess
+
+    from tests.conftest import ROOT, mirror_env
+
+    log_file = tmp_path / "log" / "mirror.log"
+    config = write_config(f'[logging]\npath = "{log_file}"\n')
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "chat", "--config", str(config)],
+        cwd=ROOT,
+        env=mirror_env(TERM="xterm"),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen: list[str] = []
+    try:
+        _read_until(master, "you>", seen)
+        os.write(master, b"what is your name?\n")
+        _read_until(master, "you>", seen)
+        soul_file.write_text("# Name\nBroken\n")  # an invalid edit: refused with a warning
+        _read_until(master, "you>", seen)
+        os.write(master, b"\x04")  # Ctrl-D: the chat ends
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    screen = "".join(seen)
+    assert "MirrorOS is running on this terminal" in screen
+    assert "\x1b[1;36mWren\x1b[0m: " in screen  # the persona's name, coloured
+    assert " INFO " not in screen and "WARNING" not in screen, screen
+    # The prompt's line is cleared, the warning printed, the prompt drawn again.
+    assert "\r\x1b[Kwarning: soul: " in screen and screen.rstrip().endswith("you>\x1b[0m")
+    assert " INFO bot.instance: instance local (local) started" in log_file.read_text()
+
+
+def test_colours_only_on_a_terminal_without_no_color(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from adapters.local.runtime import colour_terminal
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert colour_terminal(Terminal()) and not colour_terminal(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not colour_terminal(Terminal())

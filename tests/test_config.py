@@ -18,6 +18,14 @@ def test_shipped_config_runs_offline() -> None:
     assert config.coordinator.parsed.entrance == "local"
 
 
+def test_shipped_config_makes_the_terminal_person_coordinator_and_admin() -> None:
+    from bot.cli import LOCAL_PERSON
+
+    config = load_config(ROOT / "config" / "mirror.toml")
+    assert config.coordinator.address == f"local:{LOCAL_PERSON}"
+    assert config.access.admins == [f"local:{LOCAL_PERSON}"]
+
+
 def test_embedded_defaults_when_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MIRROR_CONFIG", raising=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,35 @@ from tests.waiting import wait_until
 
 def child(code: str) -> list[str]:
     return [sys.executable, "-c", code]
+
+
+async def test_with_a_logger_child_lines_keep_the_level_they_were_logged_at(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`mirror up` in a terminal: the quiet screen shows a child's warnings, not its INFO."""
+    code = (
+        "print('2026-12-02 07:00:00,000 INFO bot.scheduler: tick', flush=True)\n"
+        "print('2026-12-02 07:00:00,001 WARNING bot.scheduler: trouble', flush=True)\n"
+        "print('Traceback (most recent call last):', flush=True)"
+    )
+    supervisor = Supervisor(
+        [ChildSpec("once", child(code), entrance=False)],
+        logger=logging.getLogger("bot.supervisor"),
+        output=io.StringIO(),
+    )
+    caplog.set_level(logging.DEBUG, logger="bot.supervisor")
+    task = asyncio.create_task(supervisor.run())
+    try:
+        await wait_until(
+            lambda: any("Traceback" in r.getMessage() for r in caplog.records), 15.0, "relayed"
+        )
+    finally:
+        supervisor.request_stop()
+        await task
+    levels = {r.getMessage().split(" ")[-1]: r.levelname for r in caplog.records}
+    assert levels["tick"] == "INFO" and levels["trouble"] == "WARNING"
+    assert levels["last):"] == "WARNING"  # outside the log format: seen, to be safe
+    assert supervisor.output.getvalue() == ""  # type: ignore[attr-defined]
 
 
 async def test_crashing_child_is_restarted_with_backoff_then_given_up() -> None:

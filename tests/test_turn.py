@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import llm
 from bot.config import Config, load_config
 from bot.llm import parse_reply
 from bot.memory import Memory
@@ -208,3 +209,42 @@ async def test_every_model_failing_gives_an_apology_and_keeps_the_message(
     assert len(fake_model.requests) == 2  # one retry, as configured
     [_, incoming] = await memory.message_log()
     assert incoming.direction == "in" and incoming.status == "unanswered"
+
+
+async def test_refused_key_is_tried_once_not_retried(mind: Mind, fake_model: FakeOpenAI) -> None:
+    use_fake(mind.config, fake_model, retries=2, retry_backoff_s=0.01)
+    fake_model.fail_model("fake-model", 401, "invalid api key", should_retry=False)
+    reply = await mind.turn(message("are you there?"))
+    assert reply is not None and not reply.answered
+    assert len(fake_model.requests) == 1
+
+
+async def test_unknown_model_is_tried_once_not_retried(mind: Mind, fake_model: FakeOpenAI) -> None:
+    use_fake(mind.config, fake_model, retries=2, retry_backoff_s=0.01)
+    fake_model.fail_model("fake-model", 404, "model not found", should_retry=False)
+    reply = await mind.turn(message("are you there?"))
+    assert reply is not None and not reply.answered
+    assert len(fake_model.requests) == 1
+
+
+async def test_missing_key_is_not_retried_and_the_offline_brain_names_it(
+    mind: Mind, fake_model: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    use_fake(mind.config, fake_model, retries=2, retry_backoff_s=0.01, fallbacks=["mirror/offline"])
+    reply = await mind.turn(message("what is your name?"))
+    assert reply is not None and reply.model == "mirror/offline" and "Wren" in reply.text
+    assert "openai/fake-model needs OPENAI_API_KEY" in reply.text
+    assert fake_model.requests == []  # the SDK refused before sending; nothing was retried
+
+
+async def test_offline_notice_names_the_config_file_in_use(mind: Mind) -> None:
+    reply = await mind.turn(message("hello"))
+    assert reply is not None and "offline brain" in reply.text
+    assert f"set [model] name in {mind.config.source}" in reply.text
+
+
+def test_offline_notice_without_a_config_file_says_so() -> None:
+    notice = llm.offline_notice(Config().model)
+    assert "set [model] name in a config file (none is in use" in notice
+    assert "embedded defaults" in notice

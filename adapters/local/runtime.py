@@ -3,7 +3,8 @@
 Lines from stdin are messages from PERSON in a DM; replies go to stdout. Outbox rows
 addressed to `local:PERSON` are printed as they arrive. With `--jsonl` every output is one
 JSON object per line (for programs and tests); otherwise replies are plain text, with a
-prompt when stdin is a terminal. EOF or Ctrl-C ends the instance cleanly.
+prompt when stdin is a terminal (the persona's name and the prompt in colour when stdout
+is a colour terminal and NO_COLOR is unset). EOF or Ctrl-C ends the instance cleanly.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -25,6 +27,16 @@ from bot.outbox import Button
 log = logging.getLogger(__name__)
 
 ENTRANCE = MANIFEST.name
+PERSONA_COLOUR = "\x1b[1;36m"  # bold cyan
+PERSON_COLOUR = "\x1b[1;32m"  # bold green
+RESET = "\x1b[0m"
+
+
+def colour_terminal(stream: TextIO) -> bool:
+    """Does this stream take ANSI colours? (https://no-color.org)"""
+    return (
+        stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM", "") != "dumb"
+    )
 
 
 class LocalChat:
@@ -48,6 +60,8 @@ class LocalChat:
         self.stdout = stdout or sys.stdout
         self.banner = banner
         self.interactive = not jsonl and self.stdin.isatty()
+        self.colour = self.interactive and colour_terminal(self.stdout)
+        self._prompt_shown = False
         self._lines: asyncio.Queue[str | None] = asyncio.Queue()
         self.speaker = "persona"
         self._stopping = False
@@ -58,12 +72,13 @@ class LocalChat:
             # Rows for this person (the coordinator's address) or for this conversation.
             self.instance.deliver_outbox(targets=[self.person, self.conversation_id])
             self._start_reader()
-            self.emit("ready", f"{self.instance.instance_id} is listening as {self.person}")
             if self.banner and self.interactive:
                 self.write(self.banner)
+            self.emit("ready", f"{self.instance.instance_id} is listening as {self.person}")
             while True:
                 self.prompt()
                 line = await self._lines.get()
+                self._prompt_shown = False  # Enter moved the cursor past it
                 if line is None or self._stopping:
                     break
                 text = line.rstrip("\r\n")
@@ -117,7 +132,10 @@ class LocalChat:
         if self.jsonl:
             self.write(json.dumps({"type": kind, "text": text, **extra}, ensure_ascii=False))
         elif kind == "reply":
-            self.write(f"{self.speaker}: {text}" if self.interactive else text)
+            if self.interactive:
+                self.write(f"{self.painted(self.speaker, PERSONA_COLOUR)}: {text}")
+            else:
+                self.write(text)
         elif kind == "outbox":
             self.write(f"\n[message for {self.person}]\n{text}")
             self.prompt()
@@ -125,13 +143,30 @@ class LocalChat:
             self.write(f"({text}; Ctrl-D to leave)")
 
     def write(self, text: str) -> None:
+        self._prompt_shown = False
         self.stdout.write(text + "\n")
         self.stdout.flush()
 
     def prompt(self) -> None:
         if self.interactive:
-            self.stdout.write(f"{self.person}> ")
+            self.stdout.write(f"{self.painted(self.person + '>', PERSON_COLOUR)} ")
             self.stdout.flush()
+            self._prompt_shown = True
+
+    def above_prompt(self, text: str) -> None:
+        """A line for the person at the terminal (a warning from the log), on stderr: above
+        the prompt when it is showing (what they typed so far stays in the line buffer)."""
+        redraw = self._prompt_shown and self.stdout.isatty()
+        if redraw:
+            self.stdout.write("\r\x1b[K")  # the prompt's line, cleared
+            self.stdout.flush()
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+        if redraw:
+            self.prompt()
+
+    def painted(self, text: str, colour: str) -> str:
+        return f"{colour}{text}{RESET}" if self.colour else text
 
     def _start_reader(self) -> None:
         """Read stdin in a daemon thread so a blocked read never holds up shutdown."""

@@ -14,7 +14,7 @@ class CatchupStore(Database):
 
         Ids are TEXT; the newest is the largest by length, then by value (numeric ids such
         as Discord snowflakes grow with time). Conversations with no platform message id
-        are left out.
+        are left out, and so are internal events (`bot.memory.due_store.due_event_id`).
         """
 
         def run(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -23,6 +23,8 @@ class CatchupStore(Database):
                 " (SELECT m.platform_message_id FROM messages m"
                 "  WHERE m.conversation_id = c.id AND m.direction = 'in'"
                 "  AND m.platform_message_id IS NOT NULL"
+                # A promise's follow-up is an internal event ('due:ID'), not the platform's.
+                "  AND m.platform_message_id NOT LIKE 'due:%'"
                 "  ORDER BY length(m.platform_message_id) DESC, m.platform_message_id DESC"
                 "  LIMIT 1) AS latest"
                 " FROM conversations c WHERE c.entrance = ?",

@@ -27,6 +27,7 @@ from typing import Any, Self, TypeVar
 
 import aiosqlite
 
+from bot import clock
 from bot.memory.schema import (
     MemoryDbError,
     MemoryUnavailable,
@@ -115,7 +116,7 @@ class Database:
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000) -> None:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
-        self.clock: Callable[[], float] = time.time
+        self.clock: Callable[[], float] = clock.now
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._checkpointer: aiosqlite.Connection | None = None

@@ -208,7 +208,9 @@ class IntentionStore(Database):
         return await self.write(run)
 
     async def expire_intentions(self, older_than_s: float) -> list[int]:
-        """Open intentions past due (or undated and old) by more than older_than_s expire."""
+        """Open intentions past due (or undated and old) by more than older_than_s expire,
+        except those whose follow-up turn is queued or sent (bot.memory.due_store): only a
+        promise that could not be followed up expires."""
 
         def run(conn: sqlite3.Connection) -> list[int]:
             cutoff = self.now - older_than_s
@@ -216,6 +218,7 @@ class IntentionStore(Database):
             expired = conn.execute(
                 "UPDATE intentions SET status = 'expired', updated_at = :now"
                 " WHERE id IN (SELECT id FROM intentions WHERE status = 'open' AND due_at < :cutoff"
+                "   AND follow_up IS NOT 'queued' AND follow_up IS NOT 'sent'"
                 "   UNION ALL SELECT id FROM intentions WHERE status = 'open' AND due_at IS NULL"
                 "   AND created_at < :cutoff) RETURNING id",
                 {"now": self.now, "cutoff": cutoff},

@@ -81,6 +81,7 @@ class TurnRecord:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     delivery: ReplyDelivery | None = None  # None: the caller shows the reply itself
+    followed_up: int | None = None  # the due intention this turn followed up (marked done)
 
     @classmethod
     def answering(
@@ -126,6 +127,20 @@ class Unfinished:
     at: float
     attempts: int
     status: str  # 'received' (its process died mid-turn) or 'unanswered' (no model answered)
+
+
+@dataclass(frozen=True)
+class DueFollowUp:
+    """An intention that fell due, with what its follow-up turn needs: the internal event
+    (`incoming`, authored by whoever the promise was made to, in that conversation) and the
+    promise itself. `status`/`follow_up`: the intention's, when it was read."""
+
+    intention_id: int
+    text: str
+    due_at: float
+    status: str
+    follow_up: str | None
+    incoming: Incoming
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from bot.memory.catchup_store import CatchupStore
 from bot.memory.conversation_store import ConversationStore
 from bot.memory.coordinator_store import CoordinatorStore
 from bot.memory.database import Database
+from bot.memory.due_store import DueStore
 from bot.memory.identity_store import IdentityStore
 from bot.memory.intention_store import IntentionStore
 from bot.memory.mirror_store import MirrorStore
@@ -26,6 +27,7 @@ class Memory(
     MirrorStore,
     TurnStore,
     IntentionStore,
+    DueStore,
     CoordinatorStore,
     OutboxStore,
     SoulStore,

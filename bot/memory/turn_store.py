@@ -88,6 +88,13 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
                 (now, *turn.done, turn.person_id),
             )
         ]
+    if turn.followed_up is not None:
+        conn.execute(
+            "UPDATE intentions SET follow_up = 'sent', updated_at = :now,"
+            " status = CASE WHEN status IN ('open', 'resolved') THEN 'done' ELSE status END"
+            " WHERE id = :id",
+            {"now": now, "id": turn.followed_up},
+        )
     if turn.model:
         conn.execute(
             "INSERT INTO model_usage (at, instance_id, model, prompt_tokens, completion_tokens,"
