@@ -908,6 +908,7 @@ async def test_kill_9_at_each_step_of_a_mail_turn_answers_once(
     finally:
         assert await second.stop() == 0, second.tail()
     delivered = [r for r in smtp_sink.received if r.message["In-Reply-To"] == "<talk@x.test>"]
+    print(f"crash matrix: mail {cell}: the reply arrived {len(delivered)} time(s)")  # with -s
     # After SMTP took it and before memory marked it sent, a crash sends it again — with
     # the same Message-ID, so the person's mail client shows one.
     assert 1 <= len(delivered) <= (2 if cell in ("during-send", "after-send") else 1)
