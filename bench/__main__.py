@@ -2,7 +2,7 @@
 
 python -m bench                 all of them (prefilled memories are built on first use)
 python -m bench NAME [NAME ...] only these: prefill, turn, processes, awareness,
-                                scheduler, startup, soul_watcher
+                                scheduler, startup, soul_watcher, due
 
 Progress goes to stderr; the table (figure, value, goal, met?) to stdout. Figures are
 wall-clock on this machine: the table's first rows say how busy it was.
@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import awareness, prefill, processes, scheduler, soul_watcher, startup, turn
+from bench import awareness, due, prefill, processes, scheduler, soul_watcher, startup, turn
 from bench.common import Figure, cpu_reference_ms, load_average, print_figures, progress
 
 
@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[], list[Figure]]] = {
     "scheduler": lambda: asyncio.run(scheduler.run()),
     "startup": startup.run,
     "soul_watcher": soul_watcher.run,
+    "due": lambda: asyncio.run(due.run()),
 }
 
 

@@ -822,9 +822,38 @@ def dismiss(item_id: int, config: ConfigOption = None, db: DbOption = None) -> N
     _coordinator_command(get_config(config, db), "dismiss", [str(item_id)])
 
 
+def _upcoming_json(item: Any, timezone: str) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from bot.reminders import local_time
+
+    due = item.due_at
+    return {
+        "id": item.id,
+        "kind": item.kind,
+        "text": item.text,
+        "status": item.status,
+        "due_at": datetime.fromtimestamp(due, UTC).isoformat() if due is not None else None,
+        "due_local": local_time(due, timezone) if due is not None else None,
+        "timezone": timezone,
+        "recurring": item.recurring,
+        "entrance": item.entrance,
+        "owner_instance": item.owner_instance,
+        "person_id": item.person_id,
+        "person_name": item.person_name,
+    }
+
+
 @app.command()
 def intentions(
     status: Annotated[str | None, typer.Option(help="open, done, conflicted, …")] = None,
+    due: Annotated[
+        bool,
+        typer.Option(
+            "--due",
+            help="What falls due next, soonest first, in each person's local time.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -832,17 +861,103 @@ def intentions(
     """The persona's intentions across every instance."""
     cfg = get_config(config, db)
 
+    if due:
+        coming = with_memory(cfg, lambda memory: memory.due_intentions())
+        rows = [_upcoming_json(item, item.timezone or cfg.persona.timezone) for item in coming]
+        if as_json:
+            echo_json(rows)
+            return
+        if not rows:
+            typer.echo("nothing falls due")
+        for row in rows:
+            who = f" for {row['person_name']}" if row["person_name"] else ""
+            repeats = " (repeats)" if row["recurring"] else ""
+            typer.echo(
+                f"{row['id']:>5} {row['due_local']}  {row['kind']}{who} on {row['entrance']}: "
+                f"{row['text']}{repeats}"
+            )
+        return
     found = with_memory(cfg, lambda memory: memory.intentions(status))
     if as_json:
         echo_json([item.model_dump(mode="json") for item in found])
         return
     for item in found:
-        due = f" due {item.due_at:%Y-%m-%d %H:%M} UTC" if item.due_at else ""
+        when = f" due {item.due_at:%Y-%m-%d %H:%M} UTC" if item.due_at else ""
         target = f" -> {item.target_entrance}" if item.target_entrance else ""
         typer.echo(
             f"{item.id:>5} [{item.status}] {item.owner_instance}/{item.entrance} "
-            f"'{item.subject}': {item.text}{due}{target}"
+            f"'{item.subject}': {item.text}{when}{target}"
         )
+
+
+@app.command()
+def remind(
+    account: Annotated[str, typer.Argument(help="Who to remind, ENTRANCE:ID.")],
+    text: Annotated[str, typer.Argument(help="What to remind them of.")],
+    at: Annotated[
+        str,
+        typer.Option(
+            "--at", help=r'When, in words ("tomorrow 9:00", "in 2 hours"), in \[persona] timezone.'
+        ),
+    ],
+    config: ConfigOption = None,
+    db: DbOption = None,
+    actor: Annotated[str, typer.Option("--as", help="Who sets it (audited).")] = "cli",
+    as_json: JsonOption = False,
+) -> None:
+    """Remind someone of something, in their private chat on that entrance."""
+    cfg = get_config(config, db)
+    from bot.accounts import AccountRef
+
+    try:
+        ref = AccountRef.parse(account)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if not text.strip():
+        raise fail("say what to remind them of")
+    timezone = cfg.persona.timezone
+    import dateparser
+
+    when = dateparser.parse(
+        at,
+        settings={
+            "TIMEZONE": timezone,
+            "TO_TIMEZONE": "UTC",
+            "RETURN_AS_TIMEZONE_AWARE": True,
+            "PREFER_DATES_FROM": "future",
+        },
+    )
+    if when is None:
+        raise fail(f'I can\'t read the time {at!r}; try "tomorrow 9:00" or "2026-12-24 18:00"')
+    due_at = when.timestamp()
+
+    async def store(memory: Any) -> int:
+        from bot.memory import ReminderError
+
+        try:
+            return int(
+                await memory.add_reminder(
+                    ref.entrance, ref.external_id, text.strip(), due_at, actor=actor
+                )
+            )
+        except ReminderError as exc:
+            raise CommandError(str(exc)) from None
+
+    intention_id = with_memory(cfg, store)
+    from bot.reminders import local_time
+
+    if as_json:
+        echo_json(
+            {
+                "id": intention_id,
+                "account": ref.key,
+                "text": text.strip(),
+                "due_at": when.isoformat(),
+                "due_local": local_time(due_at, timezone),
+            }
+        )
+        return
+    typer.echo(f"reminder #{intention_id} for {ref.key} at {local_time(due_at, timezone)}")
 
 
 @app.command()

@@ -19,9 +19,10 @@ from bot.config import Config
 from bot.coordinator import Coordinator
 from bot.gate import lets_in
 from bot.guard import new_code, normalize_code
-from bot.memory import BucketSpec, CodeError, ItemDetails, ItemError, Memory
+from bot.memory import Account, BucketSpec, CodeError, ItemDetails, ItemError, Memory
 from bot.outcome import Outcome, invalid, refused
 from bot.people import approve_pairing
+from bot.reminders import known_timezone, local_time, snooze_until, upcoming_line
 from bot.soul_admin import soul_command
 from bot.speaker import Role, Speaker
 
@@ -38,6 +39,10 @@ LINK_CODE_REPLY = (
     "Your link code is {code}. Within {minutes} minutes, send /link {code} to me from your "
     "other account and I'll know both are you."
 )
+REMINDERS_IN_PRIVATE = (
+    "Let's do that in a private chat: your reminders and promises are yours alone."
+)
+NOT_YOURS = "There is no such reminder of yours; /reminders lists them."
 LINKED_NOTICE = (
     "Your account was just linked with {account}, so I treat both as you. If that wasn't "
     "you, tell my coordinator."
@@ -133,6 +138,18 @@ DECLARATIONS: tuple[Declaration, ...] = (
         private_only=True,
         private_refusal=LINK_IN_PRIVATE,
     ),
+    Declaration(
+        "reminders",
+        "/reminders",
+        "your reminders and what I promised you, with their numbers",
+        private_only=True,
+        private_refusal=REMINDERS_IN_PRIVATE,
+        audit_refusal="reminders.refused",
+    ),
+    Declaration("cancel", "/cancel N", "cancel one (a repeating one stops for good)"),
+    Declaration("snooze", "/snooze N 30m|2h|tomorrow", "have one come again later"),
+    Declaration("done", "/done N", "mark one done"),
+    Declaration("timezone", "/timezone [Area/City]", "see or set the timezone I use for you"),
     Declaration(
         "pending",
         "/pending",
@@ -232,6 +249,11 @@ class Commands:
             "dismiss": self._coordinator,
             "approve": self._coordinator,
             "deny": self._coordinator,
+            "reminders": self._reminders,
+            "cancel": self._end,
+            "done": self._end,
+            "snooze": self._snooze,
+            "timezone": self._timezone,
         }
 
     def takes(self, speaker: Speaker, text: str) -> bool:
@@ -350,3 +372,89 @@ class Commands:
         return Outcome(
             f"Linked: I now know {', '.join(result.accounts)} as one person.", changed=True
         )
+
+    # a person's own reminders and promises ---------------------------------------------
+
+    async def _person(self, speaker: Speaker) -> Account:
+        account = await self.memory.account(
+            speaker.account.entrance,
+            speaker.account.external_id,
+            display_name=speaker.name,
+            is_bot=speaker.is_bot,
+        )
+        assert account is not None
+        return account
+
+    async def _timezone_of(self, person_id: int) -> str:
+        return await self.memory.person_timezone(person_id) or self.config.persona.timezone
+
+    async def _reminders(self, speaker: Speaker, command: Command) -> Outcome:
+        person = (await self._person(speaker)).person_id
+        found = await self.memory.own_intentions(person)
+        if not found:
+            return Outcome("You have no reminders, and I owe you nothing right now.")
+        timezone = await self._timezone_of(person)
+        lines = [upcoming_line(item, timezone) for item in found]
+        return Outcome(
+            "Yours (times in " + timezone + "):\n" + "\n".join(lines) + "\n"
+            "/done N, /cancel N or /snooze N 30m|2h|tomorrow"
+        )
+
+    async def _end(self, speaker: Speaker, command: Command) -> Outcome:
+        number = _number(command.args)
+        if number is None:
+            return invalid(f"Usage: /{command.name} N (the number /reminders shows)")
+        person = (await self._person(speaker)).person_id
+        status = "cancelled" if command.name == "cancel" else "done"
+        text = await self.memory.end_own_intention(number, person, status, actor=speaker.actor)
+        if text is None:
+            return invalid(NOT_YOURS)
+        what = f"“{text}”" if speaker.private else f"#{number}"  # a group sees no content
+        verb = "Cancelled" if status == "cancelled" else "Marked done"
+        return Outcome(f"{verb}: {what}.", changed=True)
+
+    async def _snooze(self, speaker: Speaker, command: Command) -> Outcome:
+        usage = "Usage: /snooze N 30m|2h|tomorrow (N: the number /reminders shows)"
+        number = _number(command.args[:1])
+        if number is None or len(command.args) != 2:
+            return invalid(usage)
+        person = (await self._person(speaker)).person_id
+        item = await self.memory.own_intention(number, person)
+        if item is None:
+            return invalid(NOT_YOURS)
+        timezone = await self._timezone_of(person)
+        until = snooze_until(
+            command.args[1], due_at=item.due_at, now=self.memory.now, timezone=timezone
+        )
+        if until is None:
+            return invalid(usage)
+        if not await self.memory.snooze_own_intention(number, person, until, actor=speaker.actor):
+            return invalid(NOT_YOURS)
+        return Outcome(f"Snoozed #{number} until {local_time(until, timezone)}.", changed=True)
+
+    async def _timezone(self, speaker: Speaker, command: Command) -> Outcome:
+        person = (await self._person(speaker)).person_id
+        if not command.args:
+            own = await self.memory.person_timezone(person)
+            if own is None:
+                return Outcome(
+                    f"I use {self.config.persona.timezone} for you; set yours with "
+                    "/timezone Area/City, e.g. /timezone Europe/Lisbon"
+                )
+            return Outcome(f"Your timezone is {own}.")
+        name = known_timezone(command.args[0])
+        if name is None or len(command.args) != 1:
+            return invalid(
+                f"I don't know the timezone '{' '.join(command.args)}'; use an Area/City name "
+                "like Europe/Lisbon or America/New_York."
+            )
+        await self.memory.set_person_timezone(person, name, speaker.actor)
+        return Outcome(f"Your timezone is now {name}.", changed=True)
+
+
+def _number(args: list[str]) -> int | None:
+    """'12' or '#12' -> 12; None when the first argument is not a number."""
+    if not args:
+        return None
+    raw = args[0].lstrip("#")
+    return int(raw) if raw.isdigit() else None

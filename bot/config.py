@@ -83,6 +83,18 @@ class LoggingConfig(Section):
 class PersonaConfig(Section):
     timezone: str = "UTC"
     instance_dead_after_s: float = Field(default=30, gt=0)
+    # A reminder asked for a day without a time of day ("tomorrow") is due then (HH:MM).
+    reminder_time: str = "09:00"
+
+    @field_validator("reminder_time")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        import re
+
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
+        if match is None or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+            raise ValueError(f"not a time of day (HH:MM): {value!r}")
+        return f"{int(match.group(1)):02d}:{match.group(2)}"
 
     @field_validator("timezone")
     @classmethod

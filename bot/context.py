@@ -34,15 +34,26 @@ REPLY_FORMAT = """Answer with one JSON object and nothing else:
 {"reply": "what you say to the person",
  "intentions": [{"text": "what you commit to do", "subject": "2-4 word key, e.g. 'call alice'",
                  "due_at": "ISO 8601 with offset or null", "duration_minutes": 60,
-                 "target_entrance": "ENTRANCES if another must act, else null"}],
+                 "target_entrance": "ENTRANCES if another must act, else null",
+                 "kind": "promise (you will do it) or reminder (you will remind them to do it)",
+                 "recurrence": null or APScheduler cron fields for a repeating plan, e.g.
+                   {"day_of_week": "mon-fri", "hour": 8, "minute": 30, "timezone": "TZ"}}],
  "notes": ["facts worth remembering for your other instances"],
  "done": [ids of open intentions that are now fulfilled]}
-Only add an intention when you make a real commitment."""
+Only add an intention when you make a real commitment. For "remind me to X", the text is X
+(what they will do) and kind "reminder"; if they gave no time, ask when instead. A day with
+no time of day means REMINDER_TIME; times are the person's (TZ) unless they say otherwise;
+a repeating plan's due_at is its first occurrence."""
 
 
-def reply_format() -> str:
-    """`REPLY_FORMAT` with the entrances of the registry ("a|b|c") a target may name."""
-    return REPLY_FORMAT.replace("ENTRANCES", "|".join(manifests()))
+def reply_format(timezone: str = "UTC", reminder_time: str = "09:00") -> str:
+    """`REPLY_FORMAT` with the entrances of the registry ("a|b|c") a target may name, the
+    person's timezone and the default time of a reminder."""
+    return (
+        REPLY_FORMAT.replace("ENTRANCES", "|".join(manifests()))
+        .replace("REMINDER_TIME", reminder_time)
+        .replace("TZ", timezone)
+    )
 
 
 def estimate_tokens(text: str) -> int:
@@ -62,6 +73,7 @@ class DuePromise(BaseModel):
     text: str
     due_at: datetime
     late: bool = False
+    kind: str = "promise"  # 'reminder': the person asked to be reminded of `text`
 
 
 # What the persona can and cannot do when a promise falls due (said to every model).
@@ -81,7 +93,7 @@ class Context(BaseModel):
     instance_id: str
     entrance: str
     style: str
-    timezone: str
+    timezone: str  # the person's own when set, else the persona's: times read and shown in it
     now: datetime
     person_id: int
     person_name: str | None
@@ -93,6 +105,7 @@ class Context(BaseModel):
     text: str
     view: TurnView = Field(default_factory=TurnView)
     due: DuePromise | None = None  # set when the turn follows up a promise that fell due
+    reminder_time: str = "09:00"  # a reminder for a day with no time of day is due then
 
     def used_rows(self) -> list[tuple[str, int]]:
         """The memory rows this context draws on (stored as provenance of the reply)."""
@@ -236,7 +249,18 @@ def render_system(context: Context) -> str:
             "This reply goes to an address other than the sender's, so memory shows you "
             "nothing private: say that you left private matters out."
         )
-    if context.due is not None:
+    if context.due is not None and context.due.kind == "reminder":
+        due = context.due
+        parts.append(
+            "# A promise fell due: a reminder\n"
+            f"Nobody wrote to you: {context.person_name or 'they'} asked you to remind them, "
+            f"due {context.local_time(due.due_at)}, to: "
+            f"{json.dumps(due.text, ensure_ascii=False)}. Remind them now, briefly, "
+            f'starting "Reminder:". {DUE_ABILITIES}'
+            + (" It is late: you were away when it fell due; say so." if due.late else "")
+            + f' Put {due.intention_id} in "done".'
+        )
+    elif context.due is not None:
         due = context.due
         parts.append(
             "# A promise fell due\n"
@@ -274,7 +298,7 @@ def render_system(context: Context) -> str:
         for n in view.recall_notes
     ]
     _section(parts, "Recalled from memory", recall)
-    parts.append(reply_format())
+    parts.append(reply_format(context.timezone, context.reminder_time))
     return "\n\n".join(parts)
 
 

@@ -228,6 +228,8 @@ class Coordinator:
         else:
             resolution = f"denied: “{intention.text}” is not sent"
             statuses = {intention.id: "cancelled"}
+        told = self._requester_update(details, approved=verb == "approve")
+        outgoing += told
         await self.memory.decide_item(
             item.id,
             status="resolved",
@@ -239,7 +241,25 @@ class Coordinator:
             kept=[intention.text] if verb == "approve" else [],
             outgoing=outgoing,
         )
-        return Outcome(f"#{item.id} {resolution}.", changed=True)
+        heard = " I'll tell the person who asked." if told else ""
+        return Outcome(f"#{item.id} {resolution}.{heard}", changed=True)
+
+    def _requester_update(self, details: ItemDetails, *, approved: bool) -> list[Outgoing]:
+        """The person who asked, told in their own conversation what became of the request
+        (nothing when it came from no conversation)."""
+        side = details.sides[0]
+        if side.conversation_external_id is None:
+            return []
+        outcome = "passed" if approved else "denied"
+        return [
+            Outgoing(
+                entrance=side.intention.entrance,
+                target=side.conversation_external_id,
+                text=request_update(side.intention, approved=approved),
+                dedupe_key=f"{outcome}:{details.item.id}",
+                payload={"kind": outcome, "item_id": details.item.id},
+            )
+        ]
 
     def _notifications(self, details: ItemDetails, statuses: dict[int, str]) -> list[Outgoing]:
         """A follow-up to each affected person, on their own entrance and conversation,
@@ -261,6 +281,16 @@ class Coordinator:
                 )
             )
         return messages
+
+
+def request_update(intention: Intention, *, approved: bool) -> str:
+    """What the person who made a cross-entrance request hears of the decision."""
+    if approved:
+        return (
+            f"My coordinator passed on “{intention.text}” to {intention.target_entrance}, "
+            "as you asked."
+        )
+    return f"My coordinator decided not to pass on “{intention.text}”; I won't be able to do that."
 
 
 def own_side_update(intention: Intention, *, kept: bool, timezone: str) -> str:

@@ -307,7 +307,11 @@ class Instance:
                     payload={"due_intention": intention_id},
                 ),
                 due=DuePromise(
-                    intention_id=intention_id, text=found.text, due_at=due_at, late=late
+                    intention_id=intention_id,
+                    text=found.text,
+                    due_at=due_at,
+                    late=late,
+                    kind=found.kind,
                 ),
             )
         log.info("%s: followed up intention %d%s", self.instance_id, intention_id, late * " (late)")

@@ -20,7 +20,7 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -47,6 +47,19 @@ class _ModelIntention(BaseModel):
     due_at: datetime | None = None
     duration_minutes: int = Field(default=60, ge=1, le=24 * 60)
     target_entrance: str | None = None
+    kind: Literal["promise", "reminder"] = "promise"
+    recurrence: dict[str, Any] | None = None
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: Any) -> str:
+        return "reminder" if str(value or "").lower() == "reminder" else "promise"
+
+    @field_validator("recurrence", mode="before")
+    @classmethod
+    def _cron_fields(cls, value: Any) -> dict[str, Any] | None:
+        # Checked against CronTrigger when stored (bot.mind): here only its shape.
+        return value if isinstance(value, dict) and value else None
 
     @field_validator("target_entrance")
     @classmethod
@@ -110,6 +123,8 @@ def parse_reply(content: str | None) -> Reply:
                             due_at=item.due_at,
                             duration_minutes=item.duration_minutes,
                             target_entrance=item.target_entrance,
+                            kind=item.kind,
+                            recurrence=item.recurrence,
                         )
                         for item in data.intentions
                         if item.text.strip()

@@ -10,13 +10,15 @@ the message stays marked 'unanswered' for a later look.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot import llm, offline_brain
+from bot import recurrence as recurrence_rule
 from bot.config import Config
 from bot.context import Context, DuePromise, trim_context
 from bot.crash import crash_point
@@ -235,6 +237,9 @@ class Mind:
         else:
             soul_text, soul_name = soul.text, soul.name
         entrance_config = self.config.entrance(incoming.entrance)
+        timezone = await self.memory.person_timezone(recorded.person_id)
+        if timezone is None or not _known_zone(timezone):
+            timezone = self.config.persona.timezone
         context = Context(
             soul_name=soul_name,
             soul_text=soul_text,
@@ -242,7 +247,8 @@ class Mind:
             instance_id=self.instance_id,
             entrance=incoming.entrance,
             style=entrance_config.style,
-            timezone=self.config.persona.timezone,
+            timezone=timezone,
+            reminder_time=self.config.persona.reminder_time,
             now=datetime.fromtimestamp(self.memory.now, UTC),
             person_id=recorded.person_id,
             person_name=incoming.author.display_name or incoming.author.external_id,
@@ -261,7 +267,12 @@ class Mind:
     ) -> NewIntention:
         due = draft.due_at
         if due is not None and due.tzinfo is None:
-            due = due.replace(tzinfo=ZoneInfo(self.config.persona.timezone))
+            due = due.replace(tzinfo=ZoneInfo(context.timezone))
+        recurrence = recurrence_rule.normalized(draft.recurrence, context.timezone)
+        if draft.recurrence and recurrence is None:
+            log.warning("dropping a recurrence CronTrigger refuses: %s", draft.recurrence)
+        if recurrence is not None and due is None:
+            due = recurrence_rule.next_occurrence(recurrence, context.now)
         return NewIntention(
             owner_instance=self.instance_id,
             entrance=incoming.entrance,
@@ -274,7 +285,17 @@ class Mind:
             duration_s=draft.duration_minutes * 60,
             target_entrance=draft.target_entrance,
             source_message_id=recorded.message_id,
+            kind=draft.kind,
+            recurrence=json.dumps(recurrence) if recurrence is not None else None,
         )
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _fallback_soul(config: Config) -> tuple[str, str]:

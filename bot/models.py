@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -16,6 +16,7 @@ from bot import clock
 
 ConversationKind = Literal["dm", "group", "thread"]
 Visibility = Literal["private", "group"]
+IntentionKind = Literal["promise", "reminder"]
 IntentionStatus = Literal["open", "done", "cancelled", "expired", "conflicted", "resolved"]
 ConflictStatus = Literal["open", "surfaced", "resolved", "dismissed"]
 OutboxStatus = Literal["pending", "sending", "sent", "failed"]
@@ -102,6 +103,10 @@ class IntentionDraft(BaseModel):
     due_at: datetime | None = None
     duration_minutes: int = 60
     target_entrance: str | None = None
+    # 'reminder': the persona reminds the person to do `text`; 'promise': it does `text`.
+    kind: IntentionKind = "promise"
+    # A recurring plan: APScheduler CronTrigger fields (see bot.recurrence); None: once.
+    recurrence: dict[str, Any] | None = None
 
 
 class Reply(BaseModel):

@@ -4,17 +4,20 @@ It is the embedded default (`model = "mirror/offline"`, registered as a litellm 
 `bot.llm`). It answers only from the turn's `Context` (the same data a real model sees):
 its name from SOUL.md, its other instances from the mirror view, what a person said on
 another entrance, what it has promised; it turns an explicit request with a date or time
-into a commitment plus an intention; and it says once per conversation that it is offline.
+into a commitment plus an intention, and "remind me to X …" into a reminder (once, or
+recurring: "every weekday at 8:30"), in the person's timezone, asking when if no time was
+given; and it says once per conversation that it is offline.
 It never pretends to understand more than it does.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot import recurrence
 from bot.context import Context, decision_text
 from bot.entrance import manifests, named_by
 from bot.intentions import normalize_subject
@@ -62,6 +65,29 @@ _TIME_WORDS = re.compile(
     r"\b(on|at|by|this|next|coming)?\s*(mon|tues|wednes|thurs|fri|satur|sun)day\b.*"
     r"|\b(at|by|around)\s+\d.*|\b(tomorrow|tonight|today)\b.*|\bin \d+ (minutes?|hours?|days?)\b.*"
     r"|\b\d{1,2}(:\d2)?\s*(am|pm)\b.*"
+    r"|\bevery\s+(day|weekday|weekend|(mon|tues|wednes|thurs|fri|satur|sun)day)s?\b.*"
+    r"|\b(on\s+)?the\s+\d{1,2}(st|nd|rd|th)\b.*"
+)
+_TIME_WORDS_ANY_CASE = re.compile(_TIME_WORDS.pattern, re.I)  # for words kept as said
+_REMIND = re.compile(r"\bremind (me|us)\b", re.I)
+_REMINDER_ACTION = re.compile(r"\bremind (?:me|us)\b.*?\bto\s+(?P<action>.+)", re.I | re.S)
+_IN = re.compile(
+    r"\bin\s+(?P<n>\d+|an?|one|two|three|four|five|ten|fifteen|twenty|thirty)\s+"
+    r"(?P<unit>minute|min|hour|hr|day|week)s?\b",
+    re.I,
+)
+_NUMBERS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "ten": 10,
+    "fifteen": 15, "twenty": 20, "thirty": 30,
+}  # fmt: skip
+# A part of the day said instead of a time ("tonight"); "morning" is reminder_time.
+_PARTS_OF_DAY = {"tonight": (20, 0), "evening": (18, 0), "afternoon": (15, 0)}
+_UNITS = {"minute": 60, "min": 60, "hour": 3600, "hr": 3600, "day": 86400, "week": 7 * 86400}
+# A time of day given in words or digits ("at 9", "8:30", "3pm", "noon"); without one, a
+# reminder for a day is due at [persona] reminder_time.
+_CLOCK_GIVEN = re.compile(
+    r"\b\d{1,2}:\d{2}\b|\b\d{1,2}\s*(am|pm)\b|\b(at|by|around)\s+\d{1,2}\b|\bnoon\b|\bmidnight\b",
+    re.I,
 )
 _QUESTION = re.compile(r"\?\s*$|^(who|what|when|where|why|how|do|does|did|is|are|can)\b")
 _COMMAND = re.compile(r"^/(?P<name>[a-z][\w-]*)(?:@\w+)?\b", re.I)
@@ -100,6 +126,12 @@ def answer(context: Context, notice: str = OFFLINE_NOTICE) -> dict[str, Any]:
         item = mine[0]
         reply["done"] = [item.id]
         reply["reply"] = f"Good, I've marked it done: {item.text}."
+    elif _REMIND.search(lowered):
+        reply.update(remind(context, text))
+    elif _REQUEST.search(lowered) and (
+        rule := recurrence.parse_every(text, context.timezone, context.reminder_time)
+    ):
+        reply.update(commit(context, text, None, rule=rule))
     elif _REQUEST.search(lowered) and (due := find_due(text, context)) is not None:
         reply.update(commit(context, text, due))
     elif _REQUEST.search(lowered) and (target := target_entrance(lowered)) is not None:
@@ -143,6 +175,12 @@ def follow_up(context: Context) -> str:
     if context.person_name:
         action = re.sub(rf"\b{re.escape(context.person_name)}'s\b", "your", action)
         action = re.sub(rf"\b{re.escape(context.person_name)}\b", "you", action)
+    if due.kind == "reminder":
+        text = f"Reminder: {action}."
+        if due.late:
+            when = due.due_at.astimezone(zone).strftime("%a %H:%M")
+            text = f"Sorry, this comes late (it was due {when}; I was away). {text}"
+        return text
     text = f"It's {now}: you asked me to {action}."
     if due.late:
         when = due.due_at.astimezone(zone).strftime("%a %H:%M")
@@ -253,22 +291,27 @@ def recall_answer(context: Context) -> str:
 
 
 def commit(
-    context: Context, text: str, due: datetime | None, *, target: str | None = None
+    context: Context,
+    text: str,
+    due: datetime | None,
+    *,
+    target: str | None = None,
+    rule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     action = request_action(text)
     subject = normalize_subject(action, person=context.person_name)
     when = f" on {context.local_time(due)}" if due else ""
+    if rule is not None:
+        due = recurrence.next_occurrence(rule, context.now)
+        when = f" {recurrence.describe(rule)} ({context.timezone})"
     target = target or target_entrance(text.lower())
-    for_record = re.sub(r"\byou\b", context.person_name or "them", action)
-    for_record = re.sub(
-        r"\byour\b", f"{context.person_name}'s" if context.person_name else "their", for_record
-    )
     intention = {
-        "text": for_record,
+        "text": _for_record(context, action),
         "subject": subject,
         "due_at": due.isoformat() if due else None,
         "duration_minutes": 60,
         "target_entrance": target,
+        "recurrence": rule,
     }
     conflicts = [
         i
@@ -281,6 +324,84 @@ def commit(
     elif conflicts:
         reply += ", but I may already have something then; my coordinator will sort it out"
     return {"reply": reply + ".", "intentions": [intention]}
+
+
+def remind(context: Context, text: str) -> dict[str, Any]:
+    """ "remind me to X tomorrow" -> a reminder of X (what the person will do) at [persona]
+    reminder_time tomorrow, in their timezone; "in 2 hours": now + 2 h; "every weekday at
+    8:30": a recurring one. No time at all: a question back, and nothing stored."""
+    action = reminder_action(text)
+    if action is None:
+        return {"reply": "What should I remind you to do, and when?"}
+    zone = context.timezone
+    rule = recurrence.parse_every(text, zone, context.reminder_time)
+    due = recurrence.next_occurrence(rule, context.now) if rule else reminder_due(text, context)
+    if due is None:
+        return {"reply": f"When should I remind you to {action}?"}
+    if rule is not None:
+        when = f"{recurrence.describe(rule)} ({zone}); the first is {short_time(context, due)}"
+    else:
+        when = f"on {short_time(context, due)} ({zone})"
+    intention = {
+        "text": _for_record(context, action),
+        "subject": normalize_subject(f"remind {action}", person=context.person_name),
+        "due_at": due.isoformat(),
+        "duration_minutes": 1,  # a reminder takes the persona a moment, not an hour
+        "kind": "reminder",
+        "recurrence": rule,
+    }
+    return {"reply": f"I'll remind you to {action} {when}.", "intentions": [intention]}
+
+
+def reminder_action(text: str) -> str | None:
+    """What the person wants to be reminded to do, in their words, without the time:
+    "remind me to buy milk tomorrow" -> "buy milk"; None when it says no "to …"."""
+    match = _REMINDER_ACTION.search(text)
+    if match is None:
+        return None
+    action = _TIME_WORDS_ANY_CASE.sub("", match.group("action"))
+    action = _IN.sub("", action)
+    action = re.sub(r"[?!.]+$", "", action.strip()).strip(" ,;")
+    action = re.sub(r"\bme\b", "you", action, flags=re.I)
+    action = re.sub(r"\bmy\b", "your", action, flags=re.I)
+    return action or None
+
+
+def reminder_due(text: str, context: Context) -> datetime | None:
+    """When a one-off reminder is due: "in 2 hours" from now; a day and a time as said; a
+    day alone ("tomorrow", "on Friday") at [persona] reminder_time; None: no time given."""
+    zone = ZoneInfo(context.timezone)
+    if match := _IN.search(text):
+        count = match.group("n").lower()
+        number = int(count) if count.isdigit() else _NUMBERS[count]
+        return context.now + timedelta(seconds=number * _UNITS[match.group("unit").lower()])
+    found = find_due(text, context)
+    if found is None:
+        return None
+    if _CLOCK_GIVEN.search(text):
+        return found
+    clock = next(
+        (at for word, at in _PARTS_OF_DAY.items() if re.search(rf"\b{word}\b", text, re.I)),
+        None,
+    ) or (recurrence.clock_time(context.reminder_time) or (9, 0))
+    due = datetime.combine(found.astimezone(zone).date(), time(*clock), zone)
+    return due if due > context.now else None
+
+
+def short_time(context: Context, moment: datetime) -> str:
+    """ "Thu 09:00" within the coming week, "Thu 10 Dec 09:00" further away."""
+    local = moment.astimezone(ZoneInfo(context.timezone))
+    if moment - context.now < timedelta(days=6):
+        return local.strftime("%a %H:%M")
+    return local.strftime("%a %d %b %H:%M")
+
+
+def _for_record(context: Context, action: str) -> str:
+    """An action as memory keeps it: "call your mum" -> "call Alice's mum"."""
+    for_record = re.sub(r"\byou\b", context.person_name or "them", action)
+    return re.sub(
+        r"\byour\b", f"{context.person_name}'s" if context.person_name else "their", for_record
+    )
 
 
 def request_action(text: str) -> str:
@@ -315,7 +436,11 @@ def entrance_label(name: str) -> str:
 
 
 def find_due(text: str, context: Context) -> datetime | None:
-    """The first date or time in a request, in the persona's timezone (future preferred)."""
+    """The first date or time in a request, in the context's timezone (future preferred).
+
+    dateparser reads wall-clock times (naive, relative to the local now) and the zone is
+    applied to the date they fall on, so "tomorrow at 9am" is 09:00 on the far side of a
+    daylight-saving change too (dateparser's own zone handling keeps today's offset)."""
     from dateparser.search import search_dates
 
     zone = ZoneInfo(context.timezone)
@@ -323,16 +448,17 @@ def find_due(text: str, context: Context) -> datetime | None:
     found = search_dates(
         text,
         languages=["en"],
-        settings={
-            "TIMEZONE": context.timezone,
-            "RETURN_AS_TIMEZONE_AWARE": True,
-            "PREFER_DATES_FROM": "future",
-            "RELATIVE_BASE": now.replace(tzinfo=None),
-        },
+        settings={"PREFER_DATES_FROM": "future", "RELATIVE_BASE": now.replace(tzinfo=None)},
     )
     if not found:
         return None
-    moments = [moment for phrase, moment in found if _looks_like_time(phrase)]
+    moments = [
+        _day_of_month(phrase, moment, now).replace(tzinfo=zone)
+        if moment.tzinfo is None
+        else moment.astimezone(zone)
+        for phrase, moment in found
+        if _looks_like_time(phrase)
+    ]
     if not moments:
         return None
     # "on Friday at 3pm" may come back as two phrases: combine a day with a time of day.
@@ -343,6 +469,26 @@ def find_due(text: str, context: Context) -> datetime | None:
     if due < now - timedelta(minutes=1):
         due += timedelta(days=7 if due.date() != now.date() else 1)
     return due
+
+
+_ORDINAL_DAY = re.compile(r"^(?:on\s+)?the\s+(?P<day>\d{1,2})(?:st|nd|rd|th)$", re.I)
+
+
+def _day_of_month(phrase: str, moment: datetime, now: datetime) -> datetime:
+    """ "on the 5th" is the next 5th of a month (dateparser reads it as a month away)."""
+    match = _ORDINAL_DAY.match(phrase.strip())
+    if match is None:
+        return moment
+    day, year, month = int(match.group("day")), now.year, now.month
+    for _ in range(13):
+        try:
+            candidate = moment.replace(year=year, month=month, day=day)
+        except ValueError:  # no such day in this month
+            candidate = None
+        if candidate is not None and candidate.date() >= now.date():
+            return candidate
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return moment
 
 
 def _looks_like_time(phrase: str) -> bool:

@@ -261,3 +261,54 @@ def test_colours_only_on_a_terminal_without_no_color(monkeypatch) -> None:  # ty
     assert colour_terminal(Terminal()) and not colour_terminal(io.StringIO())
     monkeypatch.setenv("NO_COLOR", "1")
     assert not colour_terminal(Terminal())
+
+
+def test_remind_stores_a_reminder_that_intentions_due_shows_in_local_time(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    import asyncio
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from bot.memory import Memory
+    from bot.models import Author, Incoming
+
+    async def seed() -> None:
+        async with Memory(tmp_path / "memory.db") as memory:
+            await memory.record_incoming(
+                Incoming(
+                    entrance="local",
+                    conversation_id="local:you",
+                    conversation_kind="dm",
+                    author=Author(external_id="you", display_name="You"),
+                    text="hello",
+                    platform_message_id="1",
+                ),
+                "local",
+            )
+
+    asyncio.run(seed())
+    config = write_config('[persona]\ntimezone = "Europe/Lisbon"\n')
+    assert json.loads(mirror(config, "intentions", "--due", "--json").stdout) == []
+
+    made = mirror(config, "remind", "local:you", "stand up", "--at", "tomorrow 9:00", "--json")
+    assert made.returncode == 0, made.stderr
+    reminder = json.loads(made.stdout)
+    tomorrow = datetime.now(ZoneInfo("Europe/Lisbon")).date() + timedelta(days=1)
+    assert reminder["due_local"] == f"{tomorrow:%a %Y-%m-%d} 09:00 Europe/Lisbon"
+
+    due = mirror(config, "intentions", "--due", "--json")
+    assert due.returncode == 0, due.stderr
+    [item] = json.loads(due.stdout)
+    assert (item["id"], item["kind"], item["text"]) == (reminder["id"], "reminder", "stand up")
+    assert (item["entrance"], item["owner_instance"]) == ("local", "local")
+    assert item["due_local"] == reminder["due_local"]
+    listed = mirror(config, "intentions", "--due")
+    assert "09:00 Europe/Lisbon  reminder for You on local: stand up" in listed.stdout
+
+    unknown = mirror(config, "remind", "local:nobody", "stand up", "--at", "tomorrow 9:00")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "mirror: I know no account local:nobody"
+    bad_time = mirror(config, "remind", "local:you", "stand up", "--at", "when pigs fly")
+    assert bad_time.returncode == 2 and "can't read the time" in bad_time.stderr
+    assert len(bad_time.stderr.strip().splitlines()) == 1

@@ -237,3 +237,37 @@ async def test_upgrading_a_version_5_memory_follows_up_no_promise_already_past_d
         config.memory.path = path
         # The old promise is left to expiry; the one still ahead is followed up when due.
         assert (await Scheduler(config, memory=memory).tick()).due == [2]
+
+
+async def test_a_backlog_of_due_promises_is_queued_by_back_to_back_ticks(
+    door: tuple[Instance, Platform, Clock], config: Config
+) -> None:
+    """More promises fall due at once than one tick's batch: the scheduler ticks again at
+    once until they are all queued, rather than one batch per interval."""
+    from bot.memory import NewIntention
+    from bot.scheduler import DUE_BATCH
+
+    instance, _, clock = door
+    await instance.handle(said("hello, who are you?"))
+    [message] = [m for m in await instance.memory.message_log(5) if m.direction == "in"]
+    count = DUE_BATCH * 2 + 7
+    for n in range(count):
+        await instance.memory.add_intention(
+            NewIntention(
+                "tiny",
+                "tiny",
+                message.conversation_id,
+                message.person_id,
+                "private",
+                f"water plant {n}",
+                f"water plant {n}",
+                FRIDAY_3PM + n,  # one second apart: no two collide
+                1,
+                None,
+                None,
+            )
+        )
+    clock.now = FRIDAY_3PM + count + 5
+    scheduler = Scheduler(config, memory=instance.memory)
+    await scheduler.run_tick()  # what the interval job runs
+    assert len(outbox_keys(config, "due:")) == count

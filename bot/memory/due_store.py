@@ -17,6 +17,7 @@ from bot.memory.coordinator_store import _check_lease, enqueue_outgoing_in
 from bot.memory.database import Database, audit_in
 from bot.memory.outbox_store import enqueue_in
 from bot.memory.records import DueFollowUp, Outgoing
+from bot.memory.reminder_store import schedule_next_occurrences_in
 from bot.models import Author, Incoming
 
 DUE_KIND = "due"
@@ -39,7 +40,7 @@ _WAITING = """
 """
 
 _FOLLOW_UP = """
-    SELECT i.id, i.text, i.due_at, i.status, i.follow_up,
+    SELECT i.id, i.text, i.due_at, i.status, i.follow_up, i.kind AS intention_kind,
            c.entrance, c.external_id AS conversation, c.kind, c.title,
            COALESCE(src.external_id, who.external_id) AS author,
            COALESCE(src.display_name, who.display_name) AS display_name
@@ -86,6 +87,8 @@ class DueStore(Database):
                 "UPDATE intentions SET follow_up = 'queued', follow_up_at = ? WHERE id = ?",
                 [(now, row["id"]) for row in found],
             )
+            # A recurring plan's next occurrence is its own intention, due turn included.
+            schedule_next_occurrences_in(conn, now, [row["id"] for row in found])
             if found:
                 crash_point("during-due-queue")  # before the commit: none of it happened
             return [row["id"] for row in found]
@@ -134,7 +137,9 @@ class DueStore(Database):
             conversation_kind=row["kind"],
             conversation_title=row["title"],
             author=Author(external_id=row["author"], display_name=row["display_name"]),
-            text=f"(A promise fell due at {due:%Y-%m-%d %H:%M} UTC: {row['text']})",
+            text=(
+                f"(A {row['intention_kind']} fell due at {due:%Y-%m-%d %H:%M} UTC: {row['text']})"
+            ),
             platform_message_id=due_event_id(row["id"]),
             received_at=datetime.fromtimestamp(self.now, UTC),
         )
@@ -145,6 +150,7 @@ class DueStore(Database):
             status=row["status"],
             follow_up=row["follow_up"],
             incoming=incoming,
+            kind=row["intention_kind"],
         )
 
     async def mark_follow_up_unreachable(self, intention_id: int, notice: Outgoing) -> bool:

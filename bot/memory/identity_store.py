@@ -369,6 +369,27 @@ class IdentityStore(Database):
             raise CodeError(result.reason)
         return result
 
+    # A person's settings ------------------------------------------------------------
+
+    async def person_timezone(self, person_id: int) -> str | None:
+        """The timezone the person set (an IANA name), None when they set none."""
+        row = await self.read(
+            lambda conn: conn.execute(
+                "SELECT timezone FROM people WHERE id = ?", (person_id,)
+            ).fetchone()
+        )
+        return row["timezone"] if row else None
+
+    async def set_person_timezone(self, person_id: int, timezone: str, actor: str) -> None:
+        """Store the person's timezone (validated by the caller), audited."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            now = self.now
+            conn.execute("UPDATE people SET timezone = ? WHERE id = ?", (timezone, person_id))
+            audit_in(conn, now, actor, "person.timezone", str(person_id), {"timezone": timezone})
+
+        await self.write(run)
+
     async def people(self, limit: int = 1000) -> list[Person]:
         """People with their accounts (merged-away people left out), newest first."""
 

@@ -30,6 +30,10 @@ class LeaseLost(Exception):
     """The writer no longer holds the lease its epoch names."""
 
 
+class ReminderError(Exception):
+    """A reminder that cannot be stored: the account is unknown or has no private chat."""
+
+
 # Conversations and turns ----------------------------------------------------------------
 
 
@@ -57,6 +61,8 @@ class NewIntention:
     duration_s: int
     target_entrance: str | None
     source_message_id: int | None
+    kind: str = "promise"  # or 'reminder'
+    recurrence: str | None = None  # CronTrigger fields as JSON (bot.recurrence); None: once
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,26 @@ class DueFollowUp:
     status: str
     follow_up: str | None
     incoming: Incoming
+    kind: str = "promise"  # or 'reminder'
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """An intention as its person (or an operator) sees it in a list of what is planned:
+    `kind` 'promise' | 'reminder', `due_at` epoch seconds, `timezone` the person's (None:
+    the persona's), `recurring` when it repeats until cancelled."""
+
+    id: int
+    kind: str
+    text: str
+    due_at: float | None
+    status: str
+    recurring: bool
+    entrance: str
+    owner_instance: str
+    person_id: int | None
+    person_name: str | None
+    timezone: str | None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from bot.memory.intention_store import IntentionStore
 from bot.memory.mirror_store import MirrorStore
 from bot.memory.outbox_store import OutboxStore
 from bot.memory.presence_store import PresenceStore
+from bot.memory.reminder_store import ReminderStore
 from bot.memory.snapshot import status_in
 from bot.memory.soul_store import SoulStore
 from bot.memory.turn_store import TurnStore
@@ -28,6 +29,7 @@ class Memory(
     TurnStore,
     IntentionStore,
     DueStore,
+    ReminderStore,
     CoordinatorStore,
     OutboxStore,
     SoulStore,

@@ -11,6 +11,7 @@ from bot.memory.database import Database, audit_in
 from bot.memory.intention_store import add_intention_in
 from bot.memory.outbox_store import enqueue_in
 from bot.memory.records import Outgoing, Provenance, StoredTurn, TurnRecord, Unfinished
+from bot.memory.reminder_store import set_intention_plan_in
 from bot.models import Author, Incoming
 
 
@@ -58,6 +59,7 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
     intention_ids, conflicts = [], 0
     for new in turn.intentions:
         intention_id, found = add_intention_in(conn, now, new)
+        set_intention_plan_in(conn, intention_id, new)
         intention_ids.append(intention_id)
         conflicts += found
     conn.executemany(
