@@ -27,6 +27,7 @@ BUDGETS = {
     "decisions": 400,
     "recall": 700,
     "elsewhere": 600,
+    "about_person": 400,
     "history": 2000,
 }
 
@@ -39,7 +40,8 @@ REPLY_FORMAT = """Answer with one JSON object and nothing else:
                  "recurrence": null or APScheduler cron fields for a repeating plan, e.g.
                    {"day_of_week": "mon-fri", "hour": 8, "minute": 30, "timezone": "TZ"}}],
  "notes": ["facts worth remembering for your other instances"],
- "done": [ids of open intentions that are now fulfilled]}
+ "done": [ids of open intentions that are now fulfilled],
+ "person_name": "the name they ask to be called, only when they tell you it; else null"}
 Only add an intention when you make a real commitment. For "remind me to X", the text is X
 (what they will do) and kind "reminder"; if they gave no time, ask when instead. A day with
 no time of day means REMINDER_TIME; times are the person's (TZ) unless they say otherwise;
@@ -116,7 +118,9 @@ class Context(BaseModel):
             used.add(("message", message.id))
         for instance in self.view.instances:
             used.update(("message", m.id) for m in instance.recent)
-        used.update(("note", note.id) for note in self.view.recall_notes)
+        used.update(
+            ("note", note.id) for note in [*self.view.recall_notes, *self.view.about_person]
+        )
         used.update(("intention", item.id) for item in self.view.intentions)
         used.update(("conflict", item.conflict_id) for item in self.view.decisions)
         if self.due is not None:
@@ -162,6 +166,7 @@ def trim_context(context: Context) -> Context:
                 lambda item: intention_line(context, item, when=_same_width),
             ),
             "decisions": fit(view.decisions, BUDGETS["decisions"], decision_line),
+            "about_person": fit(view.about_person, BUDGETS["about_person"], lambda note: note.text),
         }
     )
     return context.model_copy(update={"view": trimmed})
@@ -292,6 +297,11 @@ def render_system(context: Context) -> str:
         parts,
         f"What {context.person_name or 'this person'} said elsewhere (newest first)",
         [quote(context, m) for m in view.elsewhere],
+    )
+    _section(
+        parts,
+        f"What you know about {context.person_name or 'this person'}",
+        [f"- {json.dumps(n.text, ensure_ascii=False)}" for n in view.about_person],
     )
     recall = [quote(context, m) for m in view.recall] + [
         f"[note by {n.instance_id}] {json.dumps(n.text, ensure_ascii=False)}"

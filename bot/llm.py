@@ -75,6 +75,7 @@ class _ModelReply(BaseModel):
     intentions: list[_ModelIntention] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     done: list[int] = Field(default_factory=list)
+    person_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def parse_reply(content: str | None) -> Reply:
                     ],
                     notes=[note for note in data.notes if note.strip()],
                     done=data.done,
+                    person_name=(data.person_name or "").strip()[:64] or None,
                 )
     return Reply(text=text)
 

@@ -184,6 +184,7 @@ class Mind:
                 cost_usd=usage[2],
                 delivery=delivery,
                 followed_up=due.intention_id if due is not None else None,
+                person_name=(reply.person_name or "").strip() or None,
             )
         )
         crash_point("after-store")
@@ -238,6 +239,7 @@ class Mind:
             soul_text, soul_name = soul.text, soul.name
         entrance_config = self.config.entrance(incoming.entrance)
         timezone = await self.memory.person_timezone(recorded.person_id)
+        person_name = await self.memory.person_name(recorded.person_id)
         if timezone is None or not _known_zone(timezone):
             timezone = self.config.persona.timezone
         context = Context(
@@ -251,7 +253,7 @@ class Mind:
             reminder_time=self.config.persona.reminder_time,
             now=datetime.fromtimestamp(self.memory.now, UTC),
             person_id=recorded.person_id,
-            person_name=incoming.author.display_name or incoming.author.external_id,
+            person_name=person_name or incoming.author.display_name or incoming.author.external_id,
             is_coordinator=coordinator,
             reply_elsewhere=incoming.reply_elsewhere,
             conversation_kind=incoming.conversation_kind,

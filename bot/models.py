@@ -116,6 +116,8 @@ class Reply(BaseModel):
     intentions: list[IntentionDraft] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     done: list[int] = Field(default_factory=list)  # ids of intentions now fulfilled
+    # The name the person asked to be called by ("my name is Sam"); None: unchanged.
+    person_name: str | None = Field(default=None, max_length=64)
     model: str | None = None
     message_id: int | None = None
     answered: bool = True
@@ -353,6 +355,8 @@ class TurnView(BaseModel):
     decisions: list[ViewDecision] = Field(default_factory=list)
     recall: list[ViewMessage] = Field(default_factory=list)
     recall_notes: list[ViewNote] = Field(default_factory=list)
+    # Notes about the person speaking (facts they told), newest first, for this audience.
+    about_person: list[ViewNote] = Field(default_factory=list)
     elsewhere: list[ViewMessage] = Field(default_factory=list)
     history: list[ViewMessage] = Field(default_factory=list)
     offline_notice_given: bool = False

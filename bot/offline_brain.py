@@ -6,7 +6,9 @@ its name from SOUL.md, its other instances from the mirror view, what a person s
 another entrance, what it has promised; it turns an explicit request with a date or time
 into a commitment plus an intention, and "remind me to X …" into a reminder (once, or
 recurring: "every weekday at 8:30"), in the person's timezone, asking when if no time was
-given; and it says once per conversation that it is offline.
+given; it answers small talk in the persona's voice without noting it, stores the name a
+person gives ("my name is Sam") and keeps what they say about themselves as facts about
+them ("Sam lives in Porto"); and it says once per conversation that it is offline.
 It never pretends to understand more than it does.
 """
 
@@ -91,6 +93,53 @@ _CLOCK_GIVEN = re.compile(
 )
 _QUESTION = re.compile(r"\?\s*$|^(who|what|when|where|why|how|do|does|did|is|are|can)\b")
 _COMMAND = re.compile(r"^/(?P<name>[a-z][\w-]*)(?:@\w+)?\b", re.I)
+# Small talk, said on its own (after punctuation, emoji and the persona's name are dropped).
+_SMALL_TALK = {
+    "greeting": re.compile(
+        r"^(hi|hello|hey|hiya|howdy|yo|greetings|good (morning|afternoon|evening|day))"
+        r"( there| again| all| everyone)?$"
+        r"|^(hi|hello|hey),? how are you( doing| today)?$|^how are you( doing| today)?$"
+    ),
+    "thanks": re.compile(
+        r"^(thanks|thank you|thx|ty|cheers|many thanks|thanks a lot|thank you so much"
+        r"|thanks so much)( (so|very) much)?( again)?$"
+    ),
+    "goodbye": re.compile(
+        r"^(bye|goodbye|bye bye|see you|see you later|see ya|later|cya|take care"
+        r"|good night|goodnight|night|gn|talk (to you )?later|ttyl)( for now| then)?$"
+    ),
+    "joke": re.compile(r"^(tell me a joke|(do you )?know (a|any) jokes?|say something funny)$"),
+}
+# "My name is Sam", "I'm called Sam", "call me Sam" (a name alone: "call me tomorrow" is not).
+_MY_NAME = re.compile(
+    r"^(?:(?:hi|hello|hey)[,!. ]+)?(?:my name is|my name's|i'?m called|i am called"
+    r"|(?:you can |please )?call me)\s+(?P<name>[^\W\d_][\w'-]*(?: [^\W\d_][\w'-]*)?)"
+    r"\s*[.!]*$",
+    re.I,
+)
+_NOT_A_NAME = frozenset(
+    {"tomorrow", "today", "tonight", "later", "back", "soon", "now", "again", "maybe"}
+)
+_ABOUT_ME = re.compile(
+    r"\bwhat (do|did) you (know|remember|have) (about|on) me\b|\bwhat have i told you\b"
+    r"|\bwhat do you know of me\b|\bdo you (know|remember) anything about me\b"
+)
+# Statements about oneself, kept as facts about the person ("I live in Porto").
+_SELF_VERBS = {
+    "live": "lives", "work": "works", "have": "has", "like": "likes", "love": "loves",
+    "hate": "hates", "prefer": "prefers", "own": "owns", "speak": "speaks", "study": "studies",
+    "play": "plays", "drink": "drinks", "eat": "eats", "come": "comes", "go": "goes",
+    "teach": "teaches", "run": "runs", "use": "uses", "was": "was", "grew": "grew",
+    "moved": "moved", "worked": "worked", "lived": "lived", "studied": "studied",
+}  # fmt: skip
+_SELF_FACT = re.compile(
+    r"^(?:(?P<am>i'?m|i am)\s+(?P<state>.+)"
+    r"|i'?ve\s+(?:got\s+)?(?P<has>.+)"
+    r"|i\s+(?P<neg>don'?t|do not|never)\s+(?P<negverb>\w+)\s+(?P<negrest>.+)"
+    rf"|i\s+(?P<verb>{'|'.join(_SELF_VERBS)})\s+(?P<rest>.+)"
+    r"|my\s+(?P<mine>\w.+?\s(?:is|are|was|were|'s)\s.+))$",
+    re.I | re.S,
+)
 REPLY_ELSEWHERE_NOTICE = (
     "(This reply goes to an address other than the one that wrote, so I've left out "
     "anything private.)"
@@ -116,6 +165,13 @@ def answer(context: Context, notice: str = OFFLINE_NOTICE) -> dict[str, Any]:
         reply["reply"] = command_answer(context, match.group("name"))
     elif _NAME.search(lowered):
         reply["reply"] = introduce(context)
+    elif (name := given_name(text)) is not None:
+        reply["reply"] = f"Nice to meet you, {name}. I'll call you {name} on every entrance."
+        reply["person_name"] = name
+    elif (kind := small_talk_kind(context, lowered)) is not None:
+        reply["reply"] = small_talk(context, kind)
+    elif _ABOUT_ME.search(lowered):
+        reply["reply"] = what_i_know(context)
     elif match := _TOLD.search(lowered):
         reply["reply"] = what_they_said(context, match.group("where"))
     elif _WHERE.search(lowered):
@@ -138,6 +194,9 @@ def answer(context: Context, notice: str = OFFLINE_NOTICE) -> dict[str, Any]:
         reply.update(commit(context, text, None, target=target))
     elif _QUESTION.search(lowered):
         reply["reply"] = recall_answer(context)
+    elif (fact := fact_about_person(context, text)) is not None:
+        reply["reply"] = f"Noted: {fact}. My other instances will know it too."
+        reply["notes"] = [fact]
     else:
         reply["reply"] = "Noted. I've written that down where my other instances can see it."
         reply["notes"] = [f"{context.person_name or 'someone'} said: {text}"]
@@ -210,15 +269,117 @@ def apology(context: Context, reason: str, notice: str = OFFLINE_NOTICE) -> str:
 
 
 def introduce(context: Context) -> str:
-    voice = _first_sentence(context.soul_text, "voice")
-    where = f"this is my {entrance_label(context.entrance)} side"
-    return f"I'm {context.soul_name}; {where} (instance '{context.instance_id}'). {voice}".strip()
+    """Who the persona is, composed from SOUL.md (its name, then "# About" or its first
+    value), and which of its sides is speaking."""
+    where = (
+        f"This is my {entrance_label(context.entrance)} side (instance '{context.instance_id}')."
+    )
+    return f"{persona_line(context)} {where}"
+
+
+def persona_line(context: Context) -> str:
+    """ "I'm Wren, one persona living in several places at once, …": the name, then a
+    sentence from an "About" section, else from the first of the values."""
+    name = context.soul_name
+    about = _first_sentence(context.soul_text, "about")
+    if about:
+        return f"I'm {name}. {_sentence(about)}"
+    value = _first_item(context.soul_text, "values")
+    if not value:
+        return f"I'm {name}."
+    head, _, tail = value.partition(":")
+    if tail.strip():
+        first = re.split(r"(?<=[.!?])\s", tail.strip(), maxsplit=1)[0]
+        return f"I'm {name}, {_sentence(first)}"
+    return f"I'm {name}. I care about {_sentence(head[:1].lower() + head[1:])}"
+
+
+def given_name(text: str) -> str | None:
+    """The name in "my name is Sam" (capitalised as a name), None when it is no name."""
+    match = _MY_NAME.match(text.strip())
+    if match is None or match.group("name").lower() in _NOT_A_NAME:
+        return None
+    name = match.group("name")
+    return (name[:1].upper() + name[1:])[:64]
+
+
+def small_talk_kind(context: Context, lowered: str) -> str | None:
+    """ "greeting", "thanks", "goodbye" or "joke" when that is all the message says."""
+    words = re.sub(r"[^\w\s']", " ", lowered)
+    words = re.sub(rf"\b{re.escape(context.soul_name.lower())}\b", " ", words)
+    words = " ".join(words.split())
+    return next((kind for kind, said in _SMALL_TALK.items() if said.match(words)), None)
+
+
+def small_talk(context: Context, kind: str) -> str:
+    """Small talk in the persona's voice; nothing in it is worth a note."""
+    person = f", {context.person_name}" if context.person_name else ""
+    if kind == "greeting":
+        return f"Hello{person}. {persona_line(context)} What's on your mind?"
+    if kind == "thanks":
+        return f"You're welcome{person}."
+    if kind == "goodbye":
+        bye = "Good night" if "night" in context.text.lower() else "Goodbye"
+        return (
+            f"{bye}{person}. Whatever we settled is in memory.db, so any of my sides can "
+            "pick it up."
+        )
+    return (
+        "Here's one: I live in several places at once, and I still can't remember where I put "
+        "anything that isn't written down."
+    )
+
+
+def fact_about_person(context: Context, text: str) -> str | None:
+    """A statement about oneself as a fact about the person: "I live in Porto" ->
+    "Sam lives in Porto"; None when the message is not one."""
+    cleaned = re.sub(r"[.!]+$", "", " ".join(text.split())).strip()
+    match = _SELF_FACT.match(cleaned)
+    if match is None:
+        return None
+    name = context.person_name or "They"
+    if match.group("am"):
+        fact = f"{name} is {match.group('state')}"
+    elif match.group("has"):
+        fact = f"{name} has {match.group('has')}"
+    elif match.group("neg"):
+        never = match.group("neg").lower() == "never"
+        verb = match.group("negverb")
+        fact = (
+            f"{name} never {_SELF_VERBS.get(verb.lower(), verb)} {match.group('negrest')}"
+            if never
+            else f"{name} doesn't {verb} {match.group('negrest')}"
+        )
+    elif match.group("verb"):
+        verb = match.group("verb")
+        fact = f"{name} {_SELF_VERBS[verb.lower()]} {match.group('rest')}"
+    else:
+        fact = f"{name}'s {match.group('mine')}"
+    fact = re.sub(r"\bmy\b", "their", fact, flags=re.I)
+    fact = re.sub(r"\bme\b", "them", fact, flags=re.I)
+    return re.sub(r"\bmyself\b", "themselves", fact, flags=re.I)
+
+
+def what_i_know(context: Context) -> str:
+    """The facts memory.db holds about the person speaking, as this audience may see them."""
+    facts = [note.text for note in context.view.about_person]
+    if not facts:
+        return (
+            "I don't know anything about you yet: memory.db holds nothing you've told me. "
+            "Tell me something and all my instances will know it."
+        )
+    listed = "\n".join(f"- {_short(fact)}" for fact in facts[:8])
+    return f"Here's what memory.db holds about you:\n{listed}"
 
 
 def where_else(context: Context) -> str:
-    others = [i for i in context.view.instances if i.id != context.instance_id]
+    # Only entrances are sides of the persona (the scheduler is machinery, not a side).
+    entrances = manifests()
+    others = [
+        i for i in context.view.instances if i.id != context.instance_id and i.entrance in entrances
+    ]
     if not others:
-        return "Right now this is my only instance; memory.db shows no other."
+        return "Right now this is my only instance; memory.db shows no others."
     lines = []
     for instance in others:
         place = entrance_label(instance.entrance)
@@ -230,7 +391,7 @@ def where_else(context: Context) -> str:
         doing = ""
         if latest is not None and latest.text is None:
             kind = "a private conversation" if latest.conversation_kind == "dm" else "a group"
-            doing = f"; lately {kind} on {place} I can't share here"
+            doing = f"; lately {kind} on {place} that I can't share here"
         elif latest is not None:
             who = "I said" if latest.direction == "out" else f"{latest.person_name} said"
             doing = f"; lately {who}: “{_short(latest.text or '')}”"
@@ -244,7 +405,10 @@ def what_they_said(context: Context, where: str) -> str:
     said = [
         m
         for m in context.view.elsewhere
-        if m.direction == "in" and m.text and where in (m.entrance, m.instance_id.lower())
+        if m.direction == "in"
+        and m.text
+        and where in (m.entrance, m.instance_id.lower())
+        and told_something(context, m.text)
     ]
     if not said:
         return (
@@ -253,6 +417,14 @@ def what_they_said(context: Context, where: str) -> str:
         )
     quoted = "\n".join(f"- “{m.text}” ({context.local_time(m.at)})" for m in said[:5])
     return f"On {where} you told me:\n{quoted}"
+
+
+def told_something(context: Context, text: str) -> bool:
+    """A fact or a request: not a command, a question or small talk."""
+    lowered = text.strip().lower()
+    if lowered.startswith("/") or small_talk_kind(context, lowered) is not None:
+        return False
+    return bool(_REQUEST.search(lowered)) or not _QUESTION.search(lowered)
 
 
 def promises(context: Context) -> str:
@@ -267,7 +439,8 @@ def promises(context: Context) -> str:
         lines.append(f"- {item.text}{due}{state} [via {item.owner_instance}]")
     if hidden:
         where = ", ".join(sorted({entrance_label(i.entrance) for i in hidden}))
-        lines.append(f"- and {len(hidden)} from other conversations ({where}) I can't share here")
+        others = "another conversation" if len(hidden) == 1 else "other conversations"
+        lines.append(f"- and {len(hidden)} from {others} ({where}) that I can't share here")
     answer = "My open promises:\n" + "\n".join(lines) if lines else "I have no open promises."
     if decisions:
         answer += "\nMy coordinator decided:\n" + "\n".join(
@@ -278,6 +451,8 @@ def promises(context: Context) -> str:
 
 def recall_answer(context: Context) -> str:
     visible = [m for m in context.view.recall if m.text]
+    # Quote what people said; the persona's own lines only when no one's matches.
+    visible = [m for m in visible if m.direction == "in"] or visible
     if visible:
         latest = visible[0]
         who = "I" if latest.direction == "out" else (latest.person_name or "someone")
@@ -507,13 +682,32 @@ def _open_for_person(context: Context) -> list[ViewIntention]:
 
 def _first_sentence(soul_text: str, section: str) -> str:
     match = re.search(
-        rf"^##\s+{section}\s*$\n+(?P<body>.+?)(?:\n\n|\n##|$)", soul_text, re.I | re.M | re.S
+        rf"^##?\s+{section}\s*$\n+(?P<body>.+?)(?=\n\s*\n|\n#|\Z)", soul_text, re.I | re.M | re.S
     )
     if not match:
         return ""
     body = " ".join(match.group("body").split())
     sentence = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0]
     return sentence
+
+
+def _first_item(soul_text: str, section: str) -> str:
+    """The first bullet of a section (joined across its wrapped lines), or its first
+    sentence when it has no bullets."""
+    match = re.search(
+        rf"^##?\s+{section}\s*$\n+(?P<body>.+?)(?=\n#|\Z)", soul_text, re.I | re.M | re.S
+    )
+    if not match:
+        return ""
+    body = match.group("body").strip()
+    if body.startswith(("-", "*")):
+        body = re.split(r"\n\s*[-*]\s", "\n" + body)[1]
+    return " ".join(body.split())
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def _short(text: str, limit: int = 120) -> str:

@@ -248,3 +248,72 @@ def test_offline_notice_without_a_config_file_says_so() -> None:
     notice = llm.offline_notice(Config().model)
     assert "set [model] name in a config file (none is in use" in notice
     assert "embedded defaults" in notice
+
+
+async def notes_of(memory: Memory) -> list[str]:
+    rows = await memory.read(
+        lambda conn: conn.execute("SELECT text FROM notes ORDER BY id").fetchall()
+    )
+    return [row[0] for row in rows]
+
+
+async def test_small_talk_is_answered_in_the_persona_voice_and_never_noted(
+    mind: Mind, memory: Memory
+) -> None:
+    for said in ["hello", "Hi Wren!", "thanks!", "bye", "good night", "tell me a joke"]:
+        reply = await mind.turn(message(said))
+        assert reply is not None and "Noted" not in reply.text, said
+    hello = await mind.turn(message("hello", person="bob"))
+    assert hello is not None and "I'm Wren" in hello.text
+    assert "Plain-spoken" not in hello.text  # composed from the soul, not its Voice read aloud
+    assert await notes_of(memory) == []
+
+
+async def test_a_given_name_is_stored_and_facts_about_oneself_are_kept_in_it(
+    mind: Mind, memory: Memory
+) -> None:
+    named = await mind.turn(message("My name is Sam"))
+    assert named is not None and named.person_name == "Sam" and "Sam" in named.text
+    for fact in ["I'm allergic to peanuts.", "I'm moving to Lisbon in March", "I live in Porto"]:
+        await mind.turn(message(fact))
+    await mind.turn(message("my favourite colour is green"))
+    assert await notes_of(memory) == [
+        "Sam is allergic to peanuts",
+        "Sam is moving to Lisbon in March",
+        "Sam lives in Porto",
+        "Sam's favourite colour is green",
+    ]
+    known = await mind.turn(message("What do you know about me?"))
+    assert known is not None and "Lisbon" in known.text and "green" in known.text
+    stranger = await mind.turn(message("What do you know about me?", person="bob"))
+    assert stranger is not None and "Lisbon" not in stranger.text  # only facts about bob
+
+
+async def test_call_me_with_a_time_is_a_request_not_a_name(mind: Mind) -> None:
+    reply = await mind.turn(message("Call me tomorrow at 3pm"))
+    assert reply is not None and reply.person_name is None
+
+
+async def test_who_are_you_introduces_the_persona_from_its_soul(mind: Mind) -> None:
+    reply = await mind.turn(message("Who are you?"))
+    assert reply is not None and reply.text.startswith("I'm Wren")
+    assert "one persona living in several places" in reply.text  # its first value
+    assert "Plain-spoken" not in reply.text
+
+
+async def test_where_else_leaves_the_scheduler_out(mind: Mind, memory: Memory) -> None:
+    await memory.register_instance("scheduler", "scheduler", "host", 2, 1)
+    await memory.register_instance("desk", "local", "host", 3, 1)
+    reply = await mind.turn(message("Where else are you?"))
+    assert reply is not None and "'desk'" in reply.text and "scheduler" not in reply.text
+
+
+def test_parse_reply_reads_the_name_a_person_gave() -> None:
+    assert parse_reply('{"reply": "Hi Sam.", "person_name": " Sam "}').person_name == "Sam"
+    assert parse_reply('{"reply": "Hi."}').person_name is None
+
+
+async def test_recall_quotes_the_person_rather_than_the_persona_itself(mind: Mind) -> None:
+    await mind.turn(message("Can you water the ferns tomorrow at 9am?"))  # "Yes, I'll water…"
+    reply = await mind.turn(message("What about the ferns?", conversation="local:alice-2"))
+    assert reply is not None and "Alice on local" in reply.text, reply.text

@@ -266,6 +266,22 @@ class MirrorStore(Database):
                         {**params, "q": query, "limit": limits.recall},
                     )
                 ]
+            about_person = [
+                ViewNote(
+                    id=row["id"],
+                    instance_id=row["instance_id"],
+                    person_name=row["person_name"],
+                    text=row["text"],
+                    at=_at(row["created_at"]),
+                )
+                for row in conn.execute(
+                    "SELECT n.id, n.instance_id, p.name AS person_name, n.text, n.created_at"
+                    " FROM notes n LEFT JOIN people p ON p.id = n.person_id"
+                    f" WHERE n.person_id = :speaker AND {visible('n')}"
+                    " ORDER BY n.id DESC LIMIT :limit",
+                    {**params, "limit": limits.about_person},
+                )
+            ]
             notice = conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = :here"
                 " AND direction = 'out' AND model = 'mirror/offline')",
@@ -277,6 +293,7 @@ class MirrorStore(Database):
                 decisions=decisions,
                 recall=recall,
                 recall_notes=notes,
+                about_person=about_person,
                 elsewhere=elsewhere,
                 history=history,
                 offline_notice_given=bool(notice),

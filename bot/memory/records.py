@@ -88,6 +88,7 @@ class TurnRecord:
     cost_usd: float = 0.0
     delivery: ReplyDelivery | None = None  # None: the caller shows the reply itself
     followed_up: int | None = None  # the due intention this turn followed up (marked done)
+    person_name: str | None = None  # the name the person gave ("my name is Sam"), stored
 
     @classmethod
     def answering(
@@ -194,6 +195,7 @@ class ViewLimits:
     decisions: int = 10
     recall: int = 8
     elsewhere: int = 12
+    about_person: int = 12
 
 
 # The coordinator's items and the outbox -------------------------------------------------

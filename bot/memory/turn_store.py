@@ -97,6 +97,11 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
             " WHERE id = :id",
             {"now": now, "id": turn.followed_up},
         )
+    if turn.person_name:
+        conn.execute(
+            "UPDATE people SET name = :name WHERE id = :person",
+            {"name": turn.person_name, "person": turn.person_id},
+        )
     if turn.model:
         conn.execute(
             "INSERT INTO model_usage (at, instance_id, model, prompt_tokens, completion_tokens,"
