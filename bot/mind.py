@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from bot import llm, offline_brain
 from bot import recurrence as recurrence_rule
@@ -27,6 +27,7 @@ from bot.guard import clip_incoming
 from bot.intentions import normalize_subject
 from bot.memory import Memory, NewIntention, Recorded, ReplyDelivery, TurnRecord
 from bot.models import Incoming, IntentionDraft, Reply, SoulVersion
+from bot.reminders import known_timezone
 from bot.soul import parse_soul
 from bot.speaker import Roster, Speaker
 
@@ -238,9 +239,10 @@ class Mind:
         else:
             soul_text, soul_name = soul.text, soul.name
         entrance_config = self.config.entrance(incoming.entrance)
-        timezone = await self.memory.person_timezone(recorded.person_id)
-        person_name = await self.memory.person_name(recorded.person_id)
-        if timezone is None or not _known_zone(timezone):
+        # Read in the view's own snapshot: no extra await on the hot path.
+        timezone = view.speaker_timezone
+        person_name = view.speaker_name
+        if timezone is None or known_timezone(timezone) is None:
             timezone = self.config.persona.timezone
         context = Context(
             soul_name=soul_name,
@@ -290,14 +292,6 @@ class Mind:
             kind=draft.kind,
             recurrence=json.dumps(recurrence) if recurrence is not None else None,
         )
-
-
-def _known_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
 
 
 def _fallback_soul(config: Config) -> tuple[str, str]:

@@ -360,3 +360,6 @@ class TurnView(BaseModel):
     elsewhere: list[ViewMessage] = Field(default_factory=list)
     history: list[ViewMessage] = Field(default_factory=list)
     offline_notice_given: bool = False
+    # The speaking person as memory knows them: the name they gave, their timezone.
+    speaker_name: str | None = None
+    speaker_timezone: str | None = None

@@ -380,16 +380,6 @@ class IdentityStore(Database):
         )
         return row["timezone"] if row else None
 
-    async def person_name(self, person_id: int) -> str | None:
-        """What the person is called in memory (the name they gave, else their first
-        account's display name)."""
-        row = await self.read(
-            lambda conn: conn.execute(
-                "SELECT name FROM people WHERE id = ?", (person_id,)
-            ).fetchone()
-        )
-        return row["name"] if row else None
-
     async def set_person_timezone(self, person_id: int, timezone: str, actor: str) -> None:
         """Store the person's timezone (validated by the caller), audited."""
 

@@ -287,7 +287,12 @@ class MirrorStore(Database):
                 " AND direction = 'out' AND model = 'mirror/offline')",
                 params,
             ).fetchone()[0]
+            speaker = conn.execute(
+                "SELECT name, timezone FROM people WHERE id = :speaker", params
+            ).fetchone()
             return TurnView(
+                speaker_name=speaker["name"] if speaker else None,
+                speaker_timezone=speaker["timezone"] if speaker else None,
                 instances=instances,
                 intentions=intentions,
                 decisions=decisions,
