@@ -14,25 +14,19 @@ from typing import Any
 import pytest
 
 from bot import llm
-from bot.config import Config, load_config
+from bot.config import Config
 from bot.context import Context, render_messages
-from bot.entrance import register, unregister
 from bot.instance import Instance
 from bot.scheduler import Scheduler
-from tests.test_instance_door import TINY, Platform, said
+from tests.test_instance_door import Platform, said, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def config(tmp_path: Path, soul_file: Path) -> Iterator[Config]:
-    register(TINY)
-    cfg = load_config(ROOT / "config" / "mirror.toml", db=tmp_path / "m.db")
-    cfg.soul.path = soul_file
-    cfg.coordinator.address = "tiny:boss"
-    cfg.persona.timezone = "UTC"
-    yield cfg
-    unregister("tiny")
+    with tiny_config(tmp_path, soul_file) as cfg:
+        yield cfg
 
 
 class Clock:

@@ -4,6 +4,7 @@ and `/help` generated from the command declarations for each speaker."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -74,14 +75,25 @@ class Platform:
         return f"p{len(self.sent)}"
 
 
-@pytest.fixture
-def config(tmp_path: Path, soul_file: Path) -> Iterator[Config]:
+@contextlib.contextmanager
+def tiny_config(tmp_path: Path, soul_file: Path) -> Iterator[Config]:
+    """The shipped config on a fresh memory, with the tiny entrance registered and its
+    account "boss" as the coordinator; times in UTC."""
     register(TINY)
     cfg = load_config(ROOT / "config" / "mirror.toml", db=tmp_path / "m.db")
     cfg.soul.path = soul_file
     cfg.coordinator.address = "tiny:boss"
-    yield cfg
-    unregister("tiny")
+    cfg.persona.timezone = "UTC"
+    try:
+        yield cfg
+    finally:
+        unregister("tiny")
+
+
+@pytest.fixture
+def config(tmp_path: Path, soul_file: Path) -> Iterator[Config]:
+    with tiny_config(tmp_path, soul_file) as cfg:
+        yield cfg
 
 
 @pytest.fixture

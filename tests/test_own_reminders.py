@@ -13,12 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.config import Config, load_config
-from bot.entrance import register, unregister
+from bot.config import Config
 from bot.instance import Instance
 from bot.memory import NewIntention
 from bot.models import Author, Incoming
-from tests.test_instance_door import TINY, Platform
+from tests.test_instance_door import Platform, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 _pids = itertools.count(1)
@@ -26,12 +25,8 @@ _pids = itertools.count(1)
 
 @pytest.fixture
 def config(tmp_path: Path, soul_file: Path) -> Iterator[Config]:
-    register(TINY)
-    cfg = load_config(ROOT / "config" / "mirror.toml", db=tmp_path / "m.db")
-    cfg.soul.path = soul_file
-    cfg.coordinator.address = "tiny:boss"
-    yield cfg
-    unregister("tiny")
+    with tiny_config(tmp_path, soul_file) as cfg:
+        yield cfg
 
 
 @pytest.fixture

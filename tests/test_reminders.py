@@ -18,14 +18,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from bot.config import Config, PersonaConfig, load_config
-from bot.entrance import register, unregister
+from bot.config import Config, PersonaConfig
 from bot.instance import Instance
 from bot.llm import parse_reply
 from bot.memory import Recorded
 from bot.scheduler import Scheduler
 from tests.test_due_turns import Clock, text_to
-from tests.test_instance_door import TINY, Platform, said
+from tests.test_instance_door import Platform, said, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ZONES = ["UTC", "Europe/Lisbon", "America/New_York"]
@@ -36,13 +35,8 @@ WEDNESDAY = datetime(2026, 12, 2, 10, tzinfo=UTC).timestamp()
 
 @pytest.fixture
 def config(tmp_path: Path, soul_file: Path) -> Iterator[Config]:
-    register(TINY)
-    cfg = load_config(ROOT / "config" / "mirror.toml", db=tmp_path / "m.db")
-    cfg.soul.path = soul_file
-    cfg.coordinator.address = "tiny:boss"
-    cfg.persona.timezone = "UTC"
-    yield cfg
-    unregister("tiny")
+    with tiny_config(tmp_path, soul_file) as cfg:
+        yield cfg
 
 
 @pytest.fixture
