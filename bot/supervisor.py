@@ -30,7 +30,7 @@ from typing import TextIO
 log = logging.getLogger(__name__)
 
 PERMANENT_FAILURE = 2
-# A child's log line, in the format bot/cli.py gives its log: "DATE TIME LEVEL name: …".
+# A child's log line, in the format bot/cli/common.py gives its log: "DATE TIME LEVEL name: …".
 _CHILD_LEVEL = re.compile(r"^\S+ \S+ (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
 

@@ -1,0 +1,251 @@
+"""What every `mirror` command shares: the Typer app, the global options, config and
+memory helpers, service running and the terminal's quiet logging.
+
+Must start fast: nothing here imports litellm or a platform SDK at module level; commands
+that need them import lazily. Config and memory problems become one line on stderr and
+exit code 2, never a traceback. The log goes to stderr, except for `chat` and `up` in a
+terminal: there it goes to a rotating file ([logging] path) and only warnings and errors
+reach the screen, above the prompt. Help texts are rich markup: escape a literal `[`.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # no scan of every package
+
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
+
+import typer
+
+from bot.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    pass
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="mirror",
+    help="MirrorOS: one persona at many entrances (`mirror entrances`), sharing one memory.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config file (default: $MIRROR_CONFIG or config/mirror.toml)."
+    ),
+]
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", help=r"memory.db path (default: $MIRROR_DB or \[memory] path)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+_global: dict[str, Path | None] = {"config": None, "db": None}
+_verbose = False
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("mirroros")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            found = "unknown (not installed)"
+        typer.echo(f"mirror (MirrorOS) {found}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log DEBUG lines too (in a terminal chat, show INFO lines on screen too).",
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    global _verbose
+    _global["config"], _global["db"] = config, db
+    _verbose = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr
+    )
+
+
+class _AbovePrompt(logging.Handler):
+    """Log records for a person at a terminal: one short line each, on stderr, above the
+    chat's prompt when there is one (the details are in the log file)."""
+
+    def __init__(self, log_file: Path, terminal: Any | None) -> None:
+        super().__init__()
+        self.log_file = log_file
+        self.terminal = terminal
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.levelname.lower()}: {record.getMessage()}"
+            if record.exc_info:
+                text += f" (details in {self.log_file})"
+            if self.terminal is not None:
+                self.terminal.above_prompt(text)
+            else:
+                sys.stderr.write(text + "\n")
+                sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def quiet_terminal(cfg: Config, terminal: Any | None = None) -> logging.Logger | None:
+    """When stdin is a terminal: log to the rotating [logging] path file, and show only
+    warnings and errors (with -v, INFO too) on screen, above `terminal`'s prompt.
+
+    Returns the logger a supervisor should send its children's lines to (None when nothing
+    changed: not a terminal, or the log file cannot be opened, which is said once)."""
+    if not sys.stdin.isatty():
+        return None
+    from logging.handlers import RotatingFileHandler
+
+    path = cfg.logging.path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        to_file = RotatingFileHandler(
+            path,
+            maxBytes=cfg.logging.max_bytes,
+            backupCount=cfg.logging.backups,
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        logging.getLogger(__name__).warning(
+            "cannot write the log to %s (%s); logging here", path, exc.strerror or exc
+        )
+        return None
+    to_file.setFormatter(logging.Formatter(LOG_FORMAT))
+    on_screen = _AbovePrompt(path, terminal)
+    on_screen.setLevel(logging.INFO if _verbose else logging.WARNING)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.addHandler(to_file)
+    root.addHandler(on_screen)
+    return logging.getLogger("bot.supervisor")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"mirror: {message}", err=True)
+    return typer.Exit(code)
+
+
+def get_config(config: Path | None, db: Path | None) -> Config:
+    try:
+        return load_config(config or _global["config"], db=db or _global["db"])
+    except ConfigError as exc:
+        raise fail(f"config error: {exc}") from None
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    import asyncio
+
+    from bot.memory import MemoryDbError
+
+    try:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    except (MemoryDbError, CommandError) as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+class Service(Protocol):
+    async def run(self) -> None: ...
+
+    def request_stop(self) -> None: ...
+
+
+def run_service(service: Service) -> None:
+    """Run an entrance or the scheduler until it ends or SIGINT/SIGTERM/SIGHUP asks it to stop.
+
+    A stop request lets the current turn finish; a second SIGINT/SIGTERM cancels at once.
+    """
+
+    import asyncio
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        requested = False
+
+        def on_signal() -> None:
+            nonlocal requested
+            if requested and task is not None:
+                task.cancel()
+            requested = True
+            service.request_stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        # Closing the terminal (SIGHUP) stops like a first SIGTERM: the turn finishes, children
+        # and leases are let go. It never hurries the stop: a supervised child gets it once
+        # per reparenting after its supervisor died (bot/supervisor.py). Under nohup, SIGHUP
+        # stays ignored.
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            loop.add_signal_handler(signal.SIGHUP, service.request_stop)
+        try:
+            await service.run()
+        except asyncio.CancelledError:
+            if not requested:
+                raise
+
+    run_async(main)
+
+
+async def open_memory(config: Config) -> Any:
+    from bot.memory import Memory
+
+    memory = Memory(config.memory.path, busy_timeout_ms=config.memory.busy_timeout_ms)
+    await memory.open()
+    return memory
+
+
+def with_memory(cfg: Config, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Open memory.db, run `action(memory)`, close it: one short command's database work."""
+
+    async def go() -> T:
+        memory = await open_memory(cfg)
+        try:
+            return await action(memory)
+        finally:
+            await memory.close()
+
+    return run_async(go)
+
+
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))

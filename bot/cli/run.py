@@ -1,0 +1,277 @@
+"""Running the persona: `mirror chat`, `mirror up`, `mirror run`, `mirror scheduler`,
+`mirror entrances`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from bot.cli.common import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    app,
+    echo_json,
+    fail,
+    get_config,
+    quiet_terminal,
+    run_async,
+    run_service,
+)
+from bot.config import Config
+
+if TYPE_CHECKING:
+    pass
+
+
+TERMINAL_BANNER = """MirrorOS is running on this terminal (entrance '{entrance}', instance \
+'{instance}').
+Say hello, ask "what is your name?", or ask for something on Friday at 3pm.{roles}
+Another instance of the same persona, in a second terminal:
+    .venv/bin/mirror chat --instance desk --as {person}
+{platforms}: set enabled = true under [entrances.*] in {config_file}
+and {secrets} (see README.md)."""
+# Who you are in a terminal chat unless --as says otherwise; the shipped config makes this
+# person the coordinator and an admin.
+LOCAL_PERSON = "you"
+
+
+def _roles_line(cfg: Config, account: str) -> str:
+    """The banner's line on what this terminal's person may do, when they are more than a
+    guest."""
+    if cfg.coordinator.address == account:
+        return (
+            "\nYou are the coordinator and an admin here: /pending, /resolve and "
+            "/soul show|history|rollback work in this chat."
+        )
+    if account in cfg.access.admins:
+        return "\nYou are an admin here: /soul show|history|rollback work in this chat."
+    return ""
+
+
+def _terminal_chat(cfg: Config, *, instance: str | None, person: str, jsonl: bool = False) -> Any:
+    """The terminal entrance's runtime, ready to run in this process."""
+    from bot.accounts import AccountRef
+    from bot.entrance import platforms, runtime_class, terminal
+
+    entrance = terminal()
+    labels = [found.label for found in platforms()]
+    instance = instance or entrance.name
+    banner = TERMINAL_BANNER.format(
+        entrance=entrance.name,
+        instance=instance,
+        person=person,
+        roles=_roles_line(cfg, AccountRef.of(entrance.name, person).key),
+        config_file=cfg.source or "a config file (--config)",
+        platforms=" and ".join(filter(None, [", ".join(labels[:-1]), *labels[-1:]])),
+        secrets=" / ".join(found.secret_env for found in platforms() if found.secret_env),
+    )
+    return runtime_class(entrance.name)(
+        cfg, instance_id=instance, person=person, jsonl=jsonl, banner=banner
+    )
+
+
+@app.command()
+def chat(
+    instance: Annotated[
+        str | None,
+        typer.Option("--instance", "-i", help="This instance's name (default: the entrance's)."),
+    ] = None,
+    person: Annotated[str, typer.Option("--as", help="Who you are in this chat.")] = LOCAL_PERSON,
+    jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="One JSON object per output line.")
+    ] = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Talk with the persona in this terminal: a full instance of the terminal entrance."""
+    cfg = get_config(config, db)
+    terminal = _terminal_chat(cfg, instance=instance, person=person, jsonl=jsonl)
+    quiet_terminal(cfg, terminal)
+    run_service(terminal)
+
+
+def _why_not_runnable(cfg: Config, name: str) -> str | None:
+    """Why `mirror up` would skip this entrance (what to set), or None when it can run."""
+    from bot.entrance import manifest
+
+    found = manifest(name)
+    if not cfg.entrance(name).enabled:
+        return f"set [entrances.{name}] enabled = true"
+    if found.secret_env is not None and not found.secret():
+        return f"set {found.secret_env}"
+    return None
+
+
+@app.command()
+def up(
+    person: Annotated[
+        str, typer.Option("--as", help="Who you are in the terminal chat.")
+    ] = LOCAL_PERSON,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Run the persona: one supervised process per configured entrance, plus the scheduler.
+
+    With no other entrance configured, the terminal entrance runs in this terminal.
+    """
+    cfg = get_config(config, db)
+    from bot.entrance import platforms
+    from bot.supervisor import ChildSpec, Supervisor, mirror_argv
+
+    flags = []
+    if cfg.source is not None:
+        flags += ["--config", str(cfg.source)]
+    flags += ["--db", str(cfg.memory.path)]
+    runnable, skipped = [], []
+    for found in platforms():
+        why_not = _why_not_runnable(cfg, found.name)
+        if why_not is None:
+            runnable.append(found.name)
+        else:
+            skipped.append(f"skipping {found.name}: {why_not}")
+    specs = [
+        ChildSpec(
+            name,
+            mirror_argv("run", name, *flags),
+            restart_argv=mirror_argv("run", name, "--standby", *flags),
+        )
+        for name in runnable
+    ]
+    specs.append(ChildSpec("scheduler", mirror_argv("run", "scheduler", *flags), entrance=False))
+    if runnable:
+        for line in skipped:
+            typer.echo(line, err=True)
+        supervisor = Supervisor(specs, logger=quiet_terminal(cfg))
+        typer.echo(f"running {', '.join(runnable)} and the scheduler; Ctrl-C stops them", err=True)
+        run_service(supervisor)
+        if supervisor.nothing_running:  # every entrance given up: not healthy, say why
+            raise fail(supervisor.nothing_running, code=1)
+        return
+
+    chat_entrance = _terminal_chat(cfg, instance=None, person=person)
+    logger = quiet_terminal(cfg, chat_entrance)
+    for line in skipped:  # in a terminal the banner says how to set the others up
+        if logger is None:
+            typer.echo(line, err=True)
+        else:
+            logger.info("%s", line)
+    supervisor = Supervisor(specs, logger=logger)
+
+    class TerminalWithScheduler:
+        """The terminal chat in the foreground, the supervised scheduler beside it."""
+
+        async def run(self) -> None:
+            import asyncio
+
+            beside = asyncio.create_task(supervisor.run())
+            try:
+                await chat_entrance.run()
+            finally:
+                supervisor.request_stop()
+                await beside
+
+        def request_stop(self) -> None:
+            chat_entrance.request_stop()
+
+    run_service(TerminalWithScheduler())
+
+
+@app.command("run")
+def run_entrance(
+    entrance: Annotated[
+        str, typer.Argument(help="An entrance (see `mirror entrances`), or scheduler.")
+    ],
+    standby: Annotated[
+        bool, typer.Option(help="If the entrance is already running, wait to take over.")
+    ] = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Run one entrance (or the scheduler) as this process."""
+    cfg = get_config(config, db)
+    cfg.standby = standby
+    if entrance == "scheduler":
+        from bot.scheduler import Scheduler
+
+        run_service(Scheduler(cfg))
+        return
+    from bot.entrance import EntranceFailure, UnknownEntrance, load_entrance, manifest
+
+    try:
+        found = manifest(entrance)
+    except UnknownEntrance as exc:
+        raise fail(f"{exc}, scheduler") from None
+    if found.terminal:
+        raise fail(f"the {entrance} entrance runs in a terminal: use `mirror chat`")
+    secret = found.secret() if found.secret_env is not None else ""
+    if not secret:
+        raise fail(f"{entrance}: set {found.secret_env} in the environment or .env")
+    try:
+        service = load_entrance(entrance, cfg, secret)
+        run_service(service)
+    except EntranceFailure as exc:
+        raise fail(f"{entrance}: {exc}") from None
+
+
+@app.command()
+def entrances(
+    config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False
+) -> None:
+    """The entrances this MirrorOS knows (its registry), and whether each can run."""
+    cfg = get_config(config, db)
+    from bot.entrance import manifests
+
+    rows = []
+    for found in manifests().values():
+        why_not = (
+            "runs in a terminal: mirror chat"
+            if found.terminal
+            else _why_not_runnable(cfg, found.name)
+        )
+        rows.append(
+            {
+                "name": found.name,
+                "label": found.label,
+                "enabled": cfg.entrance(found.name).enabled,
+                "secret_env": found.secret_env,
+                "ready": why_not is None,
+                "why_not": why_not,
+                "message_limit": found.message_limit,
+                "capabilities": sorted(found.capabilities),
+                "runtime": found.runtime,
+            }
+        )
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        state = "ready" if row["ready"] else str(row["why_not"])
+        typer.echo(f"{row['name']:<10} {row['label']:<10} {state}")
+
+
+@app.command("scheduler")
+def scheduler_command(
+    once: Annotated[bool, typer.Option("--once", help="Run one tick and exit.")] = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """The scheduler: `--once` runs one tick and prints what it did."""
+    cfg = get_config(config, db)
+    from bot.scheduler import Scheduler
+
+    if not once:
+        run_service(Scheduler(cfg))
+        return
+
+    async def go() -> None:
+        scheduler = Scheduler(cfg, name="scheduler-once")
+        await scheduler.open()
+        try:
+            report = await scheduler.tick()
+        finally:
+            await scheduler.close()
+        typer.echo(report.summary())
+
+    run_async(go)

@@ -1,0 +1,61 @@
+"""`mirror status`: the quick local view of memory, soul, instances and what is pending."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from bot.cli.common import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    app,
+    echo_json,
+    fail,
+    get_config,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+@app.command()
+def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Memory, soul, instances and what is pending."""
+    cfg = get_config(config, db)
+    # No event loop and no aiosqlite: this is the command people run to see if all is well,
+    # and it should answer at once (bench/startup.py measures it).
+    from bot.memory import MemoryDbError
+    from bot.memory.snapshot import read_status
+
+    try:
+        report = read_status(
+            cfg.memory.path,
+            cfg.persona.instance_dead_after_s,
+            busy_timeout_ms=cfg.memory.busy_timeout_ms,
+        )
+    except MemoryDbError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        data = report.model_dump(mode="json")
+        if data["soul"]:
+            data["soul"].pop("text")
+        echo_json(data)
+        return
+    soul = report.soul
+    typer.echo(f"memory      {report.memory_path} (schema {report.schema_version})")
+    typer.echo(
+        f"soul        {f'v{soul.id} {soul.name} sha256:{soul.sha256[:12]}' if soul else 'none'}"
+    )
+    typer.echo(f"messages    {report.messages}")
+    typer.echo(f"intentions  {report.open_intentions} open")
+    typer.echo(f"conflicts   {report.open_conflicts} open")
+    typer.echo(f"outbox      {report.pending_outbox} pending")
+    typer.echo("instances" + ("   none" if not report.instances else ""))
+    for item in report.instances:
+        state = "alive" if report.alive[item.id] else item.status
+        typer.echo(
+            f"  {item.id:<14} {item.entrance:<9} {state:<7} last seen "
+            f"{item.last_seen:%Y-%m-%d %H:%M:%S} UTC (pid {item.pid} on {item.host})"
+        )
