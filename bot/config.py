@@ -71,11 +71,12 @@ class ModelConfig(Section):
 
 
 class LoggingConfig(Section):
-    """[logging]: where `mirror chat` and `mirror up` write their log when run in a terminal
-    (which then shows only warnings and errors). Elsewhere (services, tests, pipes) the log
-    goes to stderr."""
+    """[logging]: the log file `mirror up` always writes (with its children's lines), and
+    `mirror chat` when run in a terminal (which then shows only warnings and errors on
+    screen); `mirror logs` reads it. Without a path, it is `log/mirror.log` beside
+    memory.db. Not in a terminal, the log also goes to stderr (journald, pipes, tests)."""
 
-    path: Path = Path("var/log/mirror.log")
+    path: Path | None = None
     max_bytes: int = Field(default=1024 * 1024, gt=0)
     backups: int = Field(default=3, ge=0)
 
@@ -200,6 +201,11 @@ class Config(Section):
     source: Path | None = Field(default=None, exclude=True)
     # `mirror run ENTRANCE --standby`: wait for the entrance's lease instead of refusing.
     standby: bool = Field(default=False, exclude=True)
+
+    @property
+    def log_path(self) -> Path:
+        """The log file: [logging] path, else `log/mirror.log` beside memory.db."""
+        return self.logging.path or self.memory.path.parent / "log" / "mirror.log"
 
     def entrance(self, name: str) -> EntranceSettings:
         """`[entrances.<name>]` as that entrance's settings model (its defaults when absent).

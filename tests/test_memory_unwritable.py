@@ -19,7 +19,7 @@ from tests.conftest import run_mirror
 COMMANDS = [
     ["chat"],
     ["run", "scheduler"],
-    ["up"],
+    ["up", "--chat"],
     ["soul", "show"],
     ["link", "telegram:1", "discord:2"],
     ["resolve", "1", "A"],

@@ -147,7 +147,7 @@ async def test_mirror_up_without_platforms_runs_local_with_the_scheduler(
     write_config: Callable[..., Path],
 ) -> None:
     config = write_config()
-    up = await MirrorProcess("up", "--config", str(config), "--as", "ann").start()
+    up = await MirrorProcess("up", "--chat", "--config", str(config), "--as", "ann").start()
     try:
         await up.wait_for_line(lambda line: "skipping telegram" in line, stream="stderr")
         await up.wait_for_line(

@@ -20,6 +20,7 @@ COMMANDS = (
     "people",
     "soul",
     "memory",
+    "service",
 )
 
 for _module in COMMANDS:

@@ -122,20 +122,15 @@ class _AbovePrompt(logging.Handler):
             self.handleError(record)
 
 
-def quiet_terminal(cfg: Config, terminal: Any | None = None) -> logging.Logger | None:
-    """When stdin is a terminal: log to the rotating [logging] path file, and show only
-    warnings and errors (with -v, INFO too) on screen, above `terminal`'s prompt.
-
-    Returns the logger a supervisor should send its children's lines to (None when nothing
-    changed: not a terminal, or the log file cannot be opened, which is said once)."""
-    if not sys.stdin.isatty():
-        return None
+def _log_file(cfg: Config) -> logging.Handler | None:
+    """The rotating log file handler ([logging] path), or None (said once) when the file
+    cannot be opened."""
     from logging.handlers import RotatingFileHandler
 
-    path = cfg.logging.path
+    path = cfg.log_path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        to_file = RotatingFileHandler(
+        handler = RotatingFileHandler(
             path,
             maxBytes=cfg.logging.max_bytes,
             backupCount=cfg.logging.backups,
@@ -143,13 +138,47 @@ def quiet_terminal(cfg: Config, terminal: Any | None = None) -> logging.Logger |
         )
     except OSError as exc:
         logging.getLogger(__name__).warning(
-            "cannot write the log to %s (%s); logging here", path, exc.strerror or exc
+            "cannot write the log to %s (%s); logging to stderr only", path, exc.strerror or exc
         )
         return None
-    to_file.setFormatter(logging.Formatter(LOG_FORMAT))
-    on_screen = _AbovePrompt(path, terminal)
-    on_screen.setLevel(logging.INFO if _verbose else logging.WARNING)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    return handler
+
+
+def quiet_terminal(
+    cfg: Config, terminal: Any | None = None, *, service: bool = False
+) -> logging.Logger | None:
+    """Where this process's log goes, and the logger a supervisor relays its children's
+    lines to (None: straight to stderr, as they come).
+
+    In a terminal (stdin is a tty): to the rotating log file (`Config.log_path`), and only
+    warnings and errors (with -v, INFO too) on screen, above `terminal`'s prompt.
+    Elsewhere, for a `service` (`mirror up` under systemd, in a pipe): to stderr as before
+    and to the log file too, so `mirror logs` can read it; the children's lines keep their
+    own format on stderr. Otherwise nothing changes (stderr only). Only the supervising
+    process writes the file: its children log to stderr, which it relays, so no two
+    processes ever rotate the same file."""
     root = logging.getLogger()
+    if not sys.stdin.isatty():
+        if not service:
+            return None
+        to_file = _log_file(cfg)
+        if to_file is None:
+            return None
+        root.addHandler(to_file)
+        relay = logging.getLogger("mirror.children")
+        relay.propagate = False
+        relay.setLevel(logging.DEBUG)
+        as_they_come = logging.StreamHandler(sys.stderr)
+        as_they_come.setFormatter(logging.Formatter("%(message)s"))
+        relay.addHandler(as_they_come)
+        relay.addHandler(to_file)
+        return relay
+    to_file = _log_file(cfg)
+    if to_file is None:
+        return None
+    on_screen = _AbovePrompt(cfg.log_path, terminal)
+    on_screen.setLevel(logging.INFO if _verbose else logging.WARNING)
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()

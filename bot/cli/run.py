@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -109,12 +110,24 @@ def up(
     person: Annotated[
         str, typer.Option("--as", help="Who you are in the terminal chat.")
     ] = LOCAL_PERSON,
+    chat: Annotated[
+        bool,
+        typer.Option(
+            "--chat",
+            help="With no entrance to run, chat on stdin even when it is not a terminal "
+            "(scripts, tests).",
+        ),
+    ] = False,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
     """Run the persona: one supervised process per configured entrance, plus the scheduler.
 
-    With no other entrance configured, the terminal entrance runs in this terminal.
+    With no other entrance configured, the terminal entrance runs in this terminal. Not in
+    a terminal (a service: stdin is /dev/null), having nothing to run is a failure: one
+    line, exit code 1, so that `Restart=on-failure` and the operator notice.
+
+    Example: `mirror --config /etc/mirroros/mirror.toml up`
     """
     cfg = get_config(config, db)
     from bot.entrance import platforms
@@ -143,13 +156,22 @@ def up(
     if runnable:
         for line in skipped:
             typer.echo(line, err=True)
-        supervisor = Supervisor(specs, logger=quiet_terminal(cfg))
+        supervisor = Supervisor(specs, logger=quiet_terminal(cfg, service=True))
         typer.echo(f"running {', '.join(runnable)} and the scheduler; Ctrl-C stops them", err=True)
         run_service(supervisor)
         if supervisor.nothing_running:  # every entrance given up: not healthy, say why
             raise fail(supervisor.nothing_running, code=1)
         return
 
+    if not chat and not sys.stdin.isatty():
+        for line in skipped:
+            typer.echo(line, err=True)
+        where = cfg.source or "the embedded defaults"
+        raise fail(
+            f"nothing to run: no entrance is enabled with its secret set in {where}, and "
+            "stdin is not a terminal (so no terminal chat); see `mirror entrances`",
+            code=1,
+        )
     chat_entrance = _terminal_chat(cfg, instance=None, person=person)
     logger = quiet_terminal(cfg, chat_entrance)
     for line in skipped:  # in a terminal the banner says how to set the others up
