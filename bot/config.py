@@ -68,6 +68,9 @@ class ModelConfig(Section):
     # The config file these settings came from, for the offline brain's notice (None: the
     # embedded defaults). Not a TOML key.
     source: Path | None = Field(default=None, exclude=True)
+    # Why the offline brain answers instead of the configured model (the daily budget is
+    # spent), for its notice. Not a TOML key.
+    offline_because: str | None = Field(default=None, exclude=True)
 
 
 class LoggingConfig(Section):

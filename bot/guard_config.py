@@ -35,7 +35,7 @@ daily_cost_usd = 0.0             # model cost per UTC day, then the offline brai
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import (
     BaseModel,
@@ -49,7 +49,9 @@ from pydantic import (
 
 from bot.accounts import AccountRef
 from bot.entrance import EntranceAccess
-from bot.guard import BotBudget
+
+if TYPE_CHECKING:  # bot.guard imports bot.models: not for every command's start-up
+    from bot.guard import BotBudget
 
 
 class _Section(BaseModel):
@@ -125,6 +127,8 @@ class GuardConfig(_Section):
 
     @property
     def bot_budget(self) -> BotBudget:
+        from bot.guard import BotBudget
+
         return BotBudget(
             per_conversation=self.bot_exchanges_per_conversation,
             per_hour=self.bot_exchanges_per_hour,

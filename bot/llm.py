@@ -204,6 +204,8 @@ def offline_notice(config: ModelConfig) -> str:
     which key the configured one is missing."""
     where = str(config.source) if config.source else "a config file"
     intro = "(I'm running on MirrorOS's offline brain, so my answers are simple."
+    if config.offline_because:
+        return f"{intro} {config.offline_because})"
     for model, keys in _missing_keys(config):
         return (
             f"{intro} My model {model} needs {' and '.join(keys)} in the environment (or in "

@@ -144,7 +144,12 @@ class Mind:
         model_config = self.config.model
         if offline:
             model_config = model_config.model_copy(
-                update={"name": llm.OFFLINE_MODEL, "fallbacks": []}
+                update={
+                    "name": llm.OFFLINE_MODEL,
+                    "fallbacks": [],
+                    "offline_because": "Today's model budget is spent; my model "
+                    f"{model_config.name} answers again tomorrow (UTC).",
+                }
             )
         try:
             crash_point("during-model")

@@ -61,7 +61,7 @@ def from_epoch(value: float | None) -> datetime | None:
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class Author(Frozen):

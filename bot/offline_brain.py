@@ -294,13 +294,36 @@ def persona_line(context: Context) -> str:
     return f"I'm {name}. I care about {_sentence(head[:1].lower() + head[1:])}"
 
 
+# "I'm Sam" / "Hi, I am Sam Lee": a name only when written as one (capitalised), and the
+# whole message ("I'm tired", "I'm allergic to peanuts", "I'm Happy to help" are not).
+_IM_NAME = re.compile(
+    r"^(?:(?:hi|hello|hey)[,!. ]+)?(?:i'?m|i am)\s+(?P<name>[A-Z][\w'-]*(?: [A-Z][\w'-]*)?)"
+    r"\s*[.!]*$",
+    re.I,
+)
+_NOT_A_NAME_AFTER_IM = frozenset(
+    {"fine", "good", "ok", "okay", "here", "back", "ready", "sorry", "tired", "happy", "sad",
+     "done", "busy", "home", "in", "out", "well", "great", "hungry", "new", "lost", "sure",
+     "bored", "free", "late", "away", "confused", "thirsty", "excited", "cold", "hot"}
+)  # fmt: skip
+
+
 def given_name(text: str) -> str | None:
-    """The name in "my name is Sam" (capitalised as a name), None when it is no name."""
-    match = _MY_NAME.match(text.strip())
-    if match is None or match.group("name").lower() in _NOT_A_NAME:
+    """The name in "my name is Sam" or "I'm Sam" (capitalised as a name), None when it is
+    no name."""
+    text = text.strip()
+    match = _MY_NAME.match(text)
+    if match is not None and match.group("name").lower() not in _NOT_A_NAME:
+        name = match.group("name")
+        return (name[:1].upper() + name[1:])[:64]
+    match = _IM_NAME.match(text)
+    if match is None:
         return None
     name = match.group("name")
-    return (name[:1].upper() + name[1:])[:64]
+    first = name.split()[0]
+    if not first[0].isupper() or first.lower() in _NOT_A_NAME_AFTER_IM | _NOT_A_NAME:
+        return None
+    return name[:64]
 
 
 def small_talk_kind(context: Context, lowered: str) -> str | None:

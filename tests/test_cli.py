@@ -178,6 +178,12 @@ def test_help_shows_bracketed_config_keys() -> None:
     assert done.returncode == 0 and "$MIRROR_DB or [memory] path" in done.stdout
 
 
+def test_help_shows_no_value_type_beside_flags() -> None:
+    done = run_mirror("status", "--help", COLUMNS="200")
+    assert "--json" in done.stdout and "<path>" in done.stdout  # options with values keep it
+    assert "<bool>" not in done.stdout
+
+
 def _read_until(fd: int, marker: str, seen: list[str], timeout: float = 60) -> None:
     """Read a pty until `marker` appears in what was read since the call (or EOF/timeout)."""
     import os

@@ -17,6 +17,9 @@ from bot.models import Author, Incoming
 from bot.soul import sync_soul_file
 from tests.fakes.openai_api import FakeOpenAI
 
+# Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_engines
+
 
 def message(
     text: str,
@@ -244,6 +247,19 @@ async def test_offline_notice_names_the_config_file_in_use(mind: Mind) -> None:
     assert f"set [model] name in {mind.config.source}" in reply.text
 
 
+async def test_a_spent_daily_budget_says_so_rather_than_asking_for_a_model(
+    mind: Mind, fake_model: FakeOpenAI
+) -> None:
+    use_fake(mind.config, fake_model)
+    mind.config.limits.daily_tokens = 1
+    first = await mind.turn(message("hello"))
+    assert first is not None and first.model == "openai/fake-model"
+    spent = await mind.turn(message("what is your name?"))
+    assert spent is not None and spent.model == "mirror/offline" and "Wren" in spent.text
+    assert "model budget is spent" in spent.text and "openai/fake-model" in spent.text
+    assert "set [model] name" not in spent.text  # a model is set: it is only resting
+
+
 def test_offline_notice_without_a_config_file_says_so() -> None:
     notice = llm.offline_notice(Config().model)
     assert "set [model] name in a config file (none is in use" in notice
@@ -287,6 +303,16 @@ async def test_a_given_name_is_stored_and_facts_about_oneself_are_kept_in_it(
     assert known is not None and "Lisbon" in known.text and "green" in known.text
     stranger = await mind.turn(message("What do you know about me?", person="bob"))
     assert stranger is not None and "Lisbon" not in stranger.text  # only facts about bob
+
+
+async def test_im_and_a_name_names_the_person_but_im_and_a_state_does_not(
+    mind: Mind, memory: Memory
+) -> None:
+    named = await mind.turn(message("Hi, I'm Sam"))
+    assert named is not None and named.person_name == "Sam" and "Sam" in named.text
+    for said in ["I'm tired", "I'm Happy to help", "i'm back"]:
+        reply = await mind.turn(message(said, person="bob"))
+        assert reply is not None and reply.person_name is None, said
 
 
 async def test_call_me_with_a_time_is_a_request_not_a_name(mind: Mind) -> None:

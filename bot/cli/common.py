@@ -31,6 +31,22 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+def _flag_type_hidden() -> None:
+    """Typer 0.29's help shows `<bool>` beside every flag (--json, --help), which reads as
+    if the flag took a value; show nothing there, as click does. A flag with its own
+    metavar keeps it. Patched here because Typer has no setting for it."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flag_type_hidden()
+
 app = typer.Typer(
     name="mirror",
     help="MirrorOS: one persona at many entrances (`mirror entrances`), sharing one memory.",
