@@ -318,3 +318,12 @@ def test_remind_stores_a_reminder_that_intentions_due_shows_in_local_time(
     bad_time = mirror(config, "remind", "local:you", "stand up", "--at", "when pigs fly")
     assert bad_time.returncode == 2 and "can't read the time" in bad_time.stderr
     assert len(bad_time.stderr.strip().splitlines()) == 1
+
+
+def test_one_command_is_built_and_the_others_still_suggested() -> None:
+    from bot.cli import _command_in
+
+    assert _command_in(["--config", "x.toml", "-v", "soul", "show"]) == "soul"
+    assert _command_in(["--db", "m.db", "--help"]) is None
+    done = run_mirror("--config", "config/mirror.toml", "statu")
+    assert done.returncode == 2 and "Did you mean 'status'" in done.stderr
