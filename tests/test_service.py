@@ -51,7 +51,7 @@ def test_up_without_a_terminal_and_nothing_to_run_exits_1(
 
 
 async def test_up_as_a_service_writes_the_log_that_mirror_logs_reads(
-    telegram_config: Path,
+    telegram_config: Path,  # noqa: F811  (the fixture imported above)
 ) -> None:
     async with mirror_up(telegram_config) as up:
         await running(up)
