@@ -2,7 +2,8 @@
 
 python -m bench                 all of them (prefilled memories are built on first use)
 python -m bench NAME [NAME ...] only these: prefill, turn, processes, awareness,
-                                scheduler, startup, soul_watcher, due
+                                scheduler, startup, soul_watcher, due, lean,
+                                console, recall, pg (SQLite and PostgreSQL side by side)
 
 Progress goes to stderr; the table (figure, value, goal, met?) to stdout. Figures are
 wall-clock on this machine: the table's first rows say how busy it was.
@@ -17,7 +18,20 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import awareness, due, prefill, processes, scheduler, soul_watcher, startup, turn
+from bench import (
+    awareness,
+    console,
+    due,
+    lean,
+    pg,
+    prefill,
+    processes,
+    recall,
+    scheduler,
+    soul_watcher,
+    startup,
+    turn,
+)
 from bench.common import Figure, cpu_reference_ms, load_average, print_figures, progress
 
 
@@ -41,6 +55,10 @@ BENCHMARKS: dict[str, Callable[[], list[Figure]]] = {
     "startup": startup.run,
     "soul_watcher": soul_watcher.run,
     "due": lambda: asyncio.run(due.run()),
+    "lean": lean.run,
+    "console": console.run,
+    "recall": recall.run,
+    "pg": pg.run,
 }
 
 

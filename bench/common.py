@@ -39,6 +39,10 @@ person_burst = 1000000
 entrance_per_minute = 1000000
 entrance_burst = 1000000
 """
+# BENCH_RECALL=off: measure with recall by meaning switched off (`[recall] enabled =
+# false`), to see what the encoder costs a process; unset: as shipped.
+RECALL_OFF = os.environ.get("BENCH_RECALL", "").lower() in {"off", "0", "false", "no"}
+RECALL_TOML = "\n[recall]\nenabled = false\n" if RECALL_OFF else ""
 _STARTED = time.perf_counter()
 
 
@@ -127,7 +131,8 @@ def write_config(folder: Path, db: Path, extra: str = LIMITS_TOML) -> Path:
         shutil.copy(SOUL, soul)
     path = folder / "mirror.toml"
     path.write_text(
-        f'[memory]\npath = "{db}"\n\n[soul]\npath = "{soul}"\n\n{extra}', encoding="utf-8"
+        f'[memory]\npath = "{db}"\n\n[soul]\npath = "{soul}"\n\n{extra}{RECALL_TOML}',
+        encoding="utf-8",
     )
     return path
 
@@ -151,6 +156,8 @@ def bench_config(db: Path) -> Config:
 
     config = load_config(ROOT / "config" / "mirror.toml", db=db)
     limits = LimitsConfig.model_validate(tomllib.loads(LIMITS_TOML)["limits"])
+    if RECALL_OFF:
+        config.recall.enabled = False
     return config.model_copy(update={"limits": limits})
 
 

@@ -11,17 +11,20 @@ SDKs; the registry loads manifests, never runtimes).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import core_schema
 
@@ -46,9 +49,66 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def memory_location(value: Any) -> Any:
+    """A `postgresql://` URL stays text (memory on PostgreSQL); anything else is a path.
+
+    A URL that went through a `Path` (a `--db` option: "postgresql:/user@host/db") gets
+    its second slash back; give a socket folder as a percent-encoded host
+    (postgresql://%2Frun%2Fpostgresql/db), which survives that."""
+    if isinstance(value, Path | str):
+        text = str(value)
+        for scheme in ("postgresql:", "postgres:"):
+            if text.startswith(scheme + "/") and not text.startswith(scheme + "//"):
+                return scheme + "/" + text[len(scheme) :]
+            if text.startswith(scheme + "//"):
+                return text
+        return Path(value)
+    return value
+
+
 class MemoryConfig(Section):
-    path: Path = Path("var/memory.db")
+    # A SQLite file, or a postgresql:// URL (the memory of entrances on several hosts).
+    path: Annotated[Path | str, BeforeValidator(memory_location)] = Path("var/memory.db")
+    # postgresql://user:password@host:5432/db?sslmode=verify-full: wins over `path` (env
+    # MIRROR_DB overrides both).
+    url: str | None = None
     busy_timeout_ms: int = Field(default=5000, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_is_the_location(cls, data: Any) -> Any:
+        if isinstance(data, dict) and str(data.get("url") or "").startswith("postgres"):
+            data = {**data, "path": data["url"]}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (a SQLite file goes in `path`)")
+        return value
+
+    @property
+    def engine(self) -> str:
+        """'postgresql' or 'sqlite'."""
+        return "postgresql" if isinstance(self.path, str) else "sqlite"
+
+    @property
+    def shown(self) -> str:
+        """Where memory is, for logs and status lines: a URL without its password."""
+        return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", str(self.path))
+
+
+class RecallConfig(Section):
+    """`[recall]`: recall by meaning (bot.recall) beside FTS5. "auto": on when the
+    `mirroros[recall]` extra and the model package are installed."""
+
+    enabled: bool | Literal["auto"] = "auto"
+    # Vectors a process keeps in RAM (float32, 1.8 KiB each), newest first: messages and
+    # notes (facts) separately, so a flood of chatter never pushes the facts out.
+    max_messages: int = Field(default=16_000, ge=0)
+    max_notes: int = Field(default=4_000, ge=0)
+    min_similarity: float = Field(default=0.3, ge=-1, le=1)  # cosine below it: not recalled
 
 
 class SoulConfig(Section):
@@ -65,6 +125,12 @@ class ModelConfig(Section):
     api_base: str | None = None
     temperature: float | None = None
     max_tokens: int = Field(default=800, gt=0)
+    # The model's context window in tokens (prompt + answer); None: litellm's model info
+    # when it knows the model, else only the per-section budgets of bot.context apply.
+    context_tokens: int | None = Field(default=None, gt=0)
+    # The model's tokenizer.json (Hugging Face format), so prompts are measured in its real
+    # tokens; None: litellm's default tokenizer (tiktoken), an approximation.
+    tokenizer: Path | None = None
     # The config file these settings came from, for the offline brain's notice (None: the
     # embedded defaults). Not a TOML key.
     source: Path | None = Field(default=None, exclude=True)
@@ -136,6 +202,21 @@ class TurnsConfig(Section):
     check_every_s: float = Field(default=30, gt=0)
 
 
+class ConsoleConfig(Section):
+    """[console]: the web console (`mirror console`; `mirror up` runs it when enabled).
+
+    Bound to loopback by default. Any other host is refused unless `behind_proxy` says a
+    TLS-terminating proxy is in front (then session cookies are also marked Secure)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8377, ge=0, le=65535)
+    behind_proxy: bool = False
+    session_hours: float = Field(default=12, gt=0)
+    sign_in_link_minutes: float = Field(default=15, gt=0)
+    failed_sign_ins_per_hour: int = Field(default=10, ge=1)
+
+
 class CoordinatorConfig(Section):
     # The terminal entrance's "coordinator" account, so a fresh install runs offline.
     address: str = Field(default_factory=lambda: f"{terminal().name}:coordinator")
@@ -199,6 +280,8 @@ class Config(Section):
     guard: GuardConfig = Field(default_factory=GuardConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    recall: RecallConfig = Field(default_factory=RecallConfig)
 
     # Where the file came from (None: embedded defaults). Not a TOML key.
     source: Path | None = Field(default=None, exclude=True)
@@ -207,8 +290,10 @@ class Config(Section):
 
     @property
     def log_path(self) -> Path:
-        """The log file: [logging] path, else `log/mirror.log` beside memory.db."""
-        return self.logging.path or self.memory.path.parent / "log" / "mirror.log"
+        """The log file: [logging] path, else `log/mirror.log` beside memory.db (under
+        var/ when memory is on PostgreSQL)."""
+        beside = self.memory.path.parent if isinstance(self.memory.path, Path) else Path("var")
+        return self.logging.path or beside / "log" / "mirror.log"
 
     def entrance(self, name: str) -> EntranceSettings:
         """`[entrances.<name>]` as that entrance's settings model (its defaults when absent).
@@ -266,6 +351,52 @@ def load_config(path: Path | str | None = None, *, db: Path | str | None = None)
 
     env_db = os.environ.get("MIRROR_DB") or None
     if db is not None or env_db is not None:
-        config.memory.path = Path(db if db is not None else env_db)  # type: ignore[arg-type]
+        config.memory.path = memory_location(db if db is not None else env_db)
     config.source = config.model.source = source
+    if source is not None:
+        environment_from_dotenv(source.parent / ".env")
+    environment_from_dotenv(Path(".env"))
     return config
+
+
+def environment_from_dotenv(path: Path) -> None:
+    """Copy a `.env`'s variables into the environment, never over one already set.
+
+    Read: the `.env` beside the config file (where `mirror setup` writes it), then the one in
+    the working directory. Secrets and a model's key (OPENAI_API_KEY, …, which litellm
+    reads only from the environment) reach every process this way; children inherit them."""
+    if path.is_file():
+        for key, value in read_dotenv(path).items():
+            os.environ.setdefault(key, value)
+
+
+_DOTENV_LINE = re.compile(
+    r"""^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"""
+    r"""(?:'([^']*)'|"((?:[^"\\]|\\.)*)"|(.*?))(?:\s+\#.*)?\s*$"""
+)
+_DOTENV_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=value lines of a `.env` (optionally `export`ed; 'single-quoted' literally,
+    "double-quoted" with backslash escapes, bare values up to a # comment). No variable
+    expansion. Parsed here rather than with python-dotenv, whose import alone would add tens
+    of milliseconds to `mirror status`."""
+    found: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return found
+    for line in text.splitlines():
+        match = _DOTENV_LINE.match(line)
+        if match is None:
+            continue
+        key, single, double, bare = match.groups()
+        if single is not None:
+            value = single
+        elif double is not None:
+            value = re.sub(r"\\(.)", lambda m: _DOTENV_ESCAPES.get(m.group(1), m.group(1)), double)
+        else:
+            value = bare.strip()
+        found[key] = value
+    return found

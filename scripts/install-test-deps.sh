@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian programs the test suite needs (Dovecot for the email entrance tests).
+# Installs the Debian programs the test suite needs (Dovecot for the email entrance tests,
+# Chromium for the console's browser tests, PostgreSQL for the memory's second engine).
 set -euo pipefail
 # Dovecot: a real IMAP server for the email entrance; openssl: test TLS certificates.
 missing=()
@@ -8,6 +9,16 @@ if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
 fi
 if ! command -v openssl >/dev/null 2>&1; then
     missing+=(openssl)
+fi
+# Chromium: the console's browser tests drive it through Playwright (which cannot download
+# its own browser here).
+if [ ! -x /usr/bin/chromium ]; then
+    missing+=(chromium)
+fi
+# PostgreSQL: initdb and pg_ctl under /usr/lib/postgresql/*/bin. Its service is not used:
+# tests/pg.py starts a throwaway cluster per test run.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]} for the tests"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.memory import Memory
+from tests.pg import memory_location, parametrize_engines, pg_cluster, pg_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SOUL_EXAMPLE = ROOT / "soul" / "SOUL.md"
@@ -19,9 +20,20 @@ SOUL_EXAMPLE = ROOT / "soul" / "SOUL.md"
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_engines: each test using `memory` runs on SQLite and PostgreSQL"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_engines(metafunc)
+
+
 @pytest.fixture
-async def memory(tmp_path: Path) -> AsyncIterator[Memory]:
-    store = Memory(tmp_path / "memory.db")
+async def memory(memory_location: Path | str) -> AsyncIterator[Memory]:  # noqa: F811
+    """An open memory: a SQLite file, or on both engines in a `both_engines` module."""
+    store = Memory(memory_location)
     await store.open()
     try:
         yield store
@@ -38,14 +50,18 @@ def soul_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def write_config(tmp_path: Path, soul_file: Path) -> Callable[..., Path]:
-    """Write a mirror.toml for this test: memory and soul in tmp_path, plus extra TOML."""
+def write_config(
+    tmp_path: Path,
+    soul_file: Path,
+    memory_location: Path | str,  # noqa: F811
+) -> Callable[..., Path]:
+    """Write a mirror.toml for this test: memory (in tmp_path, or PostgreSQL in a
+    `both_engines` module) and soul in tmp_path, plus extra TOML."""
 
     def write(extra: str = "", *, name: str = "mirror.toml") -> Path:
         path = tmp_path / name
         path.write_text(
-            f'[memory]\npath = "{tmp_path / "memory.db"}"\n\n'
-            f'[soul]\npath = "{soul_file}"\n\n' + extra,
+            f'[memory]\npath = "{memory_location}"\n\n[soul]\npath = "{soul_file}"\n\n' + extra,
             encoding="utf-8",
         )
         return path

@@ -16,13 +16,18 @@ from importlib import import_module
 from bot.cli.common import app
 
 COMMANDS = (
+    "setup",
     "status",
+    "doctor",
     "run",
     "coordinator",
     "people",
     "soul",
     "memory",
+    "pgmigrate",
+    "recall",
     "service",
+    "console",
 )
 
 for _module in COMMANDS:

@@ -19,8 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bot.memory.admission_store import AdmissionStore
+    from bot.memory.console_store import (
+        TIMELINE_SQL,
+        ConsoleRole,
+        ConsoleSession,
+        ConsoleUser,
+        TimelineFilter,
+        timeline_statement,
+    )
     from bot.memory.conversation_store import fts_query, record_incoming_in
+    from bot.memory.health import MemoryHealth, read_health
     from bot.memory.identity_store import IdentityStore
+    from bot.memory.mirror_store import recall_query
     from bot.memory.records import (
         Account,
         Admission,
@@ -61,6 +71,13 @@ _WHERE = {
     "AdmitRequest": "bot.memory.records",
     "BucketSpec": "bot.memory.records",
     "CodeError": "bot.memory.records",
+    "ConsoleRole": "bot.memory.console_store",
+    "ConsoleSession": "bot.memory.console_store",
+    "ConsoleUser": "bot.memory.console_store",
+    "TimelineFilter": "bot.memory.console_store",
+    # The timeline's statements, for the tests that pin their query plans.
+    "TIMELINE_SQL": "bot.memory.console_store",
+    "timeline_statement": "bot.memory.console_store",
     "DueFollowUp": "bot.memory.records",
     "FactsRequest": "bot.memory.records",
     "GuardFacts": "bot.memory.records",
@@ -71,6 +88,7 @@ _WHERE = {
     "LeaseLost": "bot.memory.records",
     "LinkResult": "bot.memory.records",
     "Memory": "bot.memory.store",
+    "MemoryHealth": "bot.memory.health",
     "MemoryDbError": "bot.memory.schema",
     "MemoryUnavailable": "bot.memory.schema",
     "NewIntention": "bot.memory.records",
@@ -89,17 +107,23 @@ _WHERE = {
     "TurnRecord": "bot.memory.records",
     "ViewLimits": "bot.memory.records",
     "fts_query": "bot.memory.conversation_store",
+    "read_health": "bot.memory.health",
     "record_incoming_in": "bot.memory.conversation_store",
+    "recall_query": "bot.memory.mirror_store",
     "store_turn_in": "bot.memory.turn_store",
 }
 
 __all__ = [
+    "TIMELINE_SQL",
     "Account",
     "Admission",
     "AdmissionStore",
     "AdmitRequest",
     "BucketSpec",
     "CodeError",
+    "ConsoleRole",
+    "ConsoleSession",
+    "ConsoleUser",
     "DueFollowUp",
     "FactsRequest",
     "GuardFacts",
@@ -111,6 +135,7 @@ __all__ = [
     "LinkResult",
     "Memory",
     "MemoryDbError",
+    "MemoryHealth",
     "MemoryUnavailable",
     "NewIntention",
     "Outgoing",
@@ -123,13 +148,17 @@ __all__ = [
     "SentMessage",
     "Side",
     "StoredTurn",
+    "TimelineFilter",
     "TurnRecord",
     "Unfinished",
     "Upcoming",
     "ViewLimits",
     "fts_query",
+    "read_health",
+    "recall_query",
     "record_incoming_in",
     "store_turn_in",
+    "timeline_statement",
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.memory.admission_store import AdmissionStore
 from bot.memory.catchup_store import CatchupStore
+from bot.memory.console_store import ConsoleStore
 from bot.memory.conversation_store import ConversationStore
 from bot.memory.coordinator_store import CoordinatorStore
 from bot.memory.database import Database
@@ -17,6 +18,7 @@ from bot.memory.reminder_store import ReminderStore
 from bot.memory.snapshot import status_in
 from bot.memory.soul_store import SoulStore
 from bot.memory.turn_store import TurnStore
+from bot.memory.vector_store import VectorStore
 from bot.models import Status
 
 
@@ -26,6 +28,7 @@ class Memory(
     CatchupStore,
     ConversationStore,
     MirrorStore,
+    VectorStore,
     TurnStore,
     IntentionStore,
     DueStore,
@@ -34,6 +37,7 @@ class Memory(
     OutboxStore,
     SoulStore,
     PresenceStore,
+    ConsoleStore,
     Database,
 ):
     async def status(self, dead_after_s: float) -> Status:
