@@ -19,6 +19,9 @@ from bot.speaker import Roster
 from tests.conftest import run_mirror
 from tests.processes import ChatProcess, MirrorProcess
 
+# Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_engines
+
 COORDINATOR = (
     '[coordinator]\naddress = "local:carol"\n\n[scheduler]\ninterval_s = 0.2\nlease_s = 1.0\n'
 )

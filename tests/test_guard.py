@@ -37,6 +37,10 @@ from bot.memory import BucketSpec, Memory, TurnRecord
 from bot.memory.hot_queries import BOT_HOUR_SQL, GRANTED_SQL, RECENT_INCOMING_SQL, SENT_SINCE_SQL
 from bot.models import Author, Incoming
 from tests.conftest import ROOT
+from tests.pg import sql_rows
+
+# Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_engines
 
 # Bad input ------------------------------------------------------------------------------
 
@@ -337,6 +341,8 @@ async def test_daily_model_usage_is_kept_by_a_trigger(memory: Memory) -> None:
 
 
 async def test_hot_guard_queries_use_indexes(memory: Memory) -> None:
+    if memory.engine != "sqlite":
+        pytest.skip("SQLite's query plans (PostgreSQL's: tests/test_pg_engine.py)")
     conn = sqlite3.connect(memory.path)
     try:
 
@@ -375,11 +381,7 @@ async def test_outgoing_messages_are_logged_for_the_echo_window(memory: Memory) 
             model=None,
         )
     )
-    conn = sqlite3.connect(memory.path)
-    try:
-        logged = conn.execute("SELECT message_id FROM outgoing_log").fetchall()
-    finally:
-        conn.close()
+    logged = sql_rows(memory.path, "SELECT message_id FROM outgoing_log")
     assert logged == [(stored.message_id,)]
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.intentions import Decision, IntentionFacts, find_conflicts, normalize_subject
 from bot.memory import Memory, NewIntention
+
+# Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_engines
 
 FRI_3PM = 1_800_000_000.0
 

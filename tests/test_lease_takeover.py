@@ -22,6 +22,9 @@ import pytest
 from bot.memory import Memory
 from tests.conftest import ROOT
 
+# Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_engines
+
 HOST = socket.gethostname()
 LEASE = "entrance:telegram"
 

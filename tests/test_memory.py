@@ -14,6 +14,9 @@ from bot.memory import Memory, SchemaTooNew
 from bot.memory.database import schema_files, split_statements
 from bot.models import Author, Incoming
 
+# Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_engines
+
 
 def incoming(
     text: str,
@@ -170,8 +173,8 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
 
-async def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "memory.db"
+async def test_two_processes_writing_at_once_lose_nothing(memory_location: Path | str) -> None:
+    path = memory_location
     async with Memory(path):
         pass  # schema in place before the race, as `mirror` does on start
     count = 300

@@ -14,6 +14,9 @@ from bot.soul import SoulError, SoulWatcher, parse_soul, sync_soul_file
 from tests.conftest import SOUL_EXAMPLE
 from tests.waiting import wait_until
 
+# Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_engines
+
 VALID = """# Name
 Ada
 

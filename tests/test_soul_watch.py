@@ -24,6 +24,9 @@ from bot.soul import SoulWatcher
 from tests.conftest import SOUL_EXAMPLE
 from tests.waiting import wait_until
 
+# Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_engines
+
 SOUL = SOUL_EXAMPLE.read_text(encoding="utf-8")
 NO_PERIODIC_LOOK_S = 60.0  # longer than any wait below: only the watch can see a change
 SEEN_S = 10.0

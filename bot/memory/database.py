@@ -12,6 +12,9 @@ Instead, a process that has written checkpoints (PASSIVE) at most once a second 
 third connection in its own thread, which nobody awaits (in production it runs while the
 turn waits for the model); SQLite's own auto-checkpoint stays as a backstop at 10 000
 pages.
+
+A `postgresql://` location instead of a path puts the same contract on PostgreSQL
+(`bot.memory.pg_engine`): every method below hands its work there first.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiosqlite
 
@@ -48,6 +51,9 @@ __all__ = [
     "schema_files",
     "split_statements",
 ]
+
+if TYPE_CHECKING:
+    from bot.memory.pg_engine import PgDatabase
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +120,13 @@ class Database:
     """Two connections to one memory.db and the primitives every store builds on."""
 
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000) -> None:
-        self.path = Path(path)
+        self._pg: PgDatabase | None = None
+        if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+            from bot.memory.pg_engine import PgDatabase
+
+            self._pg = PgDatabase(path)
+        # On PostgreSQL, `path` is the URL (a str): shown, never opened as a file.
+        self.path: Path = Path(path) if self._pg is None else path  # type: ignore[assignment]
         self.busy_timeout_ms = busy_timeout_ms
         self.clock: Callable[[], float] = clock.now
         self._writer: aiosqlite.Connection | None = None
@@ -125,7 +137,28 @@ class Database:
         self._checkpointed_at = 0.0  # time.monotonic() of the last background checkpoint
         self.schema_version = 0
 
+    @property
+    def engine(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        return "sqlite" if self._pg is None else "postgresql"
+
+    async def health(self) -> dict[str, Any]:
+        """Engine, location, schema version (and, on PostgreSQL, the server and whether the
+        LISTEN channel hears a NOTIFY, with its round trip): for `mirror doctor`."""
+        if self._pg is not None:
+            return await self._pg.health()
+        return {
+            "engine": "sqlite",
+            "location": str(self.path),
+            "schema_version": self.schema_version,
+            "schema_latest": len(schema_files()),
+            "listen": None,
+        }
+
     async def open(self) -> None:
+        if self._pg is not None:
+            self.schema_version = await self._pg.open()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -155,6 +188,9 @@ class Database:
                 raise
 
     async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
+            return
         task, self._checkpoint_task = self._checkpoint_task, None
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
@@ -179,6 +215,8 @@ class Database:
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(conn, *args) inside BEGIN IMMEDIATE … COMMIT in the writer's thread."""
+        if self._pg is not None:
+            return await self._pg.write(fn, *args)
         conn = self._require(self._writer)
 
         def transaction(raw: sqlite3.Connection) -> tuple[T, bool]:
@@ -227,6 +265,8 @@ class Database:
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(conn, *args) in one read transaction (a consistent snapshot)."""
+        if self._pg is not None:
+            return await self._pg.read(fn, *args)
         conn = self._require(self._reader)
 
         def snapshot(raw: sqlite3.Connection) -> T:
@@ -240,13 +280,20 @@ class Database:
 
     async def data_version(self) -> int:
         """Changes when another connection commits: a cheap 'anything new?' check."""
+        if self._pg is not None:
+            return self._pg.data_version_now() or 0
         conn = self._require(self._reader)
         return await run_in_thread(
             conn, lambda raw: int(raw.execute("PRAGMA data_version").fetchone()[0])
         )
 
     def data_version_now(self) -> int | None:
-        """`data_version` without a thread hand-off, for pollers (None: ask again later)."""
+        """`data_version` without a thread hand-off, for pollers (None: ask again later).
+
+        On PostgreSQL, the count of NOTIFYs heard (commits that changed rows, by any process
+        on any host), None while the LISTEN connection is down."""
+        if self._pg is not None:
+            return self._pg.data_version_now()
         value = self.peek("PRAGMA data_version")
         return None if value is None else int(value)
 
@@ -258,7 +305,12 @@ class Database:
         and with busy_timeout 0 SQLite answers BUSY rather than sleep, so a peek costs
         microseconds; through aiosqlite each would wake a thread twice (about 0.2 ms of
         CPU on a small VM: 1% of a core for a poller at 20 checks a second).
+
+        On PostgreSQL every read is a network round trip, which must not block the event
+        loop: None ("ask again with a real read").
         """
+        if self._pg is not None:
+            return None
         self._require(self._reader)
         if self._peeker is None:
             self._peeker = sqlite3.connect(self.path, isolation_level=None)
@@ -275,7 +327,14 @@ class Database:
         await self.write(audit_in, self.now, actor, action, subject, detail)
 
     async def backup(self, target: Path) -> None:
-        """SQLite's online backup API: consistent while other processes write."""
+        """SQLite's online backup API: consistent while other processes write. On
+        PostgreSQL, a copy into a new SQLite file (`bot.memory.pg_copy`; pg_dump is the
+        server's own backup)."""
+        if self._pg is not None:
+            from bot.memory.pg_copy import copy_memory
+
+            await asyncio.to_thread(copy_memory, self._pg.url, str(target))
+            return
         conn = self._require(self._reader)
         target.parent.mkdir(parents=True, exist_ok=True)
 

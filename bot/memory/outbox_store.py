@@ -56,7 +56,7 @@ DUE_IDS_SQL = """
         UNION ALL
         SELECT id, target FROM outbox
         WHERE entrance = :entrance AND status = 'sending' AND claimed_until < :now
-    )
+    ) AS due
     WHERE :targets IS NULL OR target IN (SELECT value FROM json_each(:targets))
     ORDER BY id LIMIT :limit
 """

@@ -7,6 +7,7 @@ pending migrations) and reads it, for a command that should start in a blink.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -17,7 +18,11 @@ from bot.models import Status
 
 
 def status_in(
-    conn: sqlite3.Connection, now: float, dead_after_s: float, path: Path, schema_version: int
+    conn: sqlite3.Connection,
+    now: float,
+    dead_after_s: float,
+    path: Path | str,
+    schema_version: int,
 ) -> Status:
     """Counts, the active soul and the instances, from one read transaction."""
     counts = conn.execute(
@@ -37,7 +42,7 @@ def status_in(
         for item in instances
     }
     return Status(
-        memory_path=str(path),
+        memory_path=re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", str(path)),  # no password
         schema_version=schema_version,
         soul=rows.soul_version(soul) if soul else None,
         instances=instances,
@@ -51,6 +56,8 @@ def status_in(
 
 def read_status(path: Path | str, dead_after_s: float, *, busy_timeout_ms: int = 5000) -> Status:
     """Open memory.db as a process would (creating and migrating it) and read its status."""
+    if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+        return _read_status_pg(path, dead_after_s)
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,3 +76,19 @@ def read_status(path: Path | str, dead_after_s: float, *, busy_timeout_ms: int =
         raise MemoryUnavailable(f"cannot open {path}: {exc}") from None
     finally:
         conn.close()
+
+
+def _read_status_pg(url: str, dead_after_s: float) -> Status:
+    """`read_status` on PostgreSQL: one connection, migrations, one snapshot (psycopg is
+    imported only for such a memory)."""
+    from bot.memory import pg_engine
+
+    raw = pg_engine.connect(url, application="mirroros-status")
+    try:
+        version = pg_engine.migrate(raw, pg_engine.schema_files())
+        return pg_engine.read_in(
+            raw,
+            lambda conn: status_in(conn, time.time(), dead_after_s, url, version),
+        )
+    finally:
+        raw.close()

@@ -22,8 +22,12 @@ import pytest
 from tests.fakes.discord_api import DEFAULT_TOKEN as DISCORD_TOKEN
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
+from tests.pg import sql_rows
 from tests.processes import MirrorProcess
 from tests.waiting import wait_until
+
+# Each test runs on SQLite and on PostgreSQL (tests/pg.py): `mirror up` given only the URL.
+pytestmark = pytest.mark.both_engines
 
 ALICE = 1001
 # In the window after the platform took the message and before memory marks it sent, a
@@ -48,26 +52,27 @@ async def polling(process: MirrorProcess) -> MirrorProcess:
     return process
 
 
-def memory_state(db: Path) -> tuple[str, str, list[str], list[str]]:
+UNFINISHED_SQL = (
+    "SELECT status FROM messages WHERE direction = 'in' AND status IN ('received', 'unanswered')"
+)
+OUTBOX_SQL = "SELECT status FROM outbox WHERE status <> 'sent'"
+
+
+def memory_state(db: Path | str) -> tuple[str, str, list[str], list[str]]:
+    if isinstance(db, str):  # PostgreSQL: a crash is a rolled-back transaction; no file to check
+        unfinished = [str(row[0]) for row in sql_rows(db, UNFINISHED_SQL)]
+        return "ok", "ok", unfinished, [str(row[0]) for row in sql_rows(db, OUTBOX_SQL)]
     with sqlite3.connect(db) as conn:
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
         conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
         fts = "ok"
-        unfinished = [
-            row[0]
-            for row in conn.execute(
-                "SELECT status FROM messages WHERE direction = 'in'"
-                " AND status IN ('received', 'unanswered')"
-            )
-        ]
-        outbox = [
-            row[0] for row in conn.execute("SELECT status FROM outbox WHERE status <> 'sent'")
-        ]
+        unfinished = [row[0] for row in conn.execute(UNFINISHED_SQL)]
+        outbox = [row[0] for row in conn.execute(OUTBOX_SQL)]
     return integrity, fts, unfinished, outbox
 
 
 async def answered_once(
-    replies: Callable[[], list[dict[str, object]]], db: Path, cell: str, label: str
+    replies: Callable[[], list[dict[str, object]]], db: Path | str, cell: str, label: str
 ) -> None:
     """The reply arrives, nothing is left in progress, and it arrived once (at most twice
     in the documented window); memory passes both integrity checks."""
@@ -87,7 +92,7 @@ async def answered_once(
 
 @pytest.mark.parametrize("cell", CELLS)
 async def test_telegram_kill_9_at_each_step_answers_once(
-    cell: str, write_config: Callable[..., Path], tmp_path: Path
+    cell: str, write_config: Callable[..., Path], memory_location: Path | str
 ) -> None:
     async with FakeTelegram() as fake:
         config = write_config(
@@ -118,7 +123,7 @@ async def test_telegram_kill_9_at_each_step_answers_once(
             def replies() -> list[dict[str, object]]:
                 return [s for s in fake.sent if s.get("reply_to_message_id") == message_id]
 
-            await answered_once(replies, tmp_path / "memory.db", cell, "telegram")
+            await answered_once(replies, memory_location, cell, "telegram")
         finally:
             assert await second.stop() == 0, second.tail()
 
@@ -148,7 +153,7 @@ async def connected(process: MirrorProcess) -> MirrorProcess:
 
 @pytest.mark.parametrize("cell", DISCORD_CELLS)
 async def test_discord_kill_9_at_each_step_answers_once(
-    cell: str, write_config: Callable[..., Path], tmp_path: Path
+    cell: str, write_config: Callable[..., Path], memory_location: Path | str
 ) -> None:
     fake = FakeDiscord()
     fake.add_user(DC_ALICE, "alice")
@@ -171,6 +176,6 @@ async def test_discord_kill_9_at_each_step_answers_once(
                     if (s.get("message_reference") or {}).get("message_id") == int(asked["id"])
                 ]
 
-            await answered_once(replies, tmp_path / "memory.db", cell, "discord")
+            await answered_once(replies, memory_location, cell, "discord")
         finally:
             assert await second.stop() == 0, second.tail()

@@ -28,6 +28,9 @@ from tests.fakes.telegram_api import FakeTelegram
 from tests.processes import MirrorProcess
 from tests.waiting import wait_until
 
+# Each test runs on SQLite and on PostgreSQL (tests/pg.py): `mirror up` given only the URL.
+pytestmark = pytest.mark.both_engines
+
 dovecot = mail_servers.dovecot
 smtp_sink = mail_servers.smtp_sink
 

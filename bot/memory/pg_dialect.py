@@ -1,0 +1,203 @@
+"""The SQLite dialect of the stores, spoken to PostgreSQL: every difference, listed once.
+
+The stores (bot/memory/*_store.py) keep one readable SQL text per query, written for
+SQLite. On PostgreSQL each text goes through `translate` once (cached), which applies the
+rewrites below, and nothing else: a construct not listed here must be written so that both
+engines accept it (the contract tests run every store on both). Each rule names the SQLite
+construct, its PostgreSQL counterpart, and why they mean the same here.
+
+Never imports psycopg (plain text in, plain text out), so the rules are testable alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+# Tables whose primary key is a generated `id` (SQLite's INTEGER PRIMARY KEY, the rowid):
+# an INSERT into one gets `RETURNING id`, which is how `cursor.lastrowid` is answered.
+ID_TABLES = frozenset(
+    {
+        "soul_versions",
+        "people",
+        "identities",
+        "conversations",
+        "messages",
+        "notes",
+        "intentions",
+        "conflicts",
+        "outbox",
+        "audit",
+        "model_usage",
+        "bot_exchanges",
+        "vectors",
+        "console_failed_sign_ins",
+    }
+)
+
+# INSERT OR REPLACE: the key a new row replaces an old one on (its primary key).
+REPLACE_KEYS = {
+    "recall_scores": ("query_id", "kind", "row_id"),
+    "vectors": ("kind", "row_id"),
+    "rate_buckets": ("key",),
+    "guard_notices": ("key",),
+    "message_context": ("message_id", "kind", "row_id"),
+}
+
+# Columns compared with a `json_each` list that hold text (every other such column is an id).
+_TEXT_LIST_COLUMNS = frozenset({"target", "entrance", "kind", "status", "key"})
+
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_INSERT_INTO = re.compile(r"^\s*INSERT\s+(?:OR\s+IGNORE\s+)?INTO\s+(\w+)", re.IGNORECASE)
+_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
+
+# (pattern, replacement) applied outside string literals, in this order.
+_REWRITES: list[tuple[re.Pattern[str], str]] = [
+    # Query-plan hints: PostgreSQL's planner keeps statistics (autovacuum analyzes), SQLite's
+    # `INDEXED BY` pins an index it would otherwise not pick without them.
+    (re.compile(r"\s+INDEXED\s+BY\s+\w+"), ""),
+    # SQLite's `IS` / `IS NOT` compare anything null-safely; PostgreSQL spells it out.
+    (re.compile(r"\bIS\s+NOT\s+(?!NULL\b|DISTINCT\b|TRUE\b|FALSE\b)"), "IS DISTINCT FROM "),
+    (re.compile(r"\bIS\s+(?!NULL\b|NOT\b|DISTINCT\b|TRUE\b|FALSE\b)"), "IS NOT DISTINCT FROM "),
+    # FTS5 → the generated tsvector column of schema/postgresql/001 and its GIN index. The
+    # query text (bot.memory.conversation_store.fts_query: quoted words joined by OR or
+    # spaces) is valid `websearch_to_tsquery` syntax with the same meaning. The stores take
+    # the newest matches (ORDER BY rowid DESC), not a rank, on both engines.
+    (
+        re.compile(r"SELECT\s+rowid\s+FROM\s+(\w+)_fts\s+WHERE\s+\1_fts\s+MATCH\s+(:\w+|\?)"),
+        r"SELECT id FROM \1 WHERE search_vector @@ websearch_to_tsquery('mirror_text', \2)",
+    ),
+    (re.compile(r"\bORDER\s+BY\s+rowid\b"), "ORDER BY id"),
+    # `WHERE 1`: SQLite's integer truth; PostgreSQL wants a boolean.
+    (re.compile(r"\bWHERE\s+1\b(?!\s*[=<>])"), "WHERE true"),
+    # SQLite sorts NULL first ascending and last descending; PostgreSQL the other way round.
+    # Only an expression (a sub-select) can be NULL among the stores' descending keys; their
+    # columns are NOT NULL or filtered, and `NULLS LAST` on them would lose the index order.
+    (re.compile(r"\)\s+DESC\b(?!\s+NULLS)"), ") DESC NULLS LAST"),
+]
+
+# json_extract(col, '$.key') of a TEXT column holding JSON (a number comes back as text;
+# PostgreSQL casts it where it is compared with an id). Spans a literal: applied first.
+_JSON_EXTRACT = re.compile(r"json_extract\((\w+),\s*'\$\.(\w+)'\)")
+
+# `x IN (SELECT value FROM json_each(:list))`: a JSON array bound as one parameter.
+_JSON_EACH = re.compile(
+    r"([\w.]+)\s+IN\s+\(\s*SELECT\s+value\s+FROM\s+json_each\((:\w+|\?)\)\s*\)", re.IGNORECASE
+)
+
+
+def _json_each(match: re.Match[str]) -> str:
+    column, param = match.group(1), match.group(2)
+    kind = "text" if column.rsplit(".", 1)[-1] in _TEXT_LIST_COLUMNS else "bigint"
+    return (
+        f"{column} IN (SELECT CAST(value AS {kind}) FROM"
+        f" json_array_elements_text(CAST({param} AS json)) AS json_list (value))"
+    )
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One store statement in PostgreSQL's dialect, with what running it needs to know."""
+
+    sql: str
+    returns_id: bool  # `RETURNING id` was added: the first row's id is `lastrowid`
+    ignore_unique: bool  # UPDATE OR IGNORE: a unique violation leaves the row as it was
+    writes: bool  # INSERT, UPDATE, DELETE (a commit that ran one notifies the listeners)
+
+
+def _outside_literals(sql: str, change: Callable[[str], str]) -> str:
+    """Apply `change` to the parts of `sql` outside '…' literals."""
+    parts, last = [], 0
+    for literal in _LITERAL.finditer(sql):
+        parts.append(change(sql[last : literal.start()]))
+        parts.append(literal.group(0))
+        last = literal.end()
+    parts.append(change(sql[last:]))
+    return "".join(parts)
+
+
+_PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)|\?|%")
+
+
+def _placeholders(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "?":
+            return "%s"
+        if token == "%":
+            return "%%"
+        return f"%({match.group(1)})s"
+
+    return _PLACEHOLDER.sub(one, text)
+
+
+def _rewrite(text: str) -> str:
+    text = _JSON_EACH.sub(_json_each, text)
+    for pattern, replacement in _REWRITES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+# `PRAGMA data_version` in a read snapshot: a number that changes when anything committed.
+# The snapshot's text (xmin:xmax:in-progress ids) moves on with every write transaction's
+# commit, and is what this snapshot sees.
+DATA_VERSION_SQL = "SELECT hashtext(CAST(pg_current_snapshot() AS text))"
+_INSERT_COLUMNS = re.compile(r"INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\)", re.IGNORECASE)
+
+
+def _replace_clause(sql: str) -> str:
+    found = _INSERT_COLUMNS.search(sql)
+    if found is None or found.group(1) not in REPLACE_KEYS:
+        raise ValueError(f"INSERT OR REPLACE into an unknown table: {sql[:80]!r}")
+    key = REPLACE_KEYS[found.group(1)]
+    columns = [column.strip() for column in found.group(2).split(",")]
+    rest = [column for column in columns if column not in key]
+    if not rest:
+        return f" ON CONFLICT ({', '.join(key)}) DO NOTHING"
+    updates = ", ".join(f"{column} = excluded.{column}" for column in rest)
+    return f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+
+
+@lru_cache(maxsize=2048)
+def translate(sql: str, with_params: bool = True) -> Statement:
+    """`sql` (SQLite dialect, `?` or `:name` parameters) for PostgreSQL (psycopg's `%s` and
+    `%(name)s`; a literal `%` doubled when parameters are passed)."""
+    if sql.strip().upper() == "PRAGMA DATA_VERSION":
+        return Statement(DATA_VERSION_SQL, False, False, False)
+    head = sql.lstrip()[:12].upper()
+    writes = head.startswith(("INSERT", "UPDATE", "DELETE", "WITH"))
+    text = sql
+    ignore_insert = bool(re.match(r"\s*INSERT\s+OR\s+IGNORE\b", text, re.IGNORECASE))
+    ignore_unique = bool(re.match(r"\s*UPDATE\s+OR\s+IGNORE\b", text, re.IGNORECASE))
+    replace = bool(re.match(r"\s*INSERT\s+OR\s+REPLACE\b", text, re.IGNORECASE))
+    text = re.sub(
+        r"^(\s*(?:INSERT|UPDATE))\s+OR\s+(?:IGNORE|REPLACE)\b", r"\1", text, flags=re.IGNORECASE
+    )
+    text = _JSON_EXTRACT.sub(r"(CAST(\1 AS json) ->> '\2')", text)
+    text = _outside_literals(text, _rewrite)
+    table = _INSERT_INTO.match(re.sub(r"\bOR\s+REPLACE\s+", "", sql, count=1))
+    has_returning = bool(_RETURNING.search(text))
+    if ignore_insert:
+        text = _append_before_returning(text, " ON CONFLICT DO NOTHING")
+    if replace:
+        text = _append_before_returning(text, _replace_clause(text))
+    returns_id = bool(table and table.group(1) in ID_TABLES and not has_returning)
+    if returns_id:
+        text = text.rstrip().rstrip(";") + " RETURNING id"
+    if with_params:
+        text = _outside_literals(text, _placeholders)
+        text = _double_percent_in_literals(text)
+    return Statement(text, returns_id, ignore_unique, writes)
+
+
+def _double_percent_in_literals(sql: str) -> str:
+    return _LITERAL.sub(lambda literal: literal.group(0).replace("%", "%%"), sql)
+
+
+def _append_before_returning(sql: str, clause: str) -> str:
+    found = _RETURNING.search(sql)
+    if found is None:
+        return sql.rstrip().rstrip(";") + clause
+    return sql[: found.start()].rstrip() + clause + " " + sql[found.start() :]

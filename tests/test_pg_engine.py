@@ -1,0 +1,348 @@
+"""Memory on PostgreSQL: migrations, the dialect, awareness across hosts (LISTEN/NOTIFY),
+serialised writes from several processes, and selecting the engine by URL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_config
+from bot.memory import BucketSpec, Memory, ReplyDelivery, SchemaTooNew, TurnRecord
+from bot.memory.pg_dialect import translate
+from bot.memory.schema import schema_files
+from bot.models import Author, Incoming
+from tests.conftest import run_mirror
+from tests.pg import Cluster, sql_rows
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.both_engines
+
+
+def incoming(text: str, pid: str, *, person: str = "ana", kind: str = "dm") -> Incoming:
+    return Incoming(
+        entrance="telegram",
+        conversation_id=person if kind == "dm" else "group",
+        conversation_kind=kind,  # type: ignore[arg-type]
+        author=Author(external_id=person, display_name=person.capitalize()),
+        text=text,
+        platform_message_id=pid,
+    )
+
+
+# Migrations ---------------------------------------------------------------------------------
+
+
+def test_postgresql_schema_files_mirror_the_sqlite_ones() -> None:
+    from bot.memory.pg_engine import schema_files as pg_files
+
+    assert [(n, p.name) for n, p in pg_files()] == [(n, p.name) for n, p in schema_files()]
+
+
+async def test_an_empty_database_gets_every_schema_file_once(pg_cluster: Cluster) -> None:
+    url = pg_cluster.new_database(empty=True)
+    try:
+        async with Memory(url) as memory:
+            assert memory.schema_version == len(schema_files())
+        async with Memory(url) as memory:  # opening again applies nothing
+            assert memory.schema_version == len(schema_files())
+        applied = sql_rows(url, "SELECT version FROM schema_migrations ORDER BY version")
+        assert [row[0] for row in applied] == list(range(1, len(schema_files()) + 1))
+    finally:
+        pg_cluster.drop(url)
+
+
+async def test_a_newer_database_is_refused(pg_url: str) -> None:
+    newer = len(schema_files()) + 1
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, 'x', 0)",
+            (newer,),
+        )
+    with pytest.raises(SchemaTooNew, match="upgrade MirrorOS"):
+        async with Memory(pg_url):
+            pass
+
+
+# The dialect --------------------------------------------------------------------------------
+
+
+def test_sqlite_constructs_become_their_postgresql_counterparts() -> None:
+    insert = translate("INSERT OR IGNORE INTO message_context (message_id, kind) VALUES (?, ?)")
+    assert insert.sql.endswith("VALUES (%s, %s) ON CONFLICT DO NOTHING")
+    assert not insert.returns_id
+    added = translate("INSERT INTO audit (at, actor) VALUES (:at, :actor)")
+    assert added.sql.endswith("VALUES (%(at)s, %(actor)s) RETURNING id") and added.returns_id
+    where = translate(
+        "SELECT id FROM intentions INDEXED BY intentions_active WHERE follow_up IS NOT 'queued'"
+        " AND conversation_id IS :chat AND due_at IS NOT NULL AND key LIKE 'due:%'"
+    ).sql
+    assert where == (
+        "SELECT id FROM intentions WHERE follow_up IS DISTINCT FROM 'queued'"
+        " AND conversation_id IS NOT DISTINCT FROM %(chat)s AND due_at IS NOT NULL"
+        " AND key LIKE 'due:%%'"
+    )
+    search = translate(
+        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q ORDER BY rowid DESC"
+    ).sql
+    assert "search_vector @@ websearch_to_tsquery('mirror_text', %(q)s)" in search
+    assert search.endswith("ORDER BY id DESC")
+    assert translate("UPDATE OR IGNORE messages SET text = ?").ignore_unique
+
+
+# Behaviour on both engines ------------------------------------------------------------------
+
+
+async def test_search_ignores_case_and_accents_and_keeps_privacy(memory: Memory) -> None:
+    await memory.record_incoming(incoming("Meet me at the Café Lumière", "1"), "phone")
+    await memory.record_incoming(incoming("the cafe downstairs", "2", person="bo"), "phone")
+    await memory.record_incoming(incoming("cafe for the team", "3", kind="group"), "phone")
+    everyone = await memory.search_messages("CAFE")
+    assert [m.platform_message_id for m in everyone] == ["3", "2", "1"]
+    ana = (await memory.account("telegram", "ana", create=False)).person_id  # type: ignore[union-attr]
+    seen = await memory.search_messages("lumiere cafe", audience=ana)
+    assert [m.platform_message_id for m in seen] == ["1"]
+    assert await memory.search_messages('cafe" OR x*') is not None  # user text is not syntax
+
+
+TAKER = """
+import asyncio, json, sys
+from bot.memory import BucketSpec, Memory
+
+async def main(location, tries):
+    taken = 0
+    async with Memory(location) as memory:
+        for _ in range(tries):
+            empty, _ = await memory.take_tokens([BucketSpec("shared", 0.0001, 20)])
+            taken += empty is None
+    print(json.dumps(taken))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def test_four_processes_never_take_more_tokens_than_the_bucket_holds(
+    memory: Memory,
+) -> None:
+    """The token bucket is read, decided and written in one serialised transaction: four
+    processes hammering one bucket of 20 take exactly 20, and no process sees an error."""
+    takers = [
+        subprocess.Popen(
+            [sys.executable, "-c", TAKER, str(memory.path), "40"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [taker.communicate(timeout=120) for taker in takers]
+    assert [taker.returncode for taker in takers] == [0] * 4, [err for _, err in results]
+    assert sum(json.loads(out) for out, _ in results) == 20
+    empty, _ = await memory.take_tokens([BucketSpec("shared", 0.0001, 20)])
+    assert empty == "shared"
+
+
+async def test_data_version_moves_when_another_process_commits(memory: Memory) -> None:
+    await wait_until(lambda: memory.data_version_now() is not None, 10, "listening")
+    first = memory.data_version_now()
+    other = Memory(memory.path)
+    await other.open()
+    try:
+        await other.record_incoming(incoming("news", "n1"), "elsewhere")
+    finally:
+        await other.close()
+    await wait_until(lambda: memory.data_version_now() not in (None, first), 10, "a new version")
+
+
+# PostgreSQL only ----------------------------------------------------------------------------
+
+
+async def test_a_dropped_listen_connection_listens_again_and_rereads(pg_url: str) -> None:
+    """Killing the LISTEN connection (a network cut) loses nothing: it connects again, and
+    the version moves on, so every poller reads what was committed meanwhile."""
+    async with Memory(pg_url) as memory:
+        await wait_until(lambda: memory.data_version_now() is not None, 10, "listening")
+        before = memory.data_version_now()
+        sql_rows(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'mirroros-listen' AND datname = current_database()",
+        )
+        writer = Memory(pg_url)
+        await writer.open()
+        try:
+            await writer.record_incoming(incoming("while deaf", "d1"), "elsewhere")
+        finally:
+            await writer.close()
+        await wait_until(
+            lambda: memory.data_version_now() not in (None, before), 15, "listening again"
+        )
+        assert [m.text for m in await memory.message_log()] == ["while deaf"]
+        health = await memory.health()
+        assert health["listen"] is True and health["schema_version"] == len(schema_files())
+
+
+async def test_writer_connection_lost_is_reconnected(pg_url: str) -> None:
+    async with Memory(pg_url) as memory:
+        await memory.record_incoming(incoming("one", "w1"), "desk")
+        sql_rows(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'mirroros-%' AND datname = current_database()"
+            " AND pid <> pg_backend_pid()",
+        )
+        # Found dead before the transaction began: connected again, nothing lost or doubled.
+        await memory.record_incoming(incoming("two", "w2"), "desk")
+        assert sorted(m.text for m in await memory.message_log()) == ["one", "two"]
+
+
+def test_a_postgresql_url_selects_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql://mirror@127.0.0.1:5432/persona"
+    monkeypatch.setenv("MIRROR_DB", url)
+    config = load_config()
+    assert config.memory.path == url and config.memory.engine == "postgresql"
+    assert load_config(db=Path(url)).memory.path == url  # through a Path (--db) and back
+    monkeypatch.delenv("MIRROR_DB")
+    assert load_config(db="var/x.db").memory.engine == "sqlite"
+
+
+def test_mirror_status_reads_a_postgresql_memory(pg_url: str) -> None:
+    result = run_mirror("status", "--db", pg_url, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["schema_version"] == len(schema_files())
+    assert report["memory_path"].startswith("postgresql://")
+
+
+async def test_a_delivered_reply_is_marked_sent_with_its_platform_id_once(memory: Memory) -> None:
+    message = incoming("what is your name?", "q1")
+    recorded = await memory.record_incoming(message, "phone")
+    stored = await memory.store_turn(
+        TurnRecord.answering(
+            recorded,
+            message,
+            "phone",
+            "Wren.",
+            delivery=ReplyDelivery(target="ana", dedupe_key="reply:q1"),
+        )
+    )
+    [claimed] = await memory.claim_outbox("telegram", "phone")
+    assert claimed.id == stored.outbox_id and claimed.payload["out_id"] == stored.message_id
+    # The platform id is already some other row's: the mark still happens, the id stays.
+    assert await memory.mark_sent(claimed.id, "phone", "q1")
+    sent = await memory.message(stored.message_id)
+    assert sent is not None and sent.status == "sent" and sent.platform_message_id is None
+    assert not await memory.mark_sent(claimed.id, "phone", "p-2")  # marked once
+    assert [item.status for item in await memory.outbox()] == ["sent"]
+
+
+async def test_recall_by_meaning_works_on_postgresql(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21's vectors (bytea here), their index refresh (the snapshot's data version)
+    and the recall scores (INSERT OR REPLACE) on PostgreSQL: a fact told on Telegram comes
+    back on Discord to a question that shares no word with it."""
+    from bot import embedding
+    from tests.privacy_world import Account, PrivacyWorld, private_chat
+
+    if embedding.missing():
+        pytest.skip(f"recall extra not installed (missing {', '.join(embedding.missing())})")
+    monkeypatch.setenv("MIRROR_DB", pg_url)  # the world's config names a file; this wins
+    sam, sam_on_discord = Account("telegram", "sam", "Sam"), Account("discord", "sam-d", "Sam")
+    async with PrivacyWorld(tmp_path, entrances=("telegram", "discord")) as world:
+        assert world.memory is not None and world.memory.engine == "postgresql"
+        await world.link(sam, sam_on_discord)
+        await world.say(sam, private_chat(sam), "I'm allergic to peanuts")
+        for instance in world.instances.values():
+            assert await instance.memory.flush_embedder()
+        asked = await world.say(
+            sam_on_discord, private_chat(sam_on_discord), "is there anything I can't eat?"
+        )
+        for instance in world.instances.values():
+            assert await instance.memory.flush_embedder()
+        assert asked.reply is not None
+        scores = await world.memory.recall_scores(asked.reply.message_id or 0)
+    assert "peanuts" in asked.text
+    assert [s for s in scores if s["vector_rank"] is not None and s["fts_rank"] is None]
+
+
+def test_hot_queries_have_index_paths_on_postgresql(pg_url: str) -> None:
+    """With sequential scans and sorts priced out, each hot query (as translated) is served
+    by an index, in order: the indexes exist and their order survives the dialect."""
+    import psycopg
+
+    from bot.memory.hot_queries import (
+        BOT_HOUR_SQL,
+        DUE_IDS_SQL,
+        GRANTED_SQL,
+        RECENT_INCOMING_SQL,
+        SENT_SINCE_SQL,
+        due_params,
+    )
+
+    queries = {
+        SENT_SINCE_SQL: {"after": 10, "since": 0.0},
+        RECENT_INCOMING_SQL: {"conversation": 1, "message": 10, "limit": 3},
+        GRANTED_SQL: {"person": 1},
+        BOT_HOUR_SQL: {"conversation": 1, "since": 0.0},
+        DUE_IDS_SQL: due_params("telegram", None, 100.0, 10),
+        "SELECT id FROM messages WHERE conversation_id = :c AND id < :i ORDER BY id DESC LIMIT 5": {
+            "c": 1,
+            "i": 10,
+        },
+        "SELECT id FROM messages WHERE id IN (SELECT rowid FROM messages_fts"
+        " WHERE messages_fts MATCH :q ORDER BY rowid DESC LIMIT 200)": {"q": '"bread"'},
+    }
+    with psycopg.connect(pg_url, cursor_factory=psycopg.ClientCursor) as conn:
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET enable_sort = off")
+        for sql, params in queries.items():
+            statement = translate(sql, True)
+            plan = "\n".join(
+                row[0]
+                for row in conn.execute(f"EXPLAIN {statement.sql}", params)  # type: ignore[arg-type]
+            )
+            assert "Seq Scan" not in plan, (sql, plan)
+            if sql != DUE_IDS_SQL:  # that one sorts the few due rows of two index seeks
+                assert "Sort Key" not in plan, (sql, plan)
+
+
+def test_postgresql_schema_has_every_sqlite_table_column_and_index(pg_url: str) -> None:
+    """The two schemas do not drift: every table, column and named index of schema/*.sql
+    exists in schema/postgresql/*.sql (FTS5 tables excepted: they are columns there)."""
+    import sqlite3
+
+    from bot.memory.schema import split_statements
+
+    lite = sqlite3.connect(":memory:")
+    for _, path in schema_files():
+        for statement in split_statements(path.read_text(encoding="utf-8")):
+            lite.execute(statement)
+    tables = [
+        name
+        for (name,) in lite.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '%fts%'"
+        )
+    ]
+    columns = {(t, row[1]) for t in tables for row in lite.execute(f"PRAGMA table_info({t})")}
+    indexes = {
+        name
+        for (name,) in lite.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        )
+    }
+    pg_columns = set(
+        sql_rows(
+            pg_url,
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public'",
+        )
+    )
+    pg_indexes = {row[0] for row in sql_rows(pg_url, "SELECT indexname FROM pg_indexes")}
+    assert columns - pg_columns == set()
+    assert indexes - pg_indexes == set()
