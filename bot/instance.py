@@ -192,7 +192,7 @@ class Instance:
             "instance %s (%s) started; memory %s; soul %s",
             self.instance_id,
             self.entrance,
-            self.config.memory.path,
+            self.config.memory.shown,  # a PostgreSQL URL's password stays out of the log
             f"v{soul.id} {soul.name}" if soul else "none (check SOUL.md)",
         )
 
@@ -607,10 +607,15 @@ class Instance:
                 log.exception("heartbeat failed")
 
     async def _preload_model(self) -> None:
-        from bot import llm
+        from bot import llm, recall
 
         try:
             # Loads litellm only when the configured model (or a fallback) needs it.
             await llm.preload(self.config.model)
         except Exception:
             log.exception("could not load the model library")
+        try:
+            # The encoder of recall by meaning (when on), before the first message needs it.
+            await recall.preload(self.config)
+        except Exception:
+            log.exception("could not load the recall encoder; recall is by words only")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from bot import llm, offline_brain
+from bot import llm, offline_brain, recall
 from bot import recurrence as recurrence_rule
 from bot.config import Config
 from bot.context import Context, DuePromise, trim_context
@@ -231,6 +231,12 @@ class Mind:
         )
         # The coordinator's wider view exists only in their own private chat.
         coordinator = audience.everyone
+        # Recall by meaning: the vector of what was said (a promise falling due said nothing).
+        meaning = (
+            await recall.meaning(self.memory, self.config, incoming.text, self.instance_id)
+            if due is None
+            else None
+        )
         view = await self.memory.turn_view(
             conversation_id=recorded.conversation_id,
             person_id=recorded.person_id,
@@ -238,6 +244,7 @@ class Mind:
             incoming_id=recorded.message_id,
             text=incoming.text,
             dead_after_s=self.config.persona.instance_dead_after_s,
+            meaning=meaning,
         )
         if soul is None:
             soul_text, soul_name = _fallback_soul(self.config)

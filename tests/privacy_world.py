@@ -198,8 +198,15 @@ class PrivacyWorld:
     conversation it was said in; `token()` makes new ones.
     """
 
-    def __init__(self, directory: Path, *, entrances: tuple[str, ...] = ENTRANCES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        entrances: tuple[str, ...] = ENTRANCES,
+        recall: bool | None = None,
+    ) -> None:
         self.directory = directory
+        self.recall = recall  # [recall] enabled: None leaves the default ("auto")
         self.entrances = tuple(sorted(set(entrances) | {COORDINATOR.entrance}))
         self.instances: dict[str, Instance] = {}
         self.memory: Memory | None = None
@@ -225,7 +232,8 @@ class PrivacyWorld:
             f'[soul]\npath = "{soul}"\n\n'
             f'[coordinator]\naddress = "{COORDINATOR.key}"\n\n'
             # Many probes in a few seconds: the rate limits are not what is tested here.
-            "[limits]\nperson_per_minute = 0\nentrance_per_minute = 0\n",
+            "[limits]\nperson_per_minute = 0\nentrance_per_minute = 0\n"
+            + ("" if self.recall is None else f"\n[recall]\nenabled = {self.recall!s}\n".lower()),
             encoding="utf-8",
         )
         config = load_config(config_path)

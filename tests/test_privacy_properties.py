@@ -227,6 +227,9 @@ class Plan(NamedTuple):
     steps: tuple[Step, ...]
     # At the end the coordinator resolves every item still open: (choice, notify), in turn.
     finally_resolve: tuple[tuple[int, bool], ...]
+    # Recall by meaning on (when installed) in this world, besides FTS5. One world in three:
+    # it costs a turn about 3x the CPU (each new text is embedded), and CI's time is shared.
+    meaning: bool = False
 
 
 # Step kinds, as often as they should come: private chats carry the secrets and dated
@@ -282,6 +285,7 @@ def _plans() -> st.SearchStrategy[Plan]:
         ).map(tuple),
         st.lists(step, min_size=1, max_size=16).map(tuple),
         st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=1, max_size=3).map(tuple),
+        st.sampled_from([False, True, False]),
     )
 
 
@@ -322,6 +326,8 @@ class Cast(NamedTuple):
             *(f"what did I tell you on {entrance}?" for entrance in own_entrances),
             *(f"what did {name} tell you?" for name in others),
             *(f"anything about the {topic}?" for topic in self.topics),
+            # By meaning only (no word in common with what was told): recall by meaning.
+            "is there a number I should keep in mind?",
             "what have you promised?",
             "what did the coordinator decide?",
             "where else are you?",
@@ -379,7 +385,8 @@ async def _run(plan: Plan, directory: Path) -> tuple[PrivacyWorld, int]:
             )
 
     entrances = tuple({account.entrance for account in cast.accounts})
-    async with PrivacyWorld(directory, entrances=entrances) as world:
+    recall = None if plan.meaning else False  # None: as configured ("auto": on if installed)
+    async with PrivacyWorld(directory, entrances=entrances, recall=recall) as world:
         for step in plan.steps:
             if world.leaks:
                 return world, probes

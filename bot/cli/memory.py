@@ -87,6 +87,7 @@ def memory_why(
         try:
             found = await memory.provenance(message_id)
             message = await memory.message(message_id)
+            scores = await memory.recall_scores(message_id)
         finally:
             await memory.close()
         if found is None or message is None:
@@ -100,6 +101,7 @@ def memory_why(
                     "soul_version": found.soul_version,
                     "model": found.model,
                     "context": [{"kind": kind, "id": row_id} for kind, row_id in found.rows],
+                    "recall": scores,
                 }
             )
             return
@@ -109,6 +111,16 @@ def memory_why(
         typer.echo(f"context rows  {len(found.rows)}")
         for kind, row_id in found.rows:
             typer.echo(f"  {kind} {row_id}")
+        if scores:
+            typer.echo(f"recalled      {len(scores)} (words #rank, meaning #rank cosine, fused)")
+        for score in scores:
+            words = f"#{score['fts_rank']}" if score["fts_rank"] else "-"
+            rank, cosine = score["vector_rank"], score["similarity"]
+            meaning = f"#{rank} {cosine:.3f}" if rank else "-"
+            typer.echo(
+                f"  {score['kind']} {score['row_id']}  words {words}  meaning {meaning}"
+                f"  fused {score['fused']:.4f}"
+            )
 
     run_async(go)
 

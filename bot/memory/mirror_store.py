@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import UTC, datetime
+from typing import Any
 
 from bot.memory.conversation_store import fts_query
-from bot.memory.database import Database
 from bot.memory.records import ViewLimits
+from bot.memory.vector_store import VectorStore
 from bot.models import (
     Audience,
     DecisionSide,
@@ -133,7 +134,41 @@ def recall_query(text: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in meaningful) or None
 
 
-class MirrorStore(Database):
+def visible_messages_in(
+    conn: sqlite3.Connection, params: dict[str, Any], ids: list[int]
+) -> dict[int, ViewMessage]:
+    """The messages among `ids` the audience in `params` may read (recall by meaning)."""
+    return {
+        row["id"]: _view_message(row)
+        for row in conn.execute(
+            f"{_VIEW_MESSAGE} WHERE m.id IN (SELECT value FROM json_each(:ids)) AND {visible('m')}",
+            {**params, "ids": json.dumps(ids)},
+        )
+    }
+
+
+def visible_notes_in(
+    conn: sqlite3.Connection, params: dict[str, Any], ids: list[int]
+) -> dict[int, ViewNote]:
+    """The notes among `ids` the audience in `params` may read (recall by meaning)."""
+    return {
+        row["id"]: ViewNote(
+            id=row["id"],
+            instance_id=row["instance_id"],
+            person_name=row["person_name"],
+            text=row["text"],
+            at=_at(row["created_at"]),
+        )
+        for row in conn.execute(
+            "SELECT n.id, n.instance_id, p.name AS person_name, n.text, n.created_at"
+            " FROM notes n LEFT JOIN people p ON p.id = n.person_id"
+            f" WHERE n.id IN (SELECT value FROM json_each(:ids)) AND {visible('n')}",
+            {**params, "ids": json.dumps(ids)},
+        )
+    }
+
+
+class MirrorStore(VectorStore):
     async def turn_view(
         self,
         *,
@@ -144,8 +179,12 @@ class MirrorStore(Database):
         text: str,
         dead_after_s: float,
         limits: ViewLimits | None = None,
+        meaning: Any | None = None,
     ) -> TurnView:
-        """One consistent read of everything a turn's context draws from memory."""
+        """One consistent read of everything a turn's context draws from memory.
+
+        `meaning`: the text's vector (bot.recall.meaning): recall fuses word matches with
+        the nearest rows the audience may see (bot/memory/vector_store.py)."""
         limits = limits or ViewLimits()
         now = self.now
 
@@ -266,6 +305,20 @@ class MirrorStore(Database):
                         {**params, "q": query, "limit": limits.recall},
                     )
                 ]
+            if meaning is not None:
+                recall, notes = self.recall_by_meaning_in(
+                    conn,
+                    query=meaning,
+                    audience=audience,
+                    here=conversation_id,
+                    incoming_id=incoming_id,
+                    text=text,
+                    words=recall,
+                    word_notes=notes,
+                    limit=limits.recall,
+                    visible_message=lambda conn, ids: visible_messages_in(conn, params, ids),
+                    visible_note=lambda conn, ids: visible_notes_in(conn, params, ids),
+                )
             about_person = [
                 ViewNote(
                     id=row["id"],

