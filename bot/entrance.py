@@ -78,6 +78,7 @@ REGISTRY = [
     "adapters.telegram.manifest:MANIFEST",
     "adapters.discord.manifest:MANIFEST",
     "adapters.email.manifest:MANIFEST",
+    "adapters.web.manifest:MANIFEST",
 ]
 
 # What a platform can do, as a manifest declares it:
@@ -139,6 +140,7 @@ class Manifest(Generic[S]):
     exclusive: bool = True  # one process holds the entrance at a time (its lease)
     terminal: bool = False  # the entrance of this terminal, run by `mirror chat`
     casefold_ids: bool = False  # account ids compare case-insensitively (mail addresses)
+    hosted: bool = False  # runs inside the console process (`mirror console`), not its own
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -254,8 +256,9 @@ def terminal() -> Manifest[Any]:
 
 
 def platforms() -> list[Manifest[Any]]:
-    """The entrances `mirror up` runs as processes of their own: all but the terminal one."""
-    return [found for found in manifests().values() if not found.terminal]
+    """The entrances `mirror up` runs as processes of their own: all but the terminal one
+    and those the console hosts."""
+    return [found for found in manifests().values() if not found.terminal and not found.hosted]
 
 
 def named_by(word: str) -> str | None:

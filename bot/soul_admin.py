@@ -43,6 +43,29 @@ async def rollback_soul(memory: Memory, config: Config, number: int, actor: str)
     return version
 
 
+async def save_soul(memory: Memory, config: Config, text: str, actor: str) -> SoulVersion:
+    """Make `text` the active soul (an admin's edit in the console): validated by the same
+    parser as the file, recorded as a new version (source 'chat': an admin's command, not
+    the file; nothing new when it equals the active one), audited, and written to SOUL.md
+    so the file stays the source every process watches. Raises SoulError (nothing saved,
+    the rejection audited) when the text is not a valid soul, OSError when SOUL.md cannot be
+    written (memory has the new version by then, as with a rollback)."""
+    from bot.soul import SoulError, parse_soul, write_soul_file
+
+    try:
+        soul = parse_soul(text, max_bytes=config.soul.max_bytes)
+    except SoulError as exc:
+        await memory.audit(actor, "soul.rejected", "edit", reason=str(exc))
+        raise
+    version, created = await memory.record_soul_version(
+        text=soul.text, name=soul.name, sha256=soul.sha256, source="chat", author=actor
+    )
+    if created:
+        await memory.audit(actor, "soul.edit", str(version.id), sha256=soul.sha256)
+    await write_soul_file(config.soul.path, soul.text)
+    return version
+
+
 async def soul_command(memory: Memory, config: Config, args: list[str], actor: str) -> Outcome:
     """/soul show | history | rollback VERSION, for an actor already known to be an admin."""
     sub = args[0].lower() if args else ""

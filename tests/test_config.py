@@ -56,7 +56,7 @@ def test_env_overrides(
         ("[entrances.email]\nsecurity = 'maybe'\n", "entrances.email.security"),
         (
             "[entrances.foo]\nenabled = true\n",
-            "entrances.foo: unknown entrance; one of local, telegram, discord, email",
+            "entrances.foo: unknown entrance; one of local, telegram, discord, email, web",
         ),
     ],
 )

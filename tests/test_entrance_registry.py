@@ -24,7 +24,7 @@ from tests.entrances.loopback.manifest import MANIFEST as LOOPBACK
 from tests.entrances.loopback.manifest import LoopbackSettings
 from tests.entrances.loopback.runtime import LoopbackEntrance
 
-SHIPPED = ["local", "telegram", "discord", "email"]
+SHIPPED = ["local", "telegram", "discord", "email", "web"]
 
 
 @pytest.fixture
@@ -52,14 +52,16 @@ allow = ["u1"]
 
 def test_the_shipped_entrances_in_registry_order() -> None:
     assert list(manifests()) == SHIPPED
-    assert [found.name for found in registry.platforms()] == SHIPPED[1:]
+    # The web entrance is hosted by the console process, not a process of its own.
+    assert [found.name for found in registry.platforms()] == SHIPPED[1:-1]
     assert registry.terminal().name == "local"
     assert manifest("telegram").secret_env == "MIRROR_TELEGRAM_TOKEN"
     assert manifest("local").secret_env is None and not manifest("local").exclusive
 
 
 def test_an_unknown_name_is_an_error_naming_the_known_entrances() -> None:
-    with pytest.raises(UnknownEntrance, match=r"'fax'; one of local, telegram, discord, email$"):
+    known = "local, telegram, discord, email, web"
+    with pytest.raises(UnknownEntrance, match=rf"'fax'; one of {known}$"):
         manifest("fax")
 
 
@@ -68,7 +70,8 @@ def test_listing_manifests_imports_no_platform_sdk() -> None:
         "import sys\n"
         "from bot.entrance import manifests\n"
         "found = manifests()\n"
-        "heavy = [m for m in ('telegram', 'discord', 'aioimaplib', 'aiosmtplib', 'litellm')"
+        "heavy = [m for m in ('telegram', 'discord', 'aioimaplib', 'aiosmtplib', 'litellm',"
+        " 'starlette', 'uvicorn')"
         " if m in sys.modules]\n"
         "print('FOUND', sorted(found), 'HEAVY', heavy)"
     )
@@ -76,7 +79,7 @@ def test_listing_manifests_imports_no_platform_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert out.returncode == 0, out.stderr
-    assert "FOUND ['discord', 'email', 'local', 'telegram'] HEAVY []" in out.stdout
+    assert "FOUND ['discord', 'email', 'local', 'telegram', 'web'] HEAVY []" in out.stdout
 
 
 def test_mail_ids_fold_case_and_platform_ids_do_not() -> None:
@@ -159,11 +162,11 @@ def test_every_entrance_has_settings_even_when_the_file_has_none(
     [
         (
             "[entrances.fax]\nenabled = true\n",
-            "entrances.fax: unknown entrance; one of local, telegram, discord, email",
+            "entrances.fax: unknown entrance; one of local, telegram, discord, email, web",
         ),
         (
             "[access.fax]\npolicy = 'open'\n",
-            "access.fax: unknown entrance; one of local, telegram, discord, email",
+            "access.fax: unknown entrance; one of local, telegram, discord, email, web",
         ),
         ("[entrances.telegram]\nbase_url = 3\n", "entrances.telegram.base_url: Input should be"),
         ("[entrances.discord]\nchanels = []\n", "entrances.discord.chanels: unknown key"),
