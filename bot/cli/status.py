@@ -17,7 +17,8 @@ from bot.cli.common import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from bot.config import Config
+    from bot.models import Status
 
 
 @app.command()
@@ -59,3 +60,21 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
             f"  {item.id:<14} {item.entrance:<9} {state:<7} last seen "
             f"{item.last_seen:%Y-%m-%d %H:%M:%S} UTC (pid {item.pid} on {item.host})"
         )
+    off = looks_off(report, cfg)
+    if off:
+        typer.echo(f"check       run `mirror doctor` ({'; '.join(off)})")
+
+
+def looks_off(report: Status, cfg: Config) -> list[str]:
+    """What in the quick local view calls for `mirror doctor` (no network, no imports)."""
+    found = []
+    if not cfg.soul.path.is_file():
+        found.append(f"no SOUL.md at {cfg.soul.path}")
+    elif report.soul is None:
+        found.append("no soul in memory yet")
+    silent = [i.id for i in report.instances if i.status == "alive" and not report.alive[i.id]]
+    if silent:
+        found.append(f"silent without stopping: {', '.join(silent)}")
+    if report.pending_outbox and not any(report.alive.values()):
+        found.append(f"{report.pending_outbox} outbox item(s) waiting, no instance running")
+    return found

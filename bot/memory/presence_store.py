@@ -9,26 +9,15 @@ nothing on this machine).
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 
 from bot.memory import rows
 from bot.memory.database import Database
+from bot.memory.health import pid_alive
 from bot.memory.records import Lease
 from bot.models import Instance
 
 log = logging.getLogger(__name__)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (signal 0 only checks)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
 
 
 class PresenceStore(Database):
