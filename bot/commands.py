@@ -3,9 +3,10 @@
 Chat (any entrance), buttons and the CLI reach the same handlers through `Commands.run`,
 with the `Speaker` decided once for the message. The router checks the declaration (a
 private chat where required, the roles) and audits refusals; handlers only do the work and
-return an `Outcome`. `/help` is generated from the declarations and shows each person what
-they may use. Commands act only on text a person sent on a platform (never on the model's
-output) and never call the model.
+return an `Outcome`. `/help` and the platforms' command menus (`command_menus`: Telegram's
+setMyCommands, Discord's application commands) are generated from the declarations and show
+each person what they may use. Commands act only on text a person sent on a platform (never
+on the model's output) and never call the model.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bot.accounts import AccountRef
 from bot.config import Config
 from bot.coordinator import Coordinator
 from bot.gate import lets_in
 from bot.guard import new_code, normalize_code
 from bot.memory import Account, BucketSpec, CodeError, ItemDetails, ItemError, Memory
 from bot.outcome import Outcome, invalid, refused
-from bot.people import approve_pairing
+from bot.people import approve_pairing, deny_pairing, revoke_access
 from bot.reminders import known_timezone, local_time, snooze_until, upcoming_line
 from bot.soul_admin import soul_command
-from bot.speaker import Role, Speaker
+from bot.speaker import Role, Roster, Speaker
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ LINKED_NOTICE = (
 _BUTTON = re.compile(
     r"^mirror:(?P<verb>resolve|approve|deny|dismiss):(?P<id>\d+)(?::(?P<choice>\w+))?$"
 )
+# Pairing buttons carry the code (bot.people.pair_button): 'mirror:deny-pair:K7QM-3XWD'.
+_PAIR_BUTTON = re.compile(r"^mirror:(?P<verb>approve-pair|deny-pair):(?P<code>[A-Z0-9-]{4,16})$")
 
 COORDINATOR: frozenset[Role] = frozenset({"coordinator"})
 ADMINS: frozenset[Role] = frozenset({"admin", "coordinator"})
@@ -86,6 +90,9 @@ def button_data(verb: str, item_id: int, choice: str | None = None) -> str:
 
 def parse_button(data: str) -> Command | None:
     """'mirror:resolve:12:A' -> Command('resolve', ['12', 'A']); None when it is not ours."""
+    paired = _PAIR_BUTTON.match(data)
+    if paired:
+        return Command(paired["verb"], [paired["code"]])
     match = _BUTTON.match(data)
     if not match:
         return None
@@ -122,7 +129,15 @@ class Declaration:
     aliases: tuple[str, ...] = ()
 
     def allows(self, speaker: Speaker) -> bool:
-        return not self.roles or bool(self.roles & speaker.roles)
+        return self.allows_roles(speaker.roles)
+
+    def allows_roles(self, roles: frozenset[Role]) -> bool:
+        return not self.roles or bool(self.roles & roles)
+
+    @property
+    def args(self) -> str:
+        """The usage after the name: '/snooze N 30m|2h|tomorrow' -> 'N 30m|2h|tomorrow'."""
+        return self.usage.partition(" ")[2]
 
     @property
     def refusal(self) -> str:
@@ -195,6 +210,21 @@ DECLARATIONS: tuple[Declaration, ...] = (
         aliases=("pair-approve", "approvepair"),
     ),
     Declaration(
+        "deny-pair",
+        "/deny-pair CODE",
+        "refuse someone who asked to be let in (told once, then silence)",
+        roles=ADMINS,
+        audit_refusal="admin.refused",
+        aliases=("pair-deny", "denypair"),
+    ),
+    Declaration(
+        "revoke",
+        "/revoke ENTRANCE:ID",
+        "take back someone's access (told once at their next message, then silence)",
+        roles=ADMINS,
+        audit_refusal="admin.refused",
+    ),
+    Declaration(
         "soul",
         "/soul show|history|rollback VERSION",
         "see the persona's soul, its versions, roll back",
@@ -215,6 +245,32 @@ def is_declared(text: str) -> bool:
     """Is `text` one of the declared commands (whoever may use it)?"""
     command = parse_command(text)
     return command is not None and declaration(command.name) is not None
+
+
+@dataclass(frozen=True)
+class Menu:
+    """The commands one audience finds in a platform's command menu: everyone's (`account`
+    None) or those of one configured account in its private chat (the coordinator, an
+    admin), which include everyone's."""
+
+    account: AccountRef | None
+    commands: tuple[Declaration, ...]
+
+
+def command_menus(config: Config, entrance: str) -> list[Menu]:
+    """The menus an entrance publishes: everyone's, then the coordinator's and each admin's
+    on this entrance (their own commands added), generated from the declarations."""
+    menus = [Menu(None, tuple(d for d in DECLARATIONS if not d.roles))]
+    roster = Roster(config)
+    accounts = [roster.coordinator, *sorted(roster.admins, key=str)]
+    seen: set[AccountRef] = set()
+    for account in accounts:
+        if account.entrance != entrance or account in seen:
+            continue
+        seen.add(account)
+        roles = roster.roles(account)
+        menus.append(Menu(account, tuple(d for d in DECLARATIONS if d.allows_roles(roles))))
+    return menus
 
 
 def help_for(speaker: Speaker) -> str:
@@ -242,6 +298,8 @@ class Commands:
             "help": self._help,
             "link": self._link,
             "approve-pair": self._approve_pair,
+            "deny-pair": self._deny_pair,
+            "revoke": self._revoke,
             "soul": self._soul,
             "pending": self._coordinator,
             "show": self._coordinator,
@@ -311,6 +369,19 @@ class Commands:
         if not command.args:
             return invalid("Usage: /approve-pair CODE")
         return await approve_pairing(self.memory, command.args[0], speaker.actor)
+
+    async def _deny_pair(self, speaker: Speaker, command: Command) -> Outcome:
+        if not command.args:
+            return invalid("Usage: /deny-pair CODE")
+        return await deny_pairing(self.memory, command.args[0], speaker.actor)
+
+    async def _revoke(self, speaker: Speaker, command: Command) -> Outcome:
+        if len(command.args) != 1:
+            return invalid("Usage: /revoke ENTRANCE:ID (e.g. /revoke telegram:123456)")
+        try:
+            return await revoke_access(self.memory, self.config, command.args[0], speaker.actor)
+        except ValueError as exc:
+            return invalid(str(exc))
 
     async def _coordinator(self, speaker: Speaker, command: Command) -> Outcome:
         try:

@@ -37,6 +37,7 @@ from bot.memory import (
     Recorded,
 )
 from bot.models import Incoming
+from bot.people import PAIRING_WAITING, REVOKED_NOTICE, pairing_announcement
 from bot.speaker import Roster, Speaker
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class Gatekeeper:
                 repeat_run=self.guard.bot_repeat_run,
             )
             if loop is not None:
-                return await self._refuse(recorded, actor, "refused", f"bot loop: {loop}")
+                return await self._loop_ended(incoming, recorded, actor, loop)
 
         admission = await self.memory.admit(
             AdmitRequest(
@@ -290,8 +291,27 @@ class Gatekeeper:
         return Verdict(False, "echo", reason, reply=ECHO_ACK if told else None)
 
     async def _pairing(self, incoming: Incoming, recorded: Recorded, actor: str) -> Verdict:
+        """An account not let in yet, under policy 'pairing'. In a private chat: a code, and
+        the coordinator asked at once (Approve / Deny buttons); a second message is reminded
+        once that the code is waiting, later ones get silence. An account the coordinator
+        denied or revoked gets silence (a revoked one is told once). See `bot.people`."""
         if incoming.conversation_kind != "dm":
             return await self._refuse(recorded, actor, "refused", "unknown account (pairing)")
+        closed = await self.memory.access_closed(recorded.identity_id)
+        if closed is not None:
+            how, at = closed
+            told = await self.memory.refuse_message(
+                recorded.message_id,
+                status="refused",
+                reason=f"access {how}",
+                actor=actor,
+                notice_key=f"revoked-told:{recorded.identity_id}:{at}"
+                if how == "revoked"
+                else None,
+            )
+            return Verdict(
+                False, "refused", f"access {how}", reply=REVOKED_NOTICE if told else None
+            )
         code, created = await self.memory.mint_code(
             "pair",
             recorded.identity_id,
@@ -301,34 +321,92 @@ class Gatekeeper:
             conversation=incoming.conversation_id,
         )
         reason = "unknown account, waiting for pairing approval"
-        await self.memory.refuse_message(
+        minutes = round(self.access.pairing_code_ttl_s / 60)
+        key, outgoing = None, []
+        if code is not None and created:
+            key = f"pair-asked:{code}"
+            outgoing = [self._announce_pairing(incoming, actor, code, minutes)]
+        elif code is not None:
+            key = f"pair-reminded:{code}"
+        told = await self.memory.refuse_message(
             recorded.message_id,
             status="refused",
             reason=reason,
             actor=actor,
             detail={"code": code, "new_code": created},
+            notice_key=key,
+            outgoing=outgoing,
         )
-        reply = None
+        reply, announced = None, None
         if created:
-            minutes = round(self.access.pairing_code_ttl_s / 60)
             reply = PAIRING_REPLY.format(code=code, minutes=minutes)
-        return Verdict(False, "refused", reason, reply=reply)
+            if told:
+                announced = outgoing[0].text
+                log.info("pairing request %s from %s: the coordinator is asked", code, actor)
+        elif told:
+            reply = PAIRING_WAITING.format(code=code)
+        return Verdict(False, "refused", reason, reply=reply, notify_coordinator=announced)
+
+    def _announce_pairing(
+        self, incoming: Incoming, account: str, code: str, minutes: int
+    ) -> Outgoing:
+        coordinator = self.roster.coordinator
+        text, buttons = pairing_announcement(
+            account, incoming.author.display_name, code, minutes, incoming.text
+        )
+        return Outgoing(
+            entrance=coordinator.entrance,
+            target=coordinator.external_id,
+            text=text,
+            dedupe_key=f"pair-asked:{code}",
+            payload={"kind": "pairing", "code": code, "buttons": buttons},
+        )
 
     async def _bot_stopped(
         self, incoming: Incoming, recorded: Recorded, actor: str, decision: BotDecision
     ) -> Verdict:
-        reason = f"bot budget: {decision.reason}"
-        key, outgoing, text = None, [], None
-        if decision.newly_stopped:
-            where = incoming.conversation_title or f"conversation {incoming.conversation_id}"
-            text = (
-                f"I stopped answering bots in {where} on {incoming.entrance}: "
-                f"{decision.reason}. I'll answer bots there again once a person speaks there "
-                f"or the bots have been quiet for {round(self.guard.bot_cooldown_s / 60)} "
-                "minutes."
-            )
+        where = incoming.conversation_title or f"conversation {incoming.conversation_id}"
+        text = (
+            f"I stopped answering bots in {where} on {incoming.entrance}: "
+            f"{decision.reason}. I'll answer bots there again once a person speaks there "
+            f"or the bots have been quiet for {round(self.guard.bot_cooldown_s / 60)} "
+            "minutes."
+        )
+        return await self._end_bot_exchange(
+            recorded,
+            actor,
+            f"bot budget: {decision.reason}",
+            text if decision.newly_stopped else None,
+            "bot-stop",
+        )
+
+    async def _loop_ended(
+        self, incoming: Incoming, recorded: Recorded, actor: str, loop: str
+    ) -> Verdict:
+        """A bot answering with bare acknowledgements or repeating itself gets no answer;
+        the coordinator hears of it once an hour per conversation (the seed experiment: two
+        models thanking each other forever)."""
+        where = incoming.conversation_title or f"conversation {incoming.conversation_id}"
+        text = (
+            f"I stopped answering a bot in {where} on {incoming.entrance}: a loop of "
+            f"{loop}. I answer it again when it says something new."
+        )
+        return await self._end_bot_exchange(recorded, actor, f"bot loop: {loop}", text, "bot-loop")
+
+    async def _end_bot_exchange(
+        self,
+        recorded: Recorded,
+        actor: str,
+        reason: str,
+        text: str | None,
+        kind: str,
+    ) -> Verdict:
+        """Refuse a bot's message; tell the coordinator `text` once per conversation and
+        hour (None: say nothing)."""
+        key, outgoing = None, []
+        if text is not None:
             window = int(self.memory.now // 3600)
-            key = f"bot-stop:{recorded.conversation_id}:{window}"
+            key = f"{kind}:{recorded.conversation_id}:{window}"
             outgoing = [self._to_coordinator(text, key)]
         told = await self.memory.refuse_message(
             recorded.message_id,

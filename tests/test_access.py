@@ -3,7 +3,6 @@ rate limits, the daily model budget and admin commands."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -19,6 +18,10 @@ from bot.models import Author, ConversationKind, Incoming
 from bot.people import approve_pairing, link_accounts, list_people, pending_pairings, unlink_account
 from bot.soul import parse_soul, sync_soul_file
 from bot.speaker import Roster
+from tests.pg import sql_rows
+
+# Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_engines
 
 COORDINATOR = "telegram:999"
 START = 1_800_000_000.0  # a fixed "now" for time travel
@@ -146,11 +149,7 @@ async def answer(
 
 
 def rows(memory: Memory, sql: str, *params: object) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(memory.path)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+    return sql_rows(memory.path, sql, *params)
 
 
 def guard_outbox(memory: Memory) -> list[tuple[object, ...]]:
@@ -360,14 +359,19 @@ async def test_bare_acknowledgements_and_repeats_end_a_bot_exchange(
     assert (await turn(memory, gatekeeper, bot_says("Here is the report you asked for")))[0].allow
     assert (await turn(memory, gatekeeper, bot_says("ack")))[0].allow
     ended, recorded = await turn(memory, gatekeeper, bot_says("Understood, I'll wait"))
-    assert ended == Verdict(False, "refused", "bot loop: bare acknowledgements")
+    assert (ended.allow, ended.reason) == (False, "bot loop: bare acknowledgements")
     assert await status(memory, recorded) == "refused"
+    # The coordinator hears of the loop once (an hour, per conversation), not per message.
+    assert ended.notify_coordinator is not None and "loop" in ended.notify_coordinator
+    again, _ = await turn(memory, gatekeeper, bot_says("ok"))
+    assert not again.allow and again.notify_coordinator is None
+    assert len(guard_outbox(memory)) == 1
 
     other = gatekeeper_for("discord", access={"discord": {"bots": ["echoer"]}})
     texts = ["Please confirm receipt of the file.", "please confirm receipt of the file!"] * 2
     verdicts = [(await turn(memory, other, bot_says(text, "echoer")))[0] for text in texts[:3]]
     assert [v.allow for v in verdicts] == [True, True, False]
-    assert verdicts[2] == Verdict(False, "refused", "bot loop: repeating itself")
+    assert verdicts[2].reason == "bot loop: repeating itself"
 
 
 # Rate limits and the daily model budget ---------------------------------------------------------
@@ -459,9 +463,11 @@ async def test_pairing_flow(
     assert await status(memory, recorded) == "refused"
     [pending] = await pending_pairings(memory)
     assert pending.account == "telegram:zoe" and pending.code in first.reply
-    # Repeating herself does not mint new codes, and the persona stays quiet.
+    # Repeating herself mints no new code: she is reminded once that it waits, then silence.
     second, _ = await turn(memory, gatekeeper, message("Hello??", person="zoe"))
-    assert not second.allow and second.reply is None
+    assert not second.allow and second.reply and pending.code in second.reply
+    third, _ = await turn(memory, gatekeeper, message("Anyone?", person="zoe"))
+    assert not third.allow and third.reply is None
     assert len(await pending_pairings(memory)) == 1
 
     # Only the coordinator or an admin may approve; anyone else is refused and audited.

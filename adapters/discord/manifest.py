@@ -24,5 +24,5 @@ MANIFEST = Manifest(
     secret_env="MIRROR_DISCORD_TOKEN",
     message_limit=MESSAGE_LIMIT,
     split=split_for_discord,
-    capabilities=frozenset({"buttons", "edits", "typing"}),
+    capabilities=frozenset({"buttons", "edits", "typing", "command_menu"}),
 )

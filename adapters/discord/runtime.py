@@ -2,14 +2,16 @@
 
 Turns gateway events into `Incoming` for the shared `Instance` (its only door into the
 core), gives it `send` — one message to a channel or a DM, buttons when asked — and hands
-button presses to `Instance.press`. Splitting to Discord's 2000-character limit, the order
-of parts, retries and the outbox are the core's; who may press a button is too. Discord
-does not replay what was posted while no session was open, so after each new session the
-entrance reads the channels' recent history and answers what it missed (`catch_up`). It
-knows everything about Discord (ids, limits, mentions, intents, endpoints) and nothing
-about policy: who may act as coordinator, what to answer and what to remember belong to
-`bot/`. This is the only module that imports discord.py; the pure text rules are in
-`splitting` and `reading`.
+button presses to `Instance.press`. The commands `bot.commands` declares are registered as
+application (slash) commands at start; invoking one is the same command as typing it (the
+same `Instance.handle`, recorded and answered once), answered in the interaction.
+Splitting to Discord's 2000-character limit, the order of parts, retries and the outbox are
+the core's; who may press a button is too. Discord does not replay what was posted while
+no session was open, so after each new session the entrance reads the channels' recent
+history and answers what it missed (`catch_up`). It knows everything about Discord (ids,
+limits, mentions, intents, endpoints) and nothing about policy: who may act as
+coordinator, what to answer and what to remember belong to `bot/`. This is the only module
+that imports discord.py; the pure text rules are in `splitting` and `reading`.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ import discord
 import discord.gateway
 import discord.http
 import yarl
+from discord import app_commands
 
 from adapters.discord.manifest import MANIFEST
 from adapters.discord.reading import text_for_persona
-from adapters.discord.splitting import MESSAGE_LIMIT
+from adapters.discord.splitting import MESSAGE_LIMIT, split_for_discord
+from bot.commands import DECLARATIONS, Declaration
 from bot.config import Config
 from bot.entrance import EntranceFailure
 from bot.instance import Instance
@@ -58,6 +62,9 @@ SEEN_LIMIT = 10_000
 ALLOWED_MENTIONS = discord.AllowedMentions(
     everyone=False, roles=False, users=True, replied_user=False
 )
+SLASH_DESCRIPTION_LIMIT = 100  # characters of an application command's description
+SLASH_ANSWER_WITHIN_S = 2.0  # Discord drops an interaction not answered within 3 s
+DMS_ONLY = app_commands.AppCommandContext(guild=False, dm_channel=True, private_channel=True)
 
 # -------------------------------------------------------------------- reading messages
 
@@ -140,6 +147,50 @@ def _failure(exc: BaseException) -> BaseException:
     return exc
 
 
+# -------------------------------------------------------------------- slash commands
+
+
+def slash_commands(entrance: DiscordEntrance) -> list[app_commands.Command[Any, Any, None]]:
+    """Every declared command as an application command with one optional free-text option,
+    `arguments` (the words typed after the name). Discord cannot show a command to one user
+    only, so all are registered: those for a private chat only in DMs, and those for admins
+    or the coordinator hidden in servers from members without the Administrator permission
+    (the router still decides who may use what, as for typed commands)."""
+    return [_slash_command(entrance, item) for item in DECLARATIONS]
+
+
+def _slash_command(
+    entrance: DiscordEntrance, item: Declaration
+) -> app_commands.Command[Any, Any, None]:
+    name = item.name
+    if item.args:
+
+        @app_commands.describe(arguments=item.args[:SLASH_DESCRIPTION_LIMIT])
+        async def with_arguments(
+            interaction: discord.Interaction, arguments: str | None = None
+        ) -> None:
+            await entrance.on_slash(interaction, name, arguments)
+
+        callback: Any = with_arguments
+    else:
+
+        async def bare(interaction: discord.Interaction) -> None:
+            await entrance.on_slash(interaction, name, None)
+
+        callback = bare
+    description = item.help + (" (in a DM)" if item.private_only else "")
+    command: app_commands.Command[Any, Any, None] = app_commands.Command(
+        name=name,
+        description=description[:SLASH_DESCRIPTION_LIMIT],
+        callback=callback,
+    )
+    if item.private_only:
+        command.allowed_contexts = DMS_ONLY
+    if item.roles:
+        command.default_permissions = discord.Permissions(administrator=True)
+    return command
+
+
 class _MirrorClient(discord.Client):
     """discord.Client whose events go to the entrance."""
 
@@ -173,6 +224,9 @@ class DiscordEntrance:
         self.secret = secret
         self.instance = Instance(config, instance_id=ENTRANCE, entrance=ENTRANCE, send=self.send)
         self.client = _MirrorClient(self)
+        self.tree: app_commands.CommandTree[_MirrorClient] = app_commands.CommandTree(self.client)
+        for command in slash_commands(self):
+            self.tree.add_command(command)
         address = config.coordinator.parsed
         self.coordinator_user = address.external_id if address.entrance == ENTRANCE else None
         if self.coordinator_user is not None and not self.coordinator_user.isdigit():
@@ -200,6 +254,7 @@ class DiscordEntrance:
             if not await self._connect():
                 return
             self.instance.deliver_outbox()
+            await self._register_commands()
             user = self.client.user
             if user is not None:
                 self.instance.add_own_account(str(user.id))
@@ -210,6 +265,16 @@ class DiscordEntrance:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    async def _register_commands(self) -> None:
+        """Publish the slash commands (one bulk overwrite: unchanged ones stay as they are).
+        A refusal is logged; typed commands work without them."""
+        try:
+            registered = await self.tree.sync()
+        except (discord.HTTPException, discord.app_commands.AppCommandError) as exc:
+            log.warning("discord: the slash commands were not registered: %s", exc)
+            return
+        log.info("discord: %d slash commands registered", len(registered))
 
     async def _log_in(self) -> bool:
         """Check the token over REST (no gateway session yet); False when a stop came first.
@@ -521,6 +586,48 @@ class DiscordEntrance:
         if isinstance(channel, discord.abc.Messageable):
             return channel
         return self.client.get_partial_messageable(int(target))
+
+    # ---------------------------------------------------------------- slash commands
+
+    async def on_slash(
+        self, interaction: discord.Interaction, name: str, arguments: str | None
+    ) -> None:
+        """A slash command: the text it stands for ("/resolve 12 A") goes through
+        `Instance.handle` like a typed command (recorded, answered once, who may do what
+        decided in bot/), and the answer is the interaction's response."""
+        channel = interaction.channel
+        private = interaction.guild_id is None
+        text = f"/{name} {arguments.strip()}" if arguments and arguments.strip() else f"/{name}"
+        incoming = Incoming(
+            entrance=ENTRANCE,
+            conversation_id=str(interaction.channel_id),
+            conversation_kind=conversation_kind(channel) if not private else "dm",
+            conversation_title=conversation_title(channel),
+            author=Author(
+                external_id=str(interaction.user.id),
+                display_name=interaction.user.display_name,
+                is_bot=interaction.user.bot,
+            ),
+            text=text,
+            # An interaction id is a snowflake like a message id: ordered in time, unique.
+            platform_message_id=str(interaction.id),
+            received_at=interaction.created_at,
+        )
+        # Discord waits 3 s for a response: a command answers in milliseconds, but one held
+        # up (memory.db busy) is deferred ("thinking…") and its answer follows.
+        handling = asyncio.ensure_future(self.instance.handle(incoming, deliver=False))
+        try:
+            reply = await asyncio.wait_for(asyncio.shield(handling), SLASH_ANSWER_WITHIN_S)
+        except TimeoutError:
+            await interaction.response.defer(thinking=True)
+            reply = await handling
+        answer = reply.text if reply is not None and reply.text.strip() else None
+        parts = split_for_discord(answer) if answer else ["Already answered."]
+        if not interaction.response.is_done():
+            first = parts.pop(0)
+            await interaction.response.send_message(first, allowed_mentions=ALLOWED_MENTIONS)
+        for part in parts:
+            await interaction.followup.send(part, allowed_mentions=ALLOWED_MENTIONS)
 
     # ---------------------------------------------------------------- buttons
 

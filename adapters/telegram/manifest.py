@@ -25,5 +25,5 @@ MANIFEST = Manifest(
     secret_env="MIRROR_TELEGRAM_TOKEN",
     message_limit=MESSAGE_LIMIT,
     split=split_for_telegram,
-    capabilities=frozenset({"buttons", "edits", "typing"}),
+    capabilities=frozenset({"buttons", "edits", "typing", "command_menu"}),
 )

@@ -2,8 +2,9 @@
 
 The only module that imports `telegram` (python-telegram-bot). It turns updates into
 `Incoming` for the shared `Instance` (its only door into the core), gives it `send` — one
-plain-text message, inline buttons when asked — shows "typing…" while a turn runs, and
-hands button presses to `Instance.press`. Splitting to Telegram's 4096-character limit,
+plain-text message, inline buttons when asked — shows "typing…" while a turn runs, hands
+button presses to `Instance.press`, and publishes the command menu (setMyCommands) that
+`bot.commands` generates. Splitting to Telegram's 4096-character limit,
 the order of parts, retries and the outbox are the core's; who may press a button is too.
 Everything Telegram-specific lives in this package (limits, ids, rate limits, retries; the
 pure text rules in `splitting`). What the persona says and who may do what are decided in
@@ -21,6 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any
 
 from telegram import (
+    BotCommand,
+    BotCommandScopeChat,
+    BotCommandScopeDefault,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -56,6 +60,7 @@ from adapters.telegram.splitting import (
     platform_id,
     telegram_length,
 )
+from bot.commands import Menu, command_menus
 from bot.config import Config
 from bot.entrance import EntranceFailure
 from bot.instance import Instance
@@ -68,6 +73,7 @@ ENTRANCE = MANIFEST.name
 CALLBACK_ANSWER_LIMIT = 200  # characters of an answerCallbackQuery notification
 TYPING_EVERY_S = 4.0  # Telegram shows "typing…" for about 5 s after each sendChatAction
 BUTTONS_PER_ROW = 2
+MENU_DESCRIPTION_LIMIT = 256  # characters of a BotCommand description
 
 
 # Buttons ----------------------------------------------------------------------------------
@@ -88,6 +94,23 @@ def message_id_of(reply_to: str | None) -> int | None:
         return None
     tail = reply_to.rsplit(":", 1)[-1]
     return int(tail) if tail.lstrip("-").isdigit() else None
+
+
+# The command menu -------------------------------------------------------------------------
+
+
+def bot_commands(menu: Menu) -> list[BotCommand]:
+    """A menu as Telegram takes it: names with "_" for "-" (Telegram allows no "-"; the
+    router reads them back), the arguments and help line as the description."""
+    commands = []
+    for item in menu.commands:
+        description = f"{item.args} — {item.help}" if item.args else item.help
+        if item.private_only:
+            description += " (private chat)"
+        commands.append(
+            BotCommand(item.name.replace("-", "_"), clip(description, MENU_DESCRIPTION_LIMIT))
+        )
+    return commands
 
 
 # The entrance -----------------------------------------------------------------------------
@@ -155,10 +178,32 @@ class TelegramEntrance:
                 error_callback=self._on_polling_error,
             )
             self.instance.deliver_outbox()
+            await self._publish_menus()
             log.info("telegram: polling as @%s", self.app.bot.username)
             await self._stop.wait()
         finally:
             await self._shutdown()
+
+    async def _publish_menus(self) -> None:
+        """setMyCommands: everyone's commands as the default menu, and in the private chat of
+        the coordinator and of each admin on Telegram (a private chat's id is the user's id)
+        their own. A menu Telegram refuses is logged; the entrance runs on without it."""
+        for menu in command_menus(self.config, ENTRANCE):
+            if menu.account is None:
+                scope: BotCommandScopeDefault | BotCommandScopeChat = BotCommandScopeDefault()
+            elif menu.account.external_id.lstrip("-").isdigit():
+                scope = BotCommandScopeChat(int(menu.account.external_id))
+            else:
+                log.warning("telegram: %s is no Telegram user id; no menu for it", menu.account)
+                continue
+            try:
+                await self.app.bot.set_my_commands(bot_commands(menu), scope=scope)
+            except TelegramError as exc:
+                log.warning(
+                    "telegram: the command menu for %s was refused: %s",
+                    menu.account or "everyone",
+                    exc,
+                )
 
     def request_stop(self) -> None:
         """Stop polling, finish the turns in flight, then leave run()."""

@@ -1,4 +1,4 @@
-"""People: pairing (`mirror pair …`), `people`, `link`, `unlink`."""
+"""People: pairing (`mirror pair …`), `people` (and `people revoke`), `link`, `unlink`."""
 
 from __future__ import annotations
 
@@ -56,6 +56,17 @@ def pair_approve(
     _people_command(cfg, lambda memory: approve_pairing(memory, code, actor))
 
 
+@pair_app.command("deny")
+def pair_deny(
+    code: str, config: ConfigOption = None, db: DbOption = None, actor: ActorOption = "cli"
+) -> None:
+    """Refuse the account that was given CODE (told once, then silence)."""
+    from bot.people import deny_pairing
+
+    cfg = get_config(config, db)
+    _people_command(cfg, lambda memory: deny_pairing(memory, code, actor))
+
+
 @pair_app.command("list")
 def pair_list(
     config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False
@@ -77,9 +88,23 @@ def pair_list(
         typer.echo(f"{item.code}  {item.account}{name}  expires in {minutes} min")
 
 
-@app.command()
-def people(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
+people_app = typer.Typer(
+    help="Everyone the persona knows, with their linked accounts; `revoke` takes access back.",
+    invoke_without_command=True,
+)
+app.add_typer(people_app, name="people")
+
+
+@people_app.callback()
+def people(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Everyone the persona knows, with their linked accounts."""
+    if ctx.invoked_subcommand is not None:
+        return
     cfg = get_config(config, db)
 
     from bot.people import list_people
@@ -90,6 +115,34 @@ def people(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
         return
     for person in found:
         typer.echo(f"{person.id:>5} {person.name}: {', '.join(person.identities)}")
+
+
+@people_app.command("revoke")
+def people_revoke(
+    account: Annotated[str, typer.Argument(help="ENTRANCE:ID")],
+    config: ConfigOption = None,
+    db: DbOption = None,
+    actor: ActorOption = "cli",
+) -> None:
+    """Take back ACCOUNT's access (linked accounts too): told once, then silence."""
+    from bot.people import revoke_access
+
+    cfg = get_config(config, db)
+    _people_command(cfg, lambda memory: revoke_access(memory, cfg, account, actor))
+
+
+@people_app.command("allow")
+def people_allow(
+    account: Annotated[str, typer.Argument(help="ENTRANCE:ID")],
+    config: ConfigOption = None,
+    db: DbOption = None,
+    actor: ActorOption = "cli",
+) -> None:
+    """Let ACCOUNT in without a code (also after a denial or a revocation)."""
+    from bot.people import allow_access
+
+    cfg = get_config(config, db)
+    _people_command(cfg, lambda memory: allow_access(memory, cfg, account, actor))
 
 
 @app.command()

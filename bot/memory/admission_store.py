@@ -5,7 +5,10 @@ outgoing log the echo index is fed from, daily model usage, and the record of a 
 message. Only SQL and the bookkeeping that must be atomic lives here; the rules themselves
 (bucket arithmetic, the bot budget) are the pure functions of `bot.guard`, called inside
 the transaction so two processes can never both take the last token. Who a speaker is
-(accounts, grants, links) is `bot.memory.identity_store`'s; this module never changes it.
+(accounts, grants, links) is `bot.memory.identity_store`'s; the one exception here is the
+coordinator closing the door (a pairing request denied, an access grant revoked): it is
+marked per account in `guard_notices` ('access-denied:ID', 'access-revoked:ID'), which the
+guard reads for unknown accounts and pruning keeps.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from bot.guard import (
 )
 from bot.memory.coordinator_store import enqueue_outgoing_in
 from bot.memory.database import Database, audit_in
-from bot.memory.identity_store import GRANTED_SQL
+from bot.memory.identity_store import GRANTED_SQL, Refusal, _code_problem
+from bot.memory.outbox_store import enqueue_in
 from bot.memory.records import (
+    Account,
     Admission,
     AdmitRequest,
     BucketSpec,
+    CodeError,
     FactsRequest,
     GuardFacts,
     Outgoing,
@@ -56,6 +62,9 @@ SAID_BEFORE_SQL = """
       AND created_at > :since
     ORDER BY id DESC LIMIT :limit
 """
+# Doors the coordinator closed: kept by pruning (a denial or a revocation stands until the
+# account is let in explicitly: a grant, `mirror people allow`, or [access.ENTRANCE] allow).
+CLOSED_PREFIXES = ("access-denied:", "access-revoked:")
 BOT_HOUR_SQL = (
     "SELECT count(*) FROM bot_exchanges WHERE conversation_id = :conversation AND at > :since"
 )
@@ -317,7 +326,11 @@ class AdmissionStore(Database):
             statements = [
                 ("DELETE FROM bot_exchanges WHERE at < ?", now - 86400),
                 ("DELETE FROM outgoing_log WHERE at < ?", now - 2 * 86400),
-                ("DELETE FROM guard_notices WHERE at < ?", now - keep_s),
+                (
+                    "DELETE FROM guard_notices WHERE at < ? AND key NOT LIKE 'access-denied:%'"
+                    " AND key NOT LIKE 'access-revoked:%'",
+                    now - keep_s,
+                ),
                 ("DELETE FROM rate_buckets WHERE updated_at < ?", now - 86400),
                 ("DELETE FROM guard_codes WHERE expires_at < ?", now - keep_s),
                 ("DELETE FROM bot_streaks WHERE last_at < ?", now - keep_s),
@@ -325,3 +338,129 @@ class AdmissionStore(Database):
             return sum(conn.execute(sql, (limit,)).rowcount for sql, limit in statements)
 
         return await self.write(run)
+
+    # Closing the door (pairing) ----------------------------------------------------------
+
+    async def access_closed(self, identity_id: int) -> tuple[str, float] | None:
+        """('denied' | 'revoked', when) if the coordinator closed the door on this account."""
+
+        def run(conn: sqlite3.Connection) -> tuple[str, float] | None:
+            row = conn.execute(
+                "SELECT key, at FROM guard_notices WHERE key IN (?, ?) ORDER BY at DESC LIMIT 1",
+                tuple(f"{prefix}{identity_id}" for prefix in CLOSED_PREFIXES),
+            ).fetchone()
+            if row is None:
+                return None
+            return row["key"].removeprefix("access-").split(":", 1)[0], row["at"]
+
+        return await self.read(run)
+
+    async def refuse_pairing_code(
+        self, code: str, actor: str, *, notice: str | None = None
+    ) -> Account:
+        """Refuse the account that got pairing `code`: the code is used up, the door closed
+        on the account, the denial audited, and `notice` queued to the conversation where the
+        code was given. Raises CodeError (audited) when the code is unusable."""
+
+        def run(conn: sqlite3.Connection) -> Account | Refusal:
+            now = self.now
+            row = conn.execute(
+                "SELECT * FROM guard_codes WHERE code = ? AND kind = 'pair'", (code,)
+            ).fetchone()
+            problem = _code_problem(row, now)
+            if problem is not None:
+                audit_in(conn, now, actor, "access.pair_refused", code, {"reason": problem})
+                return Refusal(problem)
+            conn.execute(
+                "UPDATE guard_codes SET used_at = ?, used_by = ? WHERE code = ?",
+                (now, actor, code),
+            )
+            _close_in(conn, now, "access-denied:", [row["identity_id"]])
+            found = conn.execute(
+                "SELECT id, person_id, entrance, external_id, display_name FROM identities"
+                " WHERE id = ?",
+                (row["identity_id"],),
+            ).fetchone()
+            account = Account(
+                found["id"],
+                found["person_id"],
+                found["entrance"],
+                found["external_id"],
+                found["display_name"],
+            )
+            audit_in(conn, now, actor, "access.pair_denied", _key(account), {"code": code})
+            if notice and row["conversation"]:
+                enqueue_in(
+                    conn,
+                    now,
+                    entrance=account.entrance,
+                    target=row["conversation"],
+                    text=notice,
+                    payload={"kind": "pair_denied"},
+                    dedupe_key=f"pair-denied:{code}",
+                )
+            return account
+
+        result = await self.write(run)
+        if isinstance(result, Refusal):
+            raise CodeError(result.reason)
+        return result
+
+    async def revoke_access(
+        self, entrance: str, external_id: str, actor: str
+    ) -> tuple[list[str], bool]:
+        """Take back access from the person with this account: every grant of their linked
+        accounts goes (access follows links), their pending pairing codes are used up, and
+        the door is closed on each of their accounts. Returns (their accounts, whether any
+        had been let in). Raises CodeError when the account is unknown."""
+
+        def run(conn: sqlite3.Connection) -> tuple[list[str], bool] | Refusal:
+            now = self.now
+            found = conn.execute(
+                "SELECT person_id FROM identities WHERE entrance = ? AND external_id = ?",
+                (entrance, external_id),
+            ).fetchone()
+            if found is None:
+                return Refusal(f"I know no account {entrance}:{external_id}")
+            accounts = conn.execute(
+                "SELECT id, entrance, external_id FROM identities WHERE person_id = ? ORDER BY id",
+                (found["person_id"],),
+            ).fetchall()
+            ids = [row["id"] for row in accounts]
+            marks = ",".join("?" * len(ids))
+            had = conn.execute(
+                f"DELETE FROM access_grants WHERE identity_id IN ({marks})", ids
+            ).rowcount
+            conn.execute(
+                "UPDATE guard_codes SET used_at = ?, used_by = ? WHERE kind = 'pair'"
+                f" AND used_at IS NULL AND identity_id IN ({marks})",
+                [now, actor, *ids],
+            )
+            _close_in(conn, now, "access-revoked:", ids)
+            names = [f"{row['entrance']}:{row['external_id']}" for row in accounts]
+            audit_in(
+                conn,
+                now,
+                actor,
+                "access.revoked",
+                f"{entrance}:{external_id}",
+                {"accounts": names, "had_access": bool(had)},
+            )
+            return names, bool(had)
+
+        result = await self.write(run)
+        if isinstance(result, Refusal):
+            raise CodeError(result.reason)
+        return result
+
+
+def _close_in(conn: sqlite3.Connection, now: float, prefix: str, identity_ids: list[int]) -> None:
+    conn.executemany(
+        "INSERT INTO guard_notices (key, at) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET at = excluded.at",
+        [(f"{prefix}{identity}", now) for identity in identity_ids],
+    )
+
+
+def _key(account: Account) -> str:
+    return f"{account.entrance}:{account.external_id}"

@@ -422,9 +422,14 @@ async def test_pairing_flow_with_the_coordinator_and_the_cli(system: System) -> 
     [code] = set(CODE.findall(asked))
     assert "ask my coordinator to approve this code" in asked
     assert (await system.handled("telegram", first))[1] == "refused"
-    # Asking again gets no new code, and no answer.
+    # Asking again gets no new code: a reminder that the code waits (once only).
     again = system.telegram_push("Hello?? Anyone?", user=TG_ZOE, name="Zoe")
     assert (await system.handled("telegram", again))[1] == "refused"
+    [reminder] = await system.telegram.wait_for_sent(
+        lambda sent: sent["chat_id"] == TG_ZOE and "still waiting" in str(sent["text"]),
+        since=since,
+        timeout=TURN_S,
+    )
 
     approved = await system.telegram_says(f"/approve-pair {code}", user=COORDINATOR)
     assert approved == f"Approved: Zoe (telegram:{TG_ZOE}) can talk to me now."
@@ -435,8 +440,10 @@ async def test_pairing_flow_with_the_coordinator_and_the_cli(system: System) -> 
     )
     name = await system.telegram_says("What is your name?", user=TG_ZOE, name="Zoe")
     assert name.startswith("I'm Wren")
-    # Nothing else: no answer to her second message, and one welcome.
-    assert sorted(system.telegram_to(TG_ZOE, since)) == sorted([asked, PAIRED_WELCOME, name])
+    # Nothing else: one reminder, and one welcome.
+    assert sorted(system.telegram_to(TG_ZOE, since)) == sorted(
+        [asked, reminder["text"], PAIRED_WELCOME, name]
+    )
     [(actor, _, _)] = [a for a in system.audit("access.paired") if code in json.dumps(a)]
     assert actor == f"telegram:{COORDINATOR}"
 

@@ -37,13 +37,17 @@ What is faked:
 * Events: MESSAGE_CREATE (:meth:`FakeDiscord.push_message`; delivered only to sessions with the
   GUILD_MESSAGES / DIRECT_MESSAGES intent, and with an empty content, embeds, attachments and
   components in guilds unless the session has MESSAGE_CONTENT or the bot is mentioned, like
-  Discord), INTERACTION_CREATE for component presses (:meth:`FakeDiscord.push_interaction`),
+  Discord), INTERACTION_CREATE for component presses (:meth:`FakeDiscord.push_interaction`)
+  and slash commands (:meth:`FakeDiscord.push_slash_command`, registered ones only),
   anything else with :meth:`FakeDiscord.dispatch`. Messages the bot sends come back to it as
   MESSAGE_CREATE too, as on Discord (``echo_own_messages=False`` turns that off).
 * REST: create / edit / get / delete messages (JSON or multipart ``payload_json``; 2000
   characters at most, else 400 code 50035), reactions, typing, ``GET /channels/{id}``,
   ``POST /users/@me/channels`` (DM), ``GET /users/{id}``, interaction callbacks
-  (``?with_response=1`` answered like Discord) and webhook follow-ups / ``@original`` edits.
+  (``?with_response=1`` answered like Discord) and webhook follow-ups / ``@original`` edits;
+  global application commands: ``PUT`` (bulk overwrite, names and descriptions checked like
+  Discord) and ``GET /applications/{id}/commands``, kept in
+  :attr:`FakeDiscord.application_commands`.
   Unknown routes answer 404 ``{"message": "Unknown", "code": 0}`` and are recorded in
   :attr:`FakeDiscord.unknown_requests`.
 * Rate limits: :meth:`FakeDiscord.inject_429` answers the next matching requests with a 429
@@ -62,8 +66,8 @@ over HTTP under ``/_fake/`` (see :meth:`FakeDiscord._control_routes`).
 Deliberate simplifications: one bot; every session gets every event (no sharding); guilds hold
 only the bot as a member, with one ``@everyone`` role granting all permissions; permissions are
 never checked; message ids are unique across channels; history ignores permissions and the
-message-content intent; threads, slash-command registration and MESSAGE_UPDATE events are not
-implemented.
+message-content intent; threads, guild-scoped application commands and MESSAGE_UPDATE events
+are not implemented.
 """
 
 from __future__ import annotations
@@ -118,7 +122,9 @@ PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESS
 # Channel and interaction types.
 CHANNEL_GUILD_TEXT = 0
 CHANNEL_DM = 1
+INTERACTION_APPLICATION_COMMAND = 2
 INTERACTION_COMPONENT = 3
+OPTION_STRING = 3
 CALLBACK_CHANNEL_MESSAGE = 4
 CALLBACK_DEFERRED_CHANNEL_MESSAGE = 5
 CALLBACK_UPDATE_MESSAGE = 7
@@ -129,6 +135,7 @@ _PAYLOAD: web.RequestKey[JSON | None] = web.RequestKey("payload")
 _FILES: web.RequestKey[list[JSON]] = web.RequestKey("files")
 _MENTION_RE = re.compile(r"<@!?(\d+)>")
 _SNOWFLAKE_KEYS = ("message_id", "channel_id", "guild_id")
+_COMMAND_NAME_RE = re.compile(r"^[-_a-z0-9]{1,32}$")  # Discord allows any lowercase letter
 
 
 class ApiError(Exception):
@@ -271,6 +278,8 @@ class FakeDiscord(FakeServer):
         self.deleted: list[JSON] = []
         self.reactions: list[JSON] = []
         self.interaction_responses: list[JSON] = []
+        #: The global application commands as Discord holds them after the last PUT.
+        self.application_commands: list[JSON] = []
         self.typing: list[int] = []
         self.requests: list[JSON] = []
         self.unknown_requests: list[JSON] = []
@@ -576,6 +585,62 @@ class FakeDiscord(FakeServer):
         Raises RuntimeError when no bot has identified yet.
         """
         self._require_session("INTERACTION_CREATE")
+        payload, channel = self._interaction_base(channel_id, user_id, guild_id)
+        message = self.messages.get(message_id) if message_id is not None else None
+        if message is None:
+            message = self._store_message(
+                channel,
+                copy.deepcopy(self.users[self.bot_user_id]),
+                "",
+                with_member=False,
+                message_id=message_id,
+            )
+        data: JSON = {"custom_id": custom_id, "component_type": component_type}
+        if values is not None:
+            data["values"] = list(values)
+        payload.update(type=INTERACTION_COMPONENT, data=data, message=_without_reference(message))
+        self._interactions[int(payload["id"])] = _Interaction(
+            int(payload["id"]), payload["token"], channel_id, int(message["id"])
+        )
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return copy.deepcopy(payload)
+
+    async def push_slash_command(
+        self,
+        channel_id: int,
+        name: str,
+        *,
+        user_id: int,
+        arguments: dict[str, str] | None = None,
+        guild_id: int | None = None,
+    ) -> JSON:
+        """Have ``user_id`` invoke the registered global command ``name`` (string options
+        ``arguments``) in ``channel_id``. Dispatches INTERACTION_CREATE; the bot's answers
+        land in :attr:`interaction_responses`. Raises KeyError for a command not registered
+        (Discord's client offers only those) and RuntimeError when no bot has identified."""
+        command = next((c for c in self.application_commands if c["name"] == name), None)
+        if command is None:
+            raise KeyError(f"no application command {name!r} is registered")
+        self._require_session("INTERACTION_CREATE")
+        payload, _ = self._interaction_base(channel_id, user_id, guild_id)
+        data: JSON = {"id": command["id"], "name": name, "type": 1}
+        if arguments:
+            data["options"] = [
+                {"name": key, "type": OPTION_STRING, "value": value}
+                for key, value in arguments.items()
+            ]
+        payload.update(type=INTERACTION_APPLICATION_COMMAND, data=data)
+        self._interactions[int(payload["id"])] = _Interaction(
+            int(payload["id"]), payload["token"], channel_id, 0
+        )
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return copy.deepcopy(payload)
+
+    def _interaction_base(
+        self, channel_id: int, user_id: int, guild_id: int | None
+    ) -> tuple[JSON, JSON]:
+        """The fields every interaction carries (who, where, a fresh id and token), and the
+        channel (a DM opened for ``user_id`` when ``channel_id`` is unknown)."""
         if user_id not in self.users:
             self.add_user(user_id, f"user{user_id}")
         channel = self.channels.get(channel_id)
@@ -586,30 +651,12 @@ class FakeDiscord(FakeServer):
             channel = self.channels[channel_id]
         if guild_id is None:
             guild_id = _opt_int(channel.get("guild_id"))
-
-        message = self.messages.get(message_id) if message_id is not None else None
-        if message is None:
-            message = self._store_message(
-                channel,
-                copy.deepcopy(self.users[self.bot_user_id]),
-                "",
-                with_member=False,
-                message_id=message_id,
-            )
-        interaction_id = self._new_id()
-        token = f"fake-interaction-{secrets.token_urlsafe(24)}"
-        data: JSON = {"custom_id": custom_id, "component_type": component_type}
-        if values is not None:
-            data["values"] = list(values)
         payload: JSON = {
-            "id": str(interaction_id),
+            "id": str(self._new_id()),
             "application_id": str(self.application_id),
-            "type": INTERACTION_COMPONENT,
-            "data": data,
             "channel_id": str(channel_id),
             "channel": {**copy.deepcopy(channel), "permissions": ALL_PERMISSIONS},
-            "message": _without_reference(message),
-            "token": token,
+            "token": f"fake-interaction-{secrets.token_urlsafe(24)}",
             "version": 1,
             "locale": "en-US",
             "app_permissions": ALL_PERMISSIONS,
@@ -627,11 +674,7 @@ class FakeDiscord(FakeServer):
         else:
             payload["context"] = 1
             payload["user"] = copy.deepcopy(self.users[user_id])
-        self._interactions[interaction_id] = _Interaction(
-            interaction_id, token, channel_id, int(message["id"])
-        )
-        await self.dispatch("INTERACTION_CREATE", payload)
-        return copy.deepcopy(payload)
+        return payload, channel
 
     async def dispatch(self, event: str, data: JSON) -> None:
         """Dispatch any event to every session (live ones now, disconnected ones on RESUME)."""
@@ -1007,6 +1050,8 @@ class FakeDiscord(FakeServer):
                 self._add_reaction,
             ),
             ("POST", "/interactions/{interaction_id:\\d+}/{token}/callback", self._callback),
+            ("PUT", "/applications/{application_id:\\d+}/commands", self._put_commands),
+            ("GET", "/applications/{application_id:\\d+}/commands", self._get_commands),
             ("POST", "/webhooks/{application_id:\\d+}/{token}", self._followup),
             (
                 "PATCH",
@@ -1265,6 +1310,50 @@ class FakeDiscord(FakeServer):
                 "resource": resource,
             }
         )
+
+    async def _put_commands(self, request: web.Request) -> web.Response:
+        """Bulk overwrite of the global commands, checked the way Discord checks them."""
+        if int(request.match_info["application_id"]) != self.application_id:
+            raise ApiError(403, "Missing Access", 50001)
+        commands = (_payload(request) or {}).get("_")
+        if not isinstance(commands, list):
+            raise ApiError(400, "Invalid Form Body", 50035)
+        names = [str(c.get("name", "")) for c in commands if isinstance(c, dict)]
+        if len(names) != len(commands) or len(set(names)) != len(names) or len(names) > 100:
+            raise ApiError(400, "Invalid Form Body", 50035)
+        registered: list[JSON] = []
+        for command in commands:
+            problems = [
+                not _COMMAND_NAME_RE.fullmatch(str(command.get("name", ""))),
+                not 1 <= len(str(command.get("description") or "")) <= 100,
+            ]
+            for option in command.get("options") or []:
+                problems.append(not _COMMAND_NAME_RE.fullmatch(str(option.get("name", ""))))
+                problems.append(not 1 <= len(str(option.get("description") or "")) <= 100)
+            if any(problems):
+                raise ApiError(400, "Invalid Form Body", 50035)
+            old = next((c for c in self.application_commands if c["name"] == command["name"]), None)
+            registered.append(
+                {
+                    "id": old["id"] if old is not None else str(self._new_id()),
+                    "application_id": str(self.application_id),
+                    "version": str(self._new_id()),
+                    "type": int(command.get("type") or 1),
+                    "name": command["name"],
+                    "description": command["description"],
+                    "options": copy.deepcopy(command.get("options") or []),
+                    "default_member_permissions": command.get("default_member_permissions"),
+                    "dm_permission": command.get("dm_permission", True),
+                    "contexts": command.get("contexts"),
+                    "integration_types": command.get("integration_types") or [0],
+                    "nsfw": bool(command.get("nsfw", False)),
+                }
+            )
+        self.application_commands = registered
+        return _json_response(copy.deepcopy(registered))
+
+    async def _get_commands(self, request: web.Request) -> web.Response:
+        return _json_response(copy.deepcopy(self.application_commands))
 
     def _interaction_by_token(self, request: web.Request) -> _Interaction:
         token = request.match_info["token"]

@@ -372,3 +372,28 @@ async def test_cli_mode_serves_control_routes() -> None:
         if process.stdout is not None:
             process.stdout.close()
     assert returncode == 0
+
+
+async def test_application_commands_are_checked_like_discord_and_only_registered_ones_run(
+    fake: FakeDiscord,
+) -> None:
+    url = f"{fake.api_base}/applications/{fake.application_id}/commands"
+    headers = {"Authorization": f"Bot {fake.token}"}
+    good = [{"name": "deny-pair", "description": "refuse a request", "type": 1}]
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for bad in (
+            [{"name": "Deny Pair", "description": "spaces and capitals", "type": 1}],
+            [{"name": "help", "description": "", "type": 1}],
+            good + good,  # one name twice
+        ):
+            async with http.put(url, json=bad) as response:
+                assert response.status == 400
+        assert fake.application_commands == []
+        async with http.put(url, json=good) as response:
+            assert response.status == 200
+            [registered] = await response.json()
+        async with http.put(url, json=good) as response:  # an overwrite keeps the id
+            assert (await response.json())[0]["id"] == registered["id"]
+    assert [c["name"] for c in fake.application_commands] == ["deny-pair"]
+    with pytest.raises(KeyError):
+        await fake.push_slash_command(CHANNEL_ID, "help", user_id=ALICE, guild_id=GUILD_ID)
