@@ -334,3 +334,64 @@ def render_messages(context: Context) -> list[dict[str, str]]:
     else:
         messages.append({"role": "user", "content": f"{speaker}: {context.text}"})
     return messages
+
+
+def fit_to_window(
+    context: Context, limit: int, count: Callable[[list[dict[str, str]]], int]
+) -> list[dict[str, str]]:
+    """`render_messages(context)` cut until `count` (the model's tokenizer) says the prompt
+    holds at most `limit` tokens: the per-section budgets above are estimates, a small
+    model's window is real. Dropped first: this conversation's oldest history (its last
+    eight messages stay), then what memory recalled and what the person said elsewhere,
+    the other instances' lately and notes about the person, then history down to the last
+    two messages, then decisions and intentions, then the rest. The soul and the new
+    message always stay: a prompt that still does not fit goes as it is (the model refuses
+    it and the turn gets the usual apology)."""
+    messages = render_messages(context)
+    total = count(messages)
+    while total > limit:
+        smaller = _without_oldest(context, total - limit)
+        if smaller is None:
+            break
+        context = smaller
+        messages = render_messages(context)
+        total = count(messages)
+    return messages
+
+
+# (section of the view, rows it keeps at that step), in the order `fit_to_window` drops.
+_DROP_ORDER = [
+    ("history", 8),
+    ("recall", 0),
+    ("recall_notes", 0),
+    ("elsewhere", 0),
+    ("instances", 0),
+    ("about_person", 0),
+    ("history", 2),
+    ("decisions", 0),
+    ("intentions", 0),
+    ("history", 0),
+]
+
+
+def _without_oldest(context: Context, excess: int) -> Context | None:
+    """`context` with about `excess` (estimated) tokens of its least useful rows dropped
+    (at least one row); None when nothing is left to drop."""
+    view = context.view
+    sections: dict[str, list[Any]] = {
+        name: list(getattr(view, name)) for name in dict.fromkeys(n for n, _ in _DROP_ORDER)
+    }
+    dropped = 0
+    for name, keep in _DROP_ORDER:
+        rows = sections[name]
+        while len(rows) > keep and dropped < excess:
+            if name == "history":
+                row = rows.pop(0)  # oldest first
+            else:
+                row = rows.pop()  # the others list newest or most relevant first
+            dropped += estimate_tokens(row.model_dump_json()) // 2 + 1
+        if dropped >= excess:
+            break
+    if not dropped:
+        return None
+    return context.model_copy(update={"view": view.model_copy(update=sections)})

@@ -8,6 +8,13 @@ pydantic, and fall back to plain text when a model answers in prose. Retries (wi
 backoff) and fallbacks are ours, per model, so their count and timing are exactly what the
 config says; litellm's own retries are switched off. A refused key or an unknown model is
 not retried: another try cannot fix it.
+
+OpenAI-compatible servers you run yourself (`hosted_vllm/…`, or `openai/…` with an
+`api_base`) serving a model litellm has no entry for (no price, no window: litellm would
+only translate the request and wrap the answer) are asked directly over httpx, with the same
+request body, retries, fallbacks and errors: litellm costs about 3 s of import, a hundred
+MiB and a few ms of CPU a call that serve nobody there (bench/lean.py measures both).
+Every other model, and every model when MIRROR_MODEL_CLIENT=litellm, goes through litellm.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import logging
 import os
 import re
 import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -25,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from bot.config import ModelConfig
-from bot.context import Context, render_messages
+from bot.context import Context, fit_to_window, render_messages
 from bot.entrance import manifests
 from bot.models import IntentionDraft, Reply
 
@@ -35,6 +44,10 @@ OFFLINE_MODEL = "mirror/offline"
 _FENCE = re.compile(r"^```(?:json)?\s*(?P<body>.*?)\s*```$", re.S)
 _litellm: Any = None
 _import_lock = threading.Lock()
+# Preloads in flight, per event loop and model chain (see `preload`).
+_preloads: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, ...], asyncio.Future[None]]
+] = weakref.WeakKeyDictionary()
 
 
 class ModelUnavailable(Exception):
@@ -112,7 +125,8 @@ def parse_reply(content: str | None) -> Reply:
         try:
             data = _ModelReply.model_validate(json.loads(candidate))
         except (json.JSONDecodeError, ValidationError) as exc:
-            log.warning("model answered malformed JSON; using it as prose: %s", str(exc)[:200])
+            log.warning("model answered malformed JSON; using its text: %s", str(exc)[:200])
+            return _salvaged_reply(candidate)
         else:
             if data.reply.strip():
                 return Reply(
@@ -134,7 +148,33 @@ def parse_reply(content: str | None) -> Reply:
                     done=data.done,
                     person_name=(data.person_name or "").strip()[:64] or None,
                 )
+            return _salvaged_reply(candidate)
     return Reply(text=text)
+
+
+# A JSON string, whole or cut off, and whether a colon follows it (then it is a key).
+_JSON_STRING = re.compile(r'"(?P<text>(?:[^"\\]|\\.)*)"?(?P<key>\s*:)?')
+
+
+def _salvaged_reply(candidate: str) -> Reply:
+    """JSON that failed validation as a reply a person can read rather than the JSON:
+    the first text value in it, whole or cut off by the token limit (`{"reply": "Hello, I
+    am…`, `{"answer": "…"}`, `{"Hello! Here is…`). JSON without any text in it (`{}`, a
+    small model's favourite) is no answer: a ValueError, so the call counts as failed
+    (retried, then the next model, then the apology) and no person ever gets `{}`."""
+    for found in _JSON_STRING.finditer(candidate):
+        if found.group("key"):
+            continue
+        text = found.group("text")
+        for end in range(len(text), max(len(text) - 6, -1), -1):  # half an escape (\u00)
+            try:
+                value = str(json.loads(f'"{text[:end]}"')).strip()
+            except json.JSONDecodeError:
+                continue
+            if value:
+                return Reply(text=value)
+            break
+    raise ValueError(f"the model's JSON holds no text to say: {candidate[:80]!r}")
 
 
 def _import_litellm() -> Any:
@@ -156,13 +196,18 @@ def _import_litellm() -> Any:
 
 
 async def _litellm_loaded() -> Any:
-    """litellm, imported in a daemon thread so the event loop keeps running meanwhile.
-
-    Not asyncio.to_thread: its worker is joined at exit, so a process stopping during
-    start-up would wait seconds for the import to finish.
-    """
+    """litellm, imported in a daemon thread so the event loop keeps running meanwhile."""
     if _litellm is not None:
         return _litellm
+    return await _in_daemon_thread(_import_litellm)
+
+
+async def _in_daemon_thread(work: Callable[[], Any]) -> Any:
+    """`work()` run in a daemon thread (imports, file reads) while the event loop runs on.
+
+    Not asyncio.to_thread: its worker is joined at exit, so a process stopping during
+    start-up would wait seconds for an import to finish.
+    """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
 
@@ -170,7 +215,7 @@ async def _litellm_loaded() -> Any:
         module: Any = None
         error: BaseException | None = None
         try:
-            module = _import_litellm()
+            module = work()
         except BaseException as exc:
             error = exc
 
@@ -192,10 +237,28 @@ async def _litellm_loaded() -> Any:
 
 
 async def preload(config: ModelConfig | None = None) -> None:
-    """Import litellm in the background when `config` names a real model, so the first
-    turn does not wait for it. The offline brain needs nothing loaded (nor does a caller
-    that does not say which models it will use)."""
-    if config is not None and needs_litellm(config):
+    """Load in the background what the real models of `config` need (httpx for the direct
+    path, else litellm), so the first turn does not wait for it. The offline brain needs
+    nothing loaded (nor does a caller that does not say which models it will use). Once per
+    event loop and model chain: a call while another loads waits for that one's work."""
+    if config is None or not needs_litellm(config):
+        return
+    loading = _preloads.setdefault(asyncio.get_running_loop(), {})
+    key = (config.api_base or "", config.name, *config.fallbacks)
+    if key not in loading:
+        loading[key] = asyncio.ensure_future(_load_for(config))
+        loading[key].add_done_callback(lambda _: loading.pop(key, None))
+    # Shielded: a caller that stops waiting (its owner cancelled it) leaves the load to
+    # the others.
+    await asyncio.shield(loading[key])
+
+
+async def _load_for(config: ModelConfig) -> None:
+    real = [model for model in [config.name, *config.fallbacks] if not is_offline(model)]
+    routes = await _in_daemon_thread(lambda: [_direct_endpoint(config, m) for m in real])
+    if any(route is not None for route in routes):
+        await _in_daemon_thread(_import_httpx)
+    if any(route is None for route in routes):
         await _litellm_loaded()
 
 
@@ -220,12 +283,18 @@ def offline_notice(config: ModelConfig) -> str:
 
 def _missing_keys(config: ModelConfig) -> list[tuple[str, list[str]]]:
     """Real models in the chain whose credentials litellm finds missing (only once litellm
-    is loaded: the offline brain never imports it to ask)."""
-    if _litellm is None:
-        return []
+    is loaded: the offline brain never imports it to ask), or, for the direct path, whose
+    key variable is not set."""
     found = []
     for model in [config.name, *config.fallbacks]:
         if is_offline(model):
+            continue
+        endpoint = _direct_endpoint(config, model)
+        if endpoint is not None:
+            if endpoint.key_required and endpoint.key_env not in os.environ:
+                found.append((model, [endpoint.key_env]))
+            continue
+        if _litellm is None:
             continue
         try:
             missing = _litellm.validate_environment(model).get("missing_keys") or []
@@ -249,8 +318,18 @@ async def complete(config: ModelConfig, context: Context) -> Answer:
             try:
                 if is_offline(model):
                     return _offline_answer(config, model, messages, context)
+                endpoint = _direct_endpoint(config, model)
+                if endpoint is not None:
+                    reply, used = await _ask_directly(config, model, endpoint, messages)
+                    return Answer(
+                        reply=reply.model_copy(update={"model": model}),
+                        model=model,
+                        prompt_tokens=used[0],
+                        completion_tokens=used[1],
+                    )  # cost 0: litellm has no price for a model it has no entry for
                 litellm = await _litellm_loaded()
-                response = await litellm.acompletion(**_call_arguments(config, model, messages))
+                fitted = await _fitted_messages(litellm, config, model, context) or messages
+                response = await litellm.acompletion(**_call_arguments(config, model, fitted))
                 reply = parse_reply(response.choices[0].message.content)
             except Exception as exc:  # litellm raises many unrelated classes
                 failure = _without_key(config, model, exc)
@@ -337,7 +416,180 @@ def _describe(exc: Exception) -> str:
 
 
 def _cost(litellm: Any, response: Any) -> float:
+    """The cost litellm already worked out for this response (None: it has no price for
+    the model); computed again only when litellm did not say."""
+    hidden = getattr(response, "_hidden_params", None)
     try:
+        if isinstance(hidden, dict) and "response_cost" in hidden:
+            return float(hidden["response_cost"] or 0.0)
         return float(litellm.completion_cost(completion_response=response) or 0.0)
     except Exception:
         return 0.0
+
+
+# The model's window, in its own tokens ---------------------------------------------------
+
+# Room left for the chat template's own tokens, which litellm's count only approximates.
+_TEMPLATE_SLACK = 32
+_tokenizers: dict[str, Any] = {}
+_windows: dict[str, int | None] = {}  # litellm's max_input_tokens per model
+
+
+async def _fitted_messages(
+    litellm: Any, config: ModelConfig, model: str, context: Context
+) -> list[dict[str, str]] | None:
+    """The prompt cut to the model's window (less `max_tokens` for the answer), counted by
+    litellm with the model's tokenizer; None when the window is unknown (the per-section
+    budgets then are all there is)."""
+    window = config.context_tokens if model == config.name else None
+    if window is None:
+        if model not in _windows:  # once per model: an unknown one raises, at some cost
+            try:
+                _windows[model] = litellm.get_model_info(model).get("max_input_tokens")
+            except Exception:  # litellm does not know the model (a local server's alias)
+                _windows[model] = None
+        window = _windows[model]
+    if not window:
+        return None
+    limit = max(window - config.max_tokens - _TEMPLATE_SLACK, 1)
+    tokenizer = None
+    if config.tokenizer is not None:
+        tokenizer = _tokenizers.get(str(config.tokenizer))
+        if tokenizer is None:
+            tokenizer = await asyncio.to_thread(_tokenizer, litellm, config.tokenizer)
+
+    # Without a tokenizer.json: litellm's tiktoken, never its per-model Hugging Face
+    # tokenizers (downloaded on first use, and tried again on every turn when offline).
+    counted_as = model if tokenizer is not None else ""
+
+    def count(messages: list[dict[str, str]]) -> int:
+        return int(
+            litellm.token_counter(model=counted_as, messages=messages, custom_tokenizer=tokenizer)
+        )
+
+    return fit_to_window(context, limit, count)
+
+
+def _tokenizer(litellm: Any, path: Any) -> Any:
+    """`[model] tokenizer` loaded once per process (a tokenizer.json is a few MB)."""
+    key = str(path)
+    if key not in _tokenizers:
+        with open(path, encoding="utf-8") as file:
+            _tokenizers[key] = litellm.create_tokenizer(file.read())
+    return _tokenizers[key]
+
+
+# The direct path to OpenAI-compatible servers -------------------------------------------
+
+_PRICES_FILE = "model_prices_and_context_window_backup.json"  # litellm's local model table
+_known_models: dict[str, bool] = {}
+# The httpx client and the event loop it belongs to (its connections are that loop's).
+_client: tuple[weakref.ref[asyncio.AbstractEventLoop], Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    url: str  # …/chat/completions
+    key_env: str  # the variable litellm reads the key from
+    key_required: bool  # litellm refuses `openai/…` without it; hosted_vllm sends a dummy
+
+
+class ModelError(Exception):
+    """An OpenAI-compatible server answered with an error status (direct path)."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"{status_code} {message}")
+        self.status_code = status_code
+
+
+def _direct_endpoint(config: ModelConfig, model: str) -> _Endpoint | None:
+    """Where to ask `model` without litellm, or None when litellm must (see the module
+    docstring): a model litellm has an entry for keeps litellm's price, window and
+    parameter rules; a configured window or tokenizer needs litellm's token counting."""
+    if os.environ.get("MIRROR_MODEL_CLIENT", "").strip().lower() == "litellm":
+        return None
+    if config.tokenizer is not None or (model == config.name and config.context_tokens):
+        return None
+    if model.startswith("openai/"):
+        base, key_env, required = config.api_base, "OPENAI_API_KEY", True
+    elif model.startswith("hosted_vllm/"):
+        base = config.api_base or os.environ.get("HOSTED_VLLM_API_BASE")
+        key_env, required = "HOSTED_VLLM_API_KEY", False
+    else:
+        return None
+    if not base or _known_to_litellm(model):
+        return None
+    return _Endpoint(f"{base.rstrip('/')}/chat/completions", key_env, required)
+
+
+def _known_to_litellm(model: str) -> bool:
+    """Does litellm's model table have an entry for `model` (with or without its provider)?
+    Read from litellm's own JSON file without importing litellm, once per model; when the
+    file cannot be read, assume it does (litellm then handles the model)."""
+    if model not in _known_models:
+        from importlib.util import find_spec
+
+        spec = find_spec("litellm")
+        folders = list(spec.submodule_search_locations or []) if spec is not None else []
+        try:
+            with open(os.path.join(folders[0], _PRICES_FILE), encoding="utf-8") as table:
+                text = table.read()
+        except (IndexError, OSError):
+            _known_models[model] = True
+        else:
+            bare = model.split("/", 1)[1]
+            _known_models[model] = f'"{model}": {{' in text or f'"{bare}": {{' in text
+    return _known_models[model]
+
+
+def _import_httpx() -> Any:
+    import httpx
+
+    return httpx
+
+
+def _http_client() -> Any:
+    """The httpx client of this event loop (its connections are kept and reused): one a
+    process, a new one when another loop runs (tests)."""
+    global _client
+    loop = asyncio.get_running_loop()
+    if _client is None or _client[0]() is not loop:
+        httpx = _import_httpx()
+        # httpx logs every request at INFO: a line a turn that serves nobody, relayed by
+        # `mirror up`, with a URL that may carry a key. Its warnings still show.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        limits = httpx.Limits(max_keepalive_connections=4)
+        _client = (weakref.ref(loop), httpx.AsyncClient(timeout=None, limits=limits))
+    return _client[1]
+
+
+async def _ask_directly(
+    config: ModelConfig, model: str, endpoint: _Endpoint, messages: list[dict[str, str]]
+) -> tuple[Reply, tuple[int, int]]:
+    """The request litellm would send (same body), its reply and (prompt, completion)
+    tokens. A missing required key fails before anything is sent, as litellm's SDK does."""
+    key = os.environ.get(endpoint.key_env)
+    if endpoint.key_required and key is None:
+        raise MissingKey(f"{endpoint.key_env} not set (needed by {model})")
+    body = _call_arguments(config, model, messages)
+    body["model"] = model.split("/", 1)[1]
+    for local in ("timeout", "num_retries", "api_base"):
+        body.pop(local, None)
+    headers = {"Authorization": f"Bearer {key or 'fake-api-key'}"}
+    async with asyncio.timeout(config.timeout_s):
+        response = await _http_client().post(endpoint.url, json=body, headers=headers)
+        if response.status_code >= 400:
+            raise ModelError(response.status_code, _error_text(response))
+        data = response.json()
+    content = data["choices"][0]["message"].get("content")
+    usage = data.get("usage") or {}
+    reply = parse_reply(content)
+    return reply, (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+def _error_text(response: Any) -> str:
+    try:
+        error = response.json().get("error")
+        return str(error.get("message") if isinstance(error, dict) else error)[:300]
+    except Exception:
+        return response.text[:300] or response.reason_phrase

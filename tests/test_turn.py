@@ -63,7 +63,8 @@ def test_parse_reply_accepts_json_fenced_json_and_prose() -> None:
     )
     assert parse_reply(f"```json\n{data}\n```").notes == ["Bob likes tea"]
     assert parse_reply("Just prose, no JSON.").text == "Just prose, no JSON."
-    assert parse_reply('{"reply": 3, "broken": ').text.startswith("{")
+    with pytest.raises(ValueError, match="holds no text"):  # never sent to a person
+        parse_reply('{"reply": 3, "broken": ')
     assert parse_reply('{"reply": "ok", "intentions": [{"text": "x", "due_at": "whenever"}]}').text
     with pytest.raises(ValueError):
         parse_reply("   ")
@@ -190,6 +191,17 @@ async def test_prose_answer_is_used_as_the_reply(mind: Mind, fake_model: FakeOpe
     fake_model.queue_reply("Hello Alice, lovely to hear from you.")
     reply = await mind.turn(message("hi"))
     assert reply is not None and reply.text == "Hello Alice, lovely to hear from you."
+
+
+async def test_json_without_text_is_asked_again_never_sent(
+    mind: Mind, fake_model: FakeOpenAI
+) -> None:
+    use_fake(mind.config, fake_model, retries=1, retry_backoff_s=0.01)
+    fake_model.queue_reply("{}")
+    fake_model.queue_reply('{"reply": "Hello again."}')
+    reply = await mind.turn(message("hi"))
+    assert reply is not None and reply.text == "Hello again."
+    assert len(fake_model.requests) == 2
 
 
 async def test_timeout_falls_back_to_the_next_model(mind: Mind, fake_model: FakeOpenAI) -> None:
