@@ -1,0 +1,620 @@
+"""Lean processes with a real model: memory, cold start and CPU per message (issue 24).
+
+`mirror up` (the console script) with Telegram, Discord and email against their fakes
+(tests/fakes: the fake Bot API, the fake Discord REST + gateway, a real Dovecot and an SMTP
+sink) plus the scheduler, on a real-model config: `openai/fake-model` with `api_base` at the
+fake OpenAI-compatible API (tests/fakes/openai_api), which answers at once. Each run (see
+RUNS: as shipped, i.e. recall by meaning on when installed; with recall off; and through
+litellm, where this issue started), on an empty memory or on a copy of the 10k prefilled
+memory (bench/prefill: 10k messages of other people, recalled and mirrored; the person
+talking starts a new conversation):
+- cold start to the first reply: a Telegram message is waiting before `mirror up` is
+  spawned; from spawn to the fake's recording of the reply (goal <= 3 s on a quiet machine;
+  the load average is printed beside it), and the CPU the telegram process spent to get
+  there (less at the mercy of other tenants);
+- resident memory (VmRSS) per process and in total (supervisor included), idle (every
+  entrance ready) and after MESSAGES messages (goal: total <= 300 MiB);
+- CPU per message of each entrance process ((utime + stime) / messages, from /proc), one
+  person per entrance, the entrances talked to at the same time (goal at 10k: <= 15 ms).
+Then what each import costs: one more `mirror up` with PYTHONPROFILEIMPORTTIME=1 (every
+child prints `-X importtime`), up to its first reply; per process the total and the
+costliest top-level packages (self time summed per package; the top 15 for the process
+that calls the model).
+And the model client alone, in a child process per client against the fake model API in
+another process: import time, resident memory and CPU per call of `bot.llm.complete`
+through litellm (MIRROR_MODEL_CLIENT=litellm) and through the direct OpenAI-compatible
+path that `bot.llm` takes by default for OpenAI-compatible servers.
+
+python -m bench.lean [MESSAGES]        (default 300)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from bench import prefill
+from bench.common import (
+    LIMITS_TOML,
+    ROOT,
+    Figure,
+    child_env,
+    cpu_seconds,
+    emit,
+    load_average,
+    mirror_command,
+    print_figures,
+    progress,
+    read_json_line,
+    rss_mib,
+    run_dir,
+    write_config,
+)
+
+MESSAGES = 300
+SPLIT = {"telegram": 0.5, "discord": 1 / 3, "email": 1 / 6}  # of MESSAGES, per entrance
+TELEGRAM_TOKEN = "123:BENCH"
+TG_PERSON = 1001
+GUILD, CHANNEL = 200_000_000_000_000_001, 300_000_000_000_000_001
+DC_PERSON = 400_000_000_000_000_002
+MODEL = "openai/fake-model"
+TOTAL_RSS_GOAL_MIB = 300.0
+COLD_START_GOAL_S = 3.0
+CPU_GOAL_MS = 15.0
+CLIENT_CALLS = 300
+TURN_S = 60.0
+WORDS = (
+    "garden train coffee report heron weekend draft review project meeting lisbon ferns "
+    "harbour letter bicycle market river autumn kettle library"
+).split()
+
+
+def chatter(n: int, where: str = "") -> str:
+    """The n-th message of a person: everyday words, never a time (no intentions), never
+    what the persona said elsewhere (that would be an echo)."""
+    picked = [WORDS[(n * 7 + k * 3) % len(WORDS)] for k in range(3 + n % 5)]
+    return f"{where} note {n}: about the {' and the '.join(picked)}".strip()
+
+
+_answers = itertools.count(1)
+
+
+def model_answer(body: dict[str, Any]) -> str:
+    """The fake model's JSON answer: a different one each time, quoting nobody."""
+    return json.dumps({"reply": f"Noted, thank you (answer {next(_answers)}).", "notes": []})
+
+
+# The run of `mirror up` ---------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    pid: int
+
+
+@dataclass
+class UpRun:
+    label: str
+    load: str = ""
+    cold_start_s: float = float("nan")
+    cold_cpu_s: float = float("nan")  # CPU of the telegram process up to its first reply
+    ready_s: dict[str, float] = field(default_factory=dict)
+    rss_idle: dict[str, float] = field(default_factory=dict)
+    rss_after: dict[str, float] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    messages: dict[str, int] = field(default_factory=dict)
+    imports: dict[str, list[str]] = field(default_factory=dict)  # child -> importtime lines
+
+
+def children_of(pid: int) -> list[Child]:
+    """`mirror up`'s children (by the NAME of their `run NAME`) and the supervisor itself."""
+    found = [Child("supervisor", pid)]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) != pid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode() for a in argv if a]
+        name = words[words.index("run") + 1] if "run" in words else words[-1]
+        found.append(Child(name, int(entry.name)))
+    return found
+
+
+class Up:
+    """A `mirror up` child whose output lines (both streams) are collected."""
+
+    def __init__(self, config: Path, env: dict[str, str]) -> None:
+        self.config, self.env = config, env
+        self.lines: list[tuple[float, str]] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started = 0.0
+        self._changed = asyncio.Event()
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.started = time.perf_counter()
+        self.proc = await asyncio.create_subprocess_exec(
+            *mirror_command(),
+            "up",
+            "--config",
+            str(self.config),
+            cwd=ROOT,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert self.proc.stdout and self.proc.stderr
+        self._readers = [
+            asyncio.create_task(self._collect(self.proc.stdout)),
+            asyncio.create_task(self._collect(self.proc.stderr)),
+        ]
+
+    async def _collect(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            self.lines.append((time.perf_counter(), line.decode(errors="replace").rstrip("\n")))
+            self._changed.set()
+
+    async def wait_for(self, name: str, words: str, timeout: float = TURN_S) -> float:
+        """Seconds from spawn until `[name] ...words...` appeared."""
+
+        async def seen() -> float:
+            while True:
+                self._changed.clear()
+                for at, line in self.lines:
+                    if line.startswith(f"[{name}]") and words in line:
+                        return at - self.started
+                assert self.proc is not None
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"mirror up exited: {self.tail()}")
+                await self._changed.wait()
+
+        try:
+            return await asyncio.wait_for(seen(), timeout)
+        except TimeoutError:
+            raise RuntimeError(f"no [{name}] {words!r} in {timeout} s: {self.tail()}") from None
+
+    def tail(self) -> str:
+        return "\n".join(line for _, line in self.lines[-60:] if "watchfiles" not in line)
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 60)
+        except TimeoutError:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
+        for reader in self._readers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader, 5)
+
+
+def system_toml(
+    telegram: Any, discord: Any, dovecot: Any, smtp: Any, model_url: str, recall: bool
+) -> str:
+    from tests.fakes.mail_servers import PERSONA
+
+    return (
+        f"{LIMITS_TOML}\n"
+        + ("" if recall else "[recall]\nenabled = false\n\n")
+        + f'[model]\nname = "{MODEL}"\napi_base = "{model_url}"\nretries = 0\n\n'
+        "[scheduler]\ninterval_s = 1.0\n\n"
+        "[entrances.telegram]\nenabled = true\n"
+        f'base_url = "{telegram.base_url}"\nbase_file_url = "{telegram.base_file_url}"\n\n'
+        "[entrances.discord]\nenabled = true\n"
+        f'api_base = "{discord.api_base}"\ngateway_url = "{discord.gateway_url}"\n'
+        f'channels = ["{CHANNEL}"]\n\n'
+        "[entrances.email]\nenabled = true\n"
+        f'address = "{PERSONA}"\nimap_host = "127.0.0.1"\nimap_port = {dovecot.imap_port}\n'
+        f'smtp_host = "127.0.0.1"\nsmtp_port = {smtp.port}\nsecurity = "none"\n'
+    )
+
+
+async def run_up(
+    label: str,
+    db_size: int | None,
+    messages: int,
+    *,
+    imports: bool = False,
+    recall: bool = True,
+    client: str = "",
+) -> UpRun:
+    """One `mirror up` on a fresh or prefilled memory: cold start, RSS, CPU per message."""
+    from tests.fakes.discord_api import DEFAULT_TOKEN as DISCORD_TOKEN
+    from tests.fakes.discord_api import FakeDiscord
+    from tests.fakes.mail_servers import (
+        ALICE,
+        ALICE_PASSWORD,
+        PERSONA,
+        PERSONA_PASSWORD,
+        Dovecot,
+        SmtpSink,
+    )
+    from tests.fakes.openai_api import FakeOpenAI
+    from tests.fakes.telegram_api import FakeTelegram
+
+    result = UpRun(label)
+    folder = run_dir(f"lean-{re.sub(r'[^a-z0-9]+', '-', label)}")
+    # memory.db in a folder of its own: the soul watcher watches SOUL.md's folder, and
+    # every write beside it would wake it (as var/ and soul/ are apart in a real install).
+    data = folder / "data"
+    data.mkdir()
+    db = prefill.working_copy(db_size, data) if db_size else data / "memory.db"
+    model = FakeOpenAI()
+    model.responder = model_answer
+    telegram = FakeTelegram(tokens=[TELEGRAM_TOKEN])
+    discord = FakeDiscord()
+    discord.add_guild(GUILD, "Heron Club", channels=[(CHANNEL, "general")])
+    discord.add_user(DC_PERSON, "bob")
+    dm = discord.open_dm(DC_PERSON)
+    dovecot = Dovecot()
+    dovecot.add_user(PERSONA, PERSONA_PASSWORD)
+    dovecot.add_user(ALICE, ALICE_PASSWORD)
+    await dovecot.start()
+    smtp = SmtpSink(dovecot)
+    up: Up | None = None
+    try:
+        await smtp.start()
+        async with model, telegram, discord:
+            config = write_config(
+                folder, db, system_toml(telegram, discord, dovecot, smtp, model.base_url, recall)
+            )
+            env = child_env(
+                MIRROR_TELEGRAM_TOKEN=TELEGRAM_TOKEN,
+                MIRROR_DISCORD_TOKEN=DISCORD_TOKEN,
+                MIRROR_EMAIL_PASSWORD=PERSONA_PASSWORD,
+                OPENAI_API_KEY="sk-bench",
+            )
+            if imports:
+                env["PYTHONPROFILEIMPORTTIME"] = "1"
+            if client:
+                env["MIRROR_MODEL_CLIENT"] = client
+            telegram.push_message(TG_PERSON, "hello, are you there?", user_id=TG_PERSON)
+            result.load = load_average()
+            up = Up(config, env)
+            await up.start()
+            await telegram.wait_for_sent(lambda s: s["chat_id"] == TG_PERSON, timeout=TURN_S)
+            result.cold_start_s = time.perf_counter() - up.started
+            assert up.proc is not None
+            # CPU the entrance spent to get there: less at the mercy of other tenants.
+            for child in children_of(up.proc.pid):
+                if child.name == "telegram":
+                    result.cold_cpu_s = cpu_seconds(child.pid)
+            for name, words in [
+                ("telegram", "polling as"),
+                ("discord", "connected"),
+                ("email", "watching"),
+                ("scheduler", "now the leader"),
+            ]:
+                result.ready_s[name] = await up.wait_for(name, words)
+            assert up.proc is not None
+            if imports:
+                result.imports = imports_by_child(up.lines)
+                return result
+            await asyncio.sleep(3.0)  # start-up's last writes and first heartbeats settle
+            children = children_of(up.proc.pid)
+            result.rss_idle = {c.name: rss_mib(c.pid) for c in children}
+            counts = {name: max(1, round(messages * share)) for name, share in SPLIT.items()}
+            before = {c.name: cpu_seconds(c.pid) for c in children}
+            progress(f"lean [{label}]: {sum(counts.values())} messages {counts}")
+
+            async def telegram_turns() -> None:
+                for n in range(counts["telegram"]):
+                    since = len(telegram.sent)
+                    telegram.push_message(TG_PERSON, chatter(n, "tg"), user_id=TG_PERSON)
+                    await telegram.wait_for_sent(
+                        lambda s: s["chat_id"] == TG_PERSON, since=since, timeout=TURN_S
+                    )
+
+            async def discord_turns() -> None:
+                for n in range(counts["discord"]):
+                    since = len(discord.sent)
+                    await discord.push_message(dm, chatter(n, "dc"), author_id=DC_PERSON)
+                    # The only conversation on Discord: any message the bot sends.
+                    await discord.wait_for_sent(since=since, timeout=TURN_S)
+
+            async def email_turns() -> None:
+                for n in range(counts["email"]):
+                    mail = EmailMessage()
+                    mail["From"] = f"Alice <{ALICE}>"
+                    mail["To"] = PERSONA
+                    mail["Subject"] = f"note {n}"
+                    mail["Message-ID"] = f"<lean-{label}-{n}@example.test>"
+                    mail.set_content(chatter(n, "mail"))
+                    dovecot.deliver(PERSONA, mail)
+                    await smtp.wait_for(lambda m: ALICE in m.rcpt_tos, count=n + 1, timeout=TURN_S)
+
+            try:
+                await asyncio.gather(telegram_turns(), discord_turns(), email_turns())
+            except TimeoutError as exc:
+                (folder.parent / f"{folder.name}.log").write_text(
+                    "\n".join(line for _, line in up.lines), encoding="utf-8"
+                )
+                shutil.copytree(data, folder.parent / f"{folder.name}-data", dirs_exist_ok=True)
+                raise RuntimeError(f"{exc}\nmirror up said:\n{up.tail()}") from None
+            await asyncio.sleep(1.0)  # the last replies are marked sent
+            for child in children:
+                result.cpu_ms[child.name] = (cpu_seconds(child.pid) - before[child.name]) * 1000
+                result.rss_after[child.name] = rss_mib(child.pid)
+            result.messages = counts
+            return result
+    finally:
+        if up is not None:
+            await up.stop()
+        await smtp.stop()
+        await dovecot.stop(wait=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_IMPORT = re.compile(r"^\[(?P<child>[a-z_]+)\] import time:\s*(?P<self>\d+) \|\s*(?P<cum>\d+) \|")
+
+
+def imports_by_child(lines: list[tuple[float, str]]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for _, line in lines:
+        match = _IMPORT.match(line)
+        if match:
+            found.setdefault(match["child"], []).append(line.split("] ", 1)[1])
+    return found
+
+
+def package_costs(lines: list[str]) -> tuple[float, list[tuple[str, float]]]:
+    """Total import ms, and ms per top-level package (self times summed), costliest first."""
+    per: dict[str, float] = {}
+    total = 0.0
+    for line in lines:
+        parts = line.split("|")
+        if len(parts) != 3:
+            continue
+        own, name = parts[0].rsplit(":", 1)[-1].strip(), parts[2]
+        if not own.isdigit():
+            continue
+        package = name.strip().split(".")[0]
+        per[package] = per.get(package, 0.0) + int(own) / 1000
+        total += int(own) / 1000
+    return total, sorted(per.items(), key=lambda item: -item[1])
+
+
+# The model client alone ------------------------------------------------------------------
+
+
+async def client_worker(client: str, base_url: str, calls: int) -> None:
+    """In a child: import bot.llm's client, then `calls` calls of llm.complete; the costs."""
+    import resource
+
+    started = time.perf_counter()
+    from bot import llm
+    from bot.config import ModelConfig
+    from bot.context import Context
+
+    config = ModelConfig(name=MODEL, api_base=base_url, retries=0)
+    await llm.preload(config)
+    loaded = time.perf_counter() - started
+    context = Context(
+        soul_name="Wren",
+        soul_text="# Name\nWren\n",
+        soul_version=None,
+        instance_id="bench",
+        entrance="local",
+        style="conversational",
+        timezone="UTC",
+        now=datetime.now(UTC),
+        person_id=1,
+        person_name="Alice",
+        conversation_kind="dm",
+        incoming_id=1,
+        text="hello",
+    )
+    for _ in range(10):  # connections, caches
+        await llm.complete(config, context)
+    cpu = time.process_time()
+    for n in range(calls):
+        answer = await llm.complete(config, context.model_copy(update={"text": chatter(n)}))
+        assert answer.reply.text.startswith("Noted"), answer
+    per_call = (time.process_time() - cpu) / calls
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    emit(
+        {
+            "client": client,
+            "load_s": loaded,
+            "cpu_ms": per_call * 1000,
+            "rss": rss_mib(os.getpid()),
+            "peak": peak,
+            "litellm": "litellm" in sys.modules,
+        }
+    )
+
+
+def measure_clients(calls: int = CLIENT_CALLS) -> list[dict[str, Any]]:
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "bench.lean", "fake-model"],
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert fake.stdout is not None
+        url = fake.stdout.readline().split()[-1]
+        results = []
+        for client in ("litellm", "direct"):
+            env = child_env(OPENAI_API_KEY="sk-bench")
+            if client == "litellm":
+                env["MIRROR_MODEL_CLIENT"] = "litellm"
+            child = subprocess.Popen(
+                [sys.executable, "-m", "bench.lean", "client", client, url, str(calls)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            results.append(read_json_line(child))
+            child.wait(timeout=60)
+        return results
+    finally:
+        fake.terminate()
+        fake.wait(timeout=30)
+
+
+async def serve_fake_model() -> None:
+    from tests.fakes.openai_api import FakeOpenAI
+
+    fake = FakeOpenAI()
+    fake.responder = model_answer
+    await fake.serve_until_signalled("/v1")
+
+
+# The figures -------------------------------------------------------------------------------
+
+
+def up_figures(run: UpRun) -> list[Figure]:
+    total_idle, total_after = sum(run.rss_idle.values()), sum(run.rss_after.values())
+    rows = [
+        Figure(
+            f"lean [{run.label}]: cold start -> first reply (load {run.load})",
+            f"{run.cold_start_s:.2f} s",
+            f"<= {COLD_START_GOAL_S:.0f} s",
+            run.cold_start_s <= COLD_START_GOAL_S,
+        ),
+        Figure(f"lean [{run.label}]: cold start: CPU of telegram to it", f"{run.cold_cpu_s:.2f} s"),
+        Figure(
+            f"lean [{run.label}]: ready s telegram/discord/email/scheduler",
+            "/".join(f"{run.ready_s.get(n, float('nan')):.1f}" for n in SPLIT | {"scheduler": 0}),
+        ),
+        Figure(
+            f"lean [{run.label}]: RSS total idle (supervisor + 4)",
+            f"{total_idle:.0f} MiB",
+            f"<= {TOTAL_RSS_GOAL_MIB:.0f} MiB",
+            total_idle <= TOTAL_RSS_GOAL_MIB,
+        ),
+        Figure(
+            f"lean [{run.label}]: RSS total after {sum(run.messages.values())} messages",
+            f"{total_after:.0f} MiB",
+            f"<= {TOTAL_RSS_GOAL_MIB:.0f} MiB",
+            total_after <= TOTAL_RSS_GOAL_MIB,
+        ),
+    ]
+    for name in run.rss_idle:
+        rows.append(
+            Figure(
+                f"lean [{run.label}]: RSS {name} idle / after",
+                f"{run.rss_idle[name]:.0f} / {run.rss_after.get(name, float('nan')):.0f} MiB",
+            )
+        )
+    for name, count in run.messages.items():
+        per = run.cpu_ms.get(name, float("nan")) / count
+        goal = run.label.startswith("10k") and name == "telegram"
+        rows.append(
+            Figure(
+                f"lean [{run.label}]: CPU per message, {name} ({count} msgs)",
+                f"{per:.1f} ms",
+                f"<= {CPU_GOAL_MS:.0f} ms" if goal else "",
+                per <= CPU_GOAL_MS if goal else None,
+            )
+        )
+    for name in ("supervisor", "scheduler"):
+        if name in run.cpu_ms:
+            rows.append(
+                Figure(
+                    f"lean [{run.label}]: CPU of {name} during the messages",
+                    f"{run.cpu_ms[name]:.0f} ms",
+                )
+            )
+    return rows
+
+
+def import_figures(run: UpRun) -> list[Figure]:
+    rows = [
+        Figure(
+            f"imports: cold start -> first reply under -X importtime (load {run.load})",
+            f"{run.cold_start_s:.2f} s",
+        )
+    ]
+    for child, lines in sorted(run.imports.items()):
+        total, packages = package_costs(lines)
+        litellm = any(name == "litellm" for name, _ in packages)
+        rows.append(
+            Figure(
+                f"imports [{child}]: total (litellm {'imported' if litellm else 'not imported'})",
+                f"{total:.0f} ms",
+            )
+        )
+        top = 15 if child == "telegram" else 5
+        for rank, (package, spent) in enumerate(packages[:top], 1):
+            rows.append(Figure(f"imports [{child}] #{rank:<2} {package}", f"{spent:.0f} ms"))
+    return rows
+
+
+def client_figures(results: list[dict[str, Any]]) -> list[Figure]:
+    rows = []
+    for r in results:
+        via = f"client [{r['client']}]"
+        rows += [
+            Figure(f"{via}: import + preload", f"{float(r['load_s']):.2f} s"),
+            Figure(
+                f"{via}: RSS after {CLIENT_CALLS} calls (peak)",
+                f"{float(r['rss']):.0f} ({float(r['peak']):.0f}) MiB",
+            ),
+            Figure(f"{via}: CPU per llm.complete call", f"{float(r['cpu_ms']):.2f} ms"),
+            Figure(f"{via}: litellm imported", "yes" if r["litellm"] else "no"),
+        ]
+    return rows
+
+
+# (label, prefilled size, run_up options): as shipped (recall by meaning on when
+# installed), with recall off (what is left when the embedding model is not loaded), and
+# through litellm (MIRROR_MODEL_CLIENT=litellm: what this issue started from).
+RUNS: tuple[tuple[str, int | None, dict[str, Any]], ...] = (
+    ("empty", None, {}),
+    ("10k", 10_000, {}),
+    ("empty, recall off", None, {"recall": False}),
+    ("10k, recall off", 10_000, {"recall": False}),
+    ("empty, litellm, recall off", None, {"recall": False, "client": "litellm"}),
+)
+
+
+def run(messages: int = MESSAGES) -> list[Figure]:
+    asyncio.run(prefill.ensure([10_000]))
+    figures: list[Figure] = []
+    progress("lean: the model client alone, litellm and direct")
+    figures += client_figures(measure_clients())
+    for label, size, options in RUNS:
+        progress(f"lean [{label}]: mirror up, 3 entrances + scheduler, {messages} messages")
+        figures += up_figures(asyncio.run(run_up(label, size, messages, **options)))
+    progress("lean: mirror up under -X importtime")
+    figures += import_figures(asyncio.run(run_up("imports", None, 0, imports=True)))
+    return figures
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["client"]:
+        asyncio.run(client_worker(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    elif sys.argv[1:2] == ["fake-model"]:
+        asyncio.run(serve_fake_model())
+    else:
+        print_figures(run(*(int(a) for a in sys.argv[1:2])))
