@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_mirror
 
 
@@ -205,23 +207,31 @@ def _read_until(fd: int, marker: str, seen: list[str], timeout: float = 60) -> N
         seen.append(chunk.decode(errors="replace"))
 
 
+@pytest.mark.parametrize("command", ["chat", "up"])
 def test_terminal_chat_shows_no_info_lines_and_logs_to_the_file(
-    write_config: Callable[..., Path], tmp_path: Path, soul_file: Path
+    write_config: Callable[..., Path], tmp_path: Path, soul_file: Path, command: str
 ) -> None:
-    """`mirror chat` on a real terminal (a pty): the log goes to [logging] path, the screen
+    """`mirror chat` and `mirror up` (with the console, whose link opens and migrates
+    memory first) on a real terminal (a pty): the log goes to [logging] path, the screen
     has the banner, the coloured prompt and the reply, no INFO line, and a warning printed
     above the prompt."""
     import os
     import pty
+    import socket
     import subprocess
 
     from tests.conftest import ROOT, mirror_env
 
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     log_file = tmp_path / "log" / "mirror.log"
-    config = write_config(f'[logging]\npath = "{log_file}"\n')
+    config = write_config(
+        f'[logging]\npath = "{log_file}"\n\n[console]\nenabled = true\nport = {port}\n'
+    )
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "chat", "--config", str(config)],
+        [sys.executable, "-m", "bot.cli", command, "--config", str(config)],
         cwd=ROOT,
         env=mirror_env(TERM="xterm"),
         stdin=slave,
@@ -251,6 +261,8 @@ def test_terminal_chat_shows_no_info_lines_and_logs_to_the_file(
     # The prompt's line is cleared, the warning printed, the prompt drawn again.
     assert "\r\x1b[Kwarning: soul: " in screen and screen.rstrip().endswith("you>\x1b[0m")
     assert " INFO bot.instance: instance local (local) started" in log_file.read_text()
+    if command == "up":
+        assert f"console: http://127.0.0.1:{port}/sign-in?token=" in screen
 
 
 def test_colours_only_on_a_terminal_without_no_color(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ Telegram entrance against the fake Bot API.
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -55,6 +56,7 @@ async def test_up_as_a_service_writes_the_log_that_mirror_logs_reads(
 ) -> None:
     async with mirror_up(telegram_config) as up:
         await running(up)
+        await up.stop(signal.SIGTERM, timeout=60)  # a clean stop: its last words logged too
     log = telegram_config.parent / "log" / "mirror.log"  # no [logging] path: beside memory
     assert log.exists()
     scheduler = run_mirror("logs", "--entrance", "scheduler", "--config", str(telegram_config))

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+
 def _flag_type_hidden() -> None:
     """Typer 0.29's help shows `<bool>` beside every flag (--json, --help), which reads as
     if the flag took a value; show nothing there, as click does. A flag with its own
@@ -187,8 +188,8 @@ def quiet_terminal(
         relay.setLevel(logging.DEBUG)
         as_they_come = logging.StreamHandler(sys.stderr)
         as_they_come.setFormatter(logging.Formatter("%(message)s"))
+        relay.addHandler(to_file)  # first: a line the journal shows is in the file already
         relay.addHandler(as_they_come)
-        relay.addHandler(to_file)
         return relay
     to_file = _log_file(cfg)
     if to_file is None:

@@ -136,7 +136,14 @@ def up(
     flags = []
     if cfg.source is not None:
         flags += ["--config", str(cfg.source)]
-    flags += ["--db", str(cfg.memory.path)]
+    if cfg.memory.engine == "postgresql":
+        # Through the environment, which children inherit: a URL's password never shows
+        # in `ps`.
+        import os
+
+        os.environ["MIRROR_DB"] = str(cfg.memory.path)
+    else:
+        flags += ["--db", str(cfg.memory.path)]
     runnable, skipped = [], []
     for found in platforms():
         why_not = _why_not_runnable(cfg, found.name)
@@ -153,10 +160,14 @@ def up(
         for name in runnable
     ]
     specs.append(ChildSpec("scheduler", mirror_argv("run", "scheduler", *flags), entrance=False))
+    from bot.cli.console import console_children
+
     if runnable:
         for line in skipped:
             typer.echo(line, err=True)
-        supervisor = Supervisor(specs, logger=quiet_terminal(cfg, service=True))
+        logger = quiet_terminal(cfg, service=True)
+        specs += console_children(cfg, flags)  # [console] enabled: its sign-in link is printed
+        supervisor = Supervisor(specs, logger=logger)
         typer.echo(f"running {', '.join(runnable)} and the scheduler; Ctrl-C stops them", err=True)
         run_service(supervisor)
         if supervisor.nothing_running:  # every entrance given up: not healthy, say why
@@ -174,6 +185,9 @@ def up(
         )
     chat_entrance = _terminal_chat(cfg, instance=None, person=person)
     logger = quiet_terminal(cfg, chat_entrance)
+    # After the log has gone to its file: the console's link opens memory (and may migrate
+    # it), whose INFO lines must not land in the chat.
+    specs += console_children(cfg, flags)
     for line in skipped:  # in a terminal the banner says how to set the others up
         if logger is None:
             typer.echo(line, err=True)
@@ -227,6 +241,8 @@ def run_entrance(
         raise fail(f"{exc}, scheduler") from None
     if found.terminal:
         raise fail(f"the {entrance} entrance runs in a terminal: use `mirror chat`")
+    if found.hosted:
+        raise fail(f"the {entrance} entrance runs inside the console: use `mirror console`")
     secret = found.secret() if found.secret_env is not None else ""
     if not secret:
         raise fail(f"{entrance}: set {found.secret_env} in the environment or .env")
@@ -250,6 +266,8 @@ def entrances(
         why_not = (
             "runs in a terminal: mirror chat"
             if found.terminal
+            else "runs inside the console: mirror console"
+            if found.hosted
             else _why_not_runnable(cfg, found.name)
         )
         rows.append(
