@@ -431,6 +431,15 @@ async def test_pairing_flow_with_the_coordinator_and_the_cli(system: System) -> 
         timeout=TURN_S,
     )
 
+    # The coordinator was told at once (before approving: the announcement goes out through
+    # the outbox, and must not be taken for the approval's answer).
+    [announced] = await system.telegram.wait_for_sent(
+        lambda sent: sent["chat_id"] == COORDINATOR and code in str(sent["text"]),
+        since=since,
+        timeout=TURN_S,
+    )
+    assert "asks to talk with me" in str(announced["text"])
+
     approved = await system.telegram_says(f"/approve-pair {code}", user=COORDINATOR)
     assert approved == f"Approved: Zoe (telegram:{TG_ZOE}) can talk to me now."
     await system.telegram.wait_for_sent(
