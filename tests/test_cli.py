@@ -246,7 +246,10 @@ def test_terminal_chat_shows_no_info_lines_and_logs_to_the_file(
         os.write(master, b"what is your name?\n")
         _read_until(master, "you>", seen)
         soul_file.write_text("# Name\nBroken\n")  # an invalid edit: refused with a warning
-        _read_until(master, "you>", seen)
+        # This chat's own warning (under `up` the console's may come first, relayed).
+        _read_until(master, "\x1b[Kwarning: soul: ", seen)
+        if "you>" not in "".join(seen).rsplit("\x1b[Kwarning: soul: ", 1)[1]:
+            _read_until(master, "you>", seen)  # the prompt drawn again below it
         os.write(master, b"\x04")  # Ctrl-D: the chat ends
         assert proc.wait(timeout=30) == 0
     finally:
@@ -339,3 +342,18 @@ def test_one_command_is_built_and_the_others_still_suggested() -> None:
     assert _command_in(["--db", "m.db", "--help"]) is None
     done = run_mirror("--config", "config/mirror.toml", "statu")
     assert done.returncode == 2 and "Did you mean 'status'" in done.stderr
+
+
+def test_a_childs_relayed_line_is_shortened_above_the_prompt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In `mirror up` at a terminal a child's warning comes relayed in the log format; on
+    screen it keeps the child's name, not its date, level and logger."""
+    import logging
+
+    from bot.cli.common import _AbovePrompt
+
+    handler = _AbovePrompt(tmp_path / "mirror.log", None)
+    line = "[console] 2026-12-02 10:45:04,358 WARNING bot.soul: soul: SOUL.md rejected"
+    handler.emit(logging.LogRecord("bot.supervisor", logging.WARNING, "", 0, line, None, None))
+    assert capsys.readouterr().err == "warning: [console] soul: SOUL.md rejected\n"

@@ -16,6 +16,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # no scan of every
 
 import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -116,6 +117,10 @@ def _main_options(
     )
 
 
+# "[console] 2026-12-02 10:45:04,358 WARNING bot.soul: …", as `mirror up` relays a child.
+_CHILD_PREFIX = re.compile(r"^(\[[\w-]+\] )\S+ \S+ (?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+: ")
+
+
 class _AbovePrompt(logging.Handler):
     """Log records for a person at a terminal: one short line each, on stderr, above the
     chat's prompt when there is one (the details are in the log file)."""
@@ -127,7 +132,9 @@ class _AbovePrompt(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = f"{record.levelname.lower()}: {record.getMessage()}"
+            # A child's relayed line keeps its name, not its own date, level and logger.
+            message = _CHILD_PREFIX.sub(r"\1", record.getMessage())
+            text = f"{record.levelname.lower()}: {message}"
             if record.exc_info:
                 text += f" (details in {self.log_file})"
             if self.terminal is not None:
