@@ -322,12 +322,12 @@ class TelegramEntrance:
             if replied.from_user.id == bot.id:
                 return True
         username = (bot.username or "").lower()
-        wanted: list[str | None] = [
-            MessageEntity.MENTION,
-            MessageEntity.TEXT_MENTION,
-            MessageEntity.BOT_COMMAND,
-        ]
-        for entity, text in message.parse_entities(wanted).items():
+        # Every entity, filtered here: parse_entities' `types` parameter is typed differently
+        # across python-telegram-bot 22.x releases.
+        wanted = {MessageEntity.MENTION, MessageEntity.TEXT_MENTION, MessageEntity.BOT_COMMAND}
+        for entity, text in message.parse_entities().items():
+            if entity.type not in wanted:
+                continue
             if entity.type == MessageEntity.MENTION and text[1:].lower() == username:
                 return True
             if entity.type == MessageEntity.TEXT_MENTION and entity.user is not None:
