@@ -5,9 +5,7 @@ Cheap to import: Starlette, uvicorn and argon2 load inside the commands.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -59,50 +57,6 @@ def print_sign_in_link(cfg: Config, *, user: str = "admin", role: str = "admin")
     return link
 
 
-class ConsoleServer:
-    """The console as a service `run_service` runs: uvicorn without its own signal
-    handling (run_service's handlers ask it to stop, as for every `mirror` process)."""
-
-    def __init__(self, cfg: Config) -> None:
-        import uvicorn
-
-        from bot.console.app import create_app
-
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                yield
-
-        self.app = create_app(cfg)
-        self.server = Server(
-            uvicorn.Config(
-                self.app,
-                host=cfg.console.host,
-                port=cfg.console.port,
-                log_level="warning",
-                access_log=False,
-                proxy_headers=cfg.console.behind_proxy,
-                timeout_graceful_shutdown=2,
-                lifespan="on",
-            )
-        )
-
-    async def run(self) -> None:
-        await self.server.serve()
-        if not self.server.started:
-            raise ConsoleFailed()
-
-    def request_stop(self) -> None:
-        self.server.should_exit = True
-        console = getattr(self.app.state, "console", None)
-        if console is not None:
-            console.feed.end_streams()  # open pages' event streams would hold the stop
-
-
-class ConsoleFailed(Exception):
-    pass
-
-
 @console_app.callback()
 def console(
     ctx: typer.Context,
@@ -130,6 +84,8 @@ def console(
     if link:
         print_sign_in_link(cfg)
     sys.stdout.flush()
+    from bot.console.server import ConsoleFailed, ConsoleServer
+
     try:
         run_service(ConsoleServer(cfg))
     except ConsoleFailed:
