@@ -100,12 +100,7 @@ async def test_own_dm_is_not_quoted_into_a_group(tmp_path: Path) -> None:
         "the group's answer to 'anything about the bank?'": recalled.text,
         "the group's prompt for that": recalled.prompt,
     }
-    leaked = [
-        f"{where}: …{_around(text, '4321')}…"
-        for where, text in seen_by_the_group.items()
-        if "4321" in text
-    ]
-    assert not leaked, "a private chat reached the group:\n" + "\n".join(leaked)
+    assert_not_seen("4321", seen_by_the_group, "a private chat reached the group:")
 
 
 async def test_coordinator_in_a_group_cannot_pull_a_dm_into_it(tmp_path: Path) -> None:
@@ -123,12 +118,7 @@ async def test_coordinator_in_a_group_cannot_pull_a_dm_into_it(tmp_path: Path) -
         "the group's answer to 'what did Alice tell you?'": in_group.text,
         "the group's prompt for it": in_group.prompt,
     }
-    leaked = [
-        f"{where}: …{_around(text, '4321')}…"
-        for where, text in seen_by_the_group.items()
-        if "4321" in text
-    ]
-    assert not leaked, "a private chat reached the group:\n" + "\n".join(leaked)
+    assert_not_seen("4321", seen_by_the_group, "a private chat reached the group:")
 
 
 async def test_one_group_is_not_quoted_into_another(tmp_path: Path) -> None:
@@ -142,12 +132,15 @@ async def test_one_group_is_not_quoted_into_another(tmp_path: Path) -> None:
         "the family's answer to 'what did I tell you on telegram?'": in_family.text,
         "the family's prompt for it": in_family.prompt,
     }
+    assert_not_seen("5150", seen_by_the_family, "another group's chat reached the group:")
+
+
+def assert_not_seen(secret: str, seen: dict[str, str], what: str) -> None:
+    """Fail naming each place (and the text around it) where `secret` was seen."""
     leaked = [
-        f"{where}: …{_around(text, '5150')}…"
-        for where, text in seen_by_the_family.items()
-        if "5150" in text
+        f"{where}: …{_around(text, secret)}…" for where, text in seen.items() if secret in text
     ]
-    assert not leaked, "another group's chat reached the group:\n" + "\n".join(leaked)
+    assert not leaked, what + "\n" + "\n".join(leaked)
 
 
 def _around(text: str, secret: str, width: int = 80) -> str:
