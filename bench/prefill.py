@@ -29,6 +29,7 @@ python -m bench.prefill [N ...]      (default: 10000 100000 1000000)
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import itertools
 import json
@@ -490,7 +491,9 @@ async def build(sizes: list[int], seed: int = SEED, *, verbose: bool = True) -> 
         await filler.start()
         for size in sizes[:-1]:
             await filler.fill_to(size, report)
-            await memory.backup(cache_path(size, seed))
+            partial = VAR / f"building-copy-{size}-seed{seed}.db"
+            await memory.backup(partial)
+            partial.rename(cache_path(size, seed))  # a reader never sees half a copy
         await filler.fill_to(sizes[-1], report)
     building.rename(cache_path(sizes[-1], seed))
     spent = time.perf_counter() - started
@@ -502,8 +505,18 @@ async def build(sizes: list[int], seed: int = SEED, *, verbose: bool = True) -> 
 
 async def ensure(sizes: list[int] | tuple[int, ...] = SIZES, seed: int = SEED) -> float:
     """Build whichever sizes are not cached yet; returns the seconds spent (0 when cached)."""
-    missing = [size for size in sizes if not cache_path(size, seed).exists()]
-    return await build(missing, seed) if missing else 0.0
+    def missing() -> list[int]:
+        return [size for size in sizes if not cache_path(size, seed).exists()]
+
+    if not missing():
+        return 0.0
+    # Two benchmarks started at once would build into the same files: the second waits
+    # for the first's build, then finds its sizes cached.
+    VAR.mkdir(parents=True, exist_ok=True)
+    with (VAR / "prefill.lock").open("w") as lock:
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        wanted = missing()
+        return await build(wanted, seed) if wanted else 0.0
 
 
 def working_copy(size: int, folder: Path, seed: int = SEED) -> Path:
