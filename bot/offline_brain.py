@@ -45,6 +45,10 @@ _PROMISES = re.compile(
     r"|\byour (promises|commitments|plans)\b"
     r"|\bwhat are you (going|planning) to\b|\bwhat do you (owe|have planned)\b"
 )
+_MY_REMINDERS = re.compile(
+    r"\b(what are|list|show( me)?|any of|do i have( any)?) my reminders\b"
+    r"|\bwhat (did|have) i asked? you to remind me\b|\bwhat are you reminding me\b"
+)
 _DONE = re.compile(
     r"\b(it'?s|that'?s|it is|that is|all) (done|finished|sorted|taken care of)\b"
     r"|\b(already|now) done\b|\bno longer needed\b|^done[.!]*$"
@@ -176,6 +180,8 @@ def answer(context: Context, notice: str = OFFLINE_NOTICE) -> dict[str, Any]:
         reply["reply"] = what_they_said(context, match.group("where"))
     elif _WHERE.search(lowered):
         reply["reply"] = where_else(context)
+    elif _MY_REMINDERS.search(lowered):
+        reply["reply"] = my_reminders(context)
     elif _PROMISES.search(lowered):
         reply["reply"] = promises(context)
     elif _DONE.search(lowered) and (mine := _open_for_person(context)):
@@ -472,10 +478,26 @@ def promises(context: Context) -> str:
     return answer
 
 
+def my_reminders(context: Context) -> str:
+    """The speaker's own open reminders and promises, in words (/reminders numbers them):
+    the turn's intentions are already those this conversation may see."""
+    mine = _open_for_person(context)
+    if not mine:
+        return "You have no reminders, and I owe you nothing right now."
+    lines = [
+        f"- {item.text}" + (f" ({context.local_time(item.due_at)})" if item.due_at else "")
+        for item in mine
+    ]
+    return "Yours:\n" + "\n".join(lines) + "\n/reminders shows them with their numbers."
+
+
 def recall_answer(context: Context) -> str:
     visible = [m for m in context.view.recall if m.text]
-    # Quote what people said; the persona's own lines only when no one's matches.
-    visible = [m for m in visible if m.direction == "in"] or visible
+    # Quote what people told (not their commands or questions); the persona's own lines
+    # only when no one's matches.
+    people = [m for m in visible if m.direction == "in"]
+    told = [m for m in people if told_something(context, m.text or "")]
+    visible = told if people else visible
     if visible:
         latest = visible[0]
         who = "I" if latest.direction == "out" else (latest.person_name or "someone")

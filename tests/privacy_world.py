@@ -11,7 +11,10 @@ persona renders is checked against the audience of the conversation it is render
   and render it with `bot.llm.render_messages`, exactly what a real model would be sent),
   then the real call (the offline brain, through litellm) goes ahead;
 - the reply the turn returns (what the adapter would send);
-- every outbox row, on the conversation it is addressed to (notifications, reminders).
+- every outbox row, on the conversation it is addressed to (notifications, reminders);
+- with `deliver=True`, everything the instances' couriers hand to their platforms, on the
+  conversation it goes to: after `time_passes`, that is the promises and reminders that fell
+  due (each a turn of its own entrance) and the scheduler's notices.
 
 Audiences (DESIGN.md, "Privacy: every output is computed for its audience"): a private
 chat sees its person's private chats on every linked account, and what was said in groups;
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +40,7 @@ from bot.config import load_config
 from bot.instance import Instance
 from bot.memory import Memory
 from bot.models import Author, Incoming, Reply
+from bot.scheduler import Scheduler
 from bot.soul import sync_soul_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +106,7 @@ class Secret:
 class Output:
     """Something the persona rendered for one conversation."""
 
-    channel: Literal["prompt", "answer", "outbox"]
+    channel: Literal["prompt", "answer", "outbox", "sent"]
     conversation: Conversation
     speaker: Account | None  # who spoke to cause it (None for outbox rows)
     after: str  # the text that caused it
@@ -204,9 +209,16 @@ class PrivacyWorld:
         *,
         entrances: tuple[str, ...] = ENTRANCES,
         recall: bool | None = None,
+        deliver: bool = False,
     ) -> None:
         self.directory = directory
         self.recall = recall  # [recall] enabled: None leaves the default ("auto")
+        # Couriers on: each instance hands its outbox and due follow-ups to a platform that
+        # records them (`sent`), and `time_passes` can move the clock.
+        self.deliver = deliver
+        self.sent: list[tuple[str, str, str]] = []  # (entrance, target, text)
+        self._sent_seen = 0
+        self._shift = 0.0
         self.entrances = tuple(sorted(set(entrances) | {COORDINATOR.entrance}))
         self.instances: dict[str, Instance] = {}
         self.memory: Memory | None = None
@@ -236,17 +248,23 @@ class PrivacyWorld:
             + ("" if self.recall is None else f"\n[recall]\nenabled = {self.recall!s}\n".lower()),
             encoding="utf-8",
         )
-        config = load_config(config_path)
+        config = self.config = load_config(config_path)
         self._original_complete = llm.complete
         llm.complete = self._complete
         try:
             self.memory = Memory(config.memory.path)
+            self.memory.clock = self._clock
             await self.memory.open()
             await sync_soul_file(self.memory, soul)
             for entrance in self.entrances:
                 instance = Instance(
-                    config, instance_id=entrance, entrance=entrance, watch_soul=False
+                    config,
+                    instance_id=entrance,
+                    entrance=entrance,
+                    watch_soul=False,
+                    send=self._platform(entrance) if self.deliver else None,
                 )
+                instance.memory.clock = self._clock
                 await instance.start()
                 self.instances[entrance] = instance
         except BaseException:
@@ -278,6 +296,16 @@ class PrivacyWorld:
         self._captured.append(prompt_text(context))
         assert self._original_complete is not None
         return await self._original_complete(config, context)
+
+    def _clock(self) -> float:
+        return time.time() + self._shift
+
+    def _platform(self, entrance: str) -> Any:
+        async def send(target: str, text: str, **_: Any) -> str:
+            self.sent.append((entrance, target, text))
+            return f"{entrance}-{len(self.sent)}"
+
+        return send
 
     # Who is who ------------------------------------------------------------------------
 
@@ -359,6 +387,31 @@ class PrivacyWorld:
 
     async def coordinator_says(self, text: str) -> Turn:
         return await self.say(COORDINATOR, private_chat(COORDINATOR), text)
+
+    async def time_passes(self, seconds: float) -> list[Output]:
+        """The clock moves on; one scheduler tick queues what fell due and tells the
+        coordinator what waits; every instance's courier delivers (a due promise is a turn
+        of its own entrance). Everything sent and every new outbox row is checked."""
+        assert self.memory is not None and self.deliver, "a world with deliver=True"
+        self._shift += seconds
+        step = len(self.transcript)
+        self.transcript.append(f"{step}: {seconds / 3600:g} hours pass")
+        self._captured = []
+        await Scheduler(self.config, memory=self.memory).tick()
+        for instance in self.instances.values():
+            assert instance.courier is not None
+            await instance.courier.deliver_due()
+        outputs = await self._check_outbox(step, "time passed")
+        for entrance, target, text in self.sent[self._sent_seen :]:
+            conversation = self.conversations.get(
+                (entrance, target), Conversation(entrance, target, "group")
+            )
+            self.transcript.append(f"{step}: sent to {conversation}: {_excerpt(text)}")
+            output = Output("sent", conversation, None, "time passed", text, step)
+            self._check(output)
+            outputs.append(output)
+        self._sent_seen = len(self.sent)
+        return outputs
 
     # The ledger ------------------------------------------------------------------------
 
