@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -18,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SOUL_EXAMPLE = ROOT / "soul" / "SOUL.md"
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# `mirror status` remembers checked configs under $XDG_CACHE_HOME (bot/cli/checked.py): the
+# tests' `mirror` processes keep theirs in a folder of this run, not in the user's ~/.cache.
+_CACHE = tempfile.TemporaryDirectory(prefix="mirror-tests-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE.name
 
 
 def pytest_configure(config: pytest.Config) -> None:

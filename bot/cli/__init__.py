@@ -1,10 +1,14 @@
 """The `mirror` command: one module per group of commands.
 
 Each module in COMMANDS declares its commands on `bot.cli.common.app` when imported (and its
-sub-app, e.g. `mirror soul …`, with `app.add_typer`). To add commands, write a module here
-and add its name to COMMANDS; keep it cheap to import (heavy imports inside the command
-functions: `mirror status` start-up time is measured by bench/startup.py). The order of
-COMMANDS is the order of `mirror --help`.
+sub-app, e.g. `mirror soul …`, with `app.add_typer`). To add commands, write a module here,
+add its name to COMMANDS and its commands to HOMES (tests/test_cli_startup.py checks that
+HOMES matches what the modules declare); keep it cheap to import (heavy imports inside the
+command functions: `mirror status` start-up time is measured by bench/startup.py). The order
+of COMMANDS is the order of `mirror --help`.
+
+`mirror NAME …` imports only the modules that declare NAME (HOMES); help, a mistyped name
+and shell completion import them all, as does `from bot.cli import app` (PEP 562).
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ from __future__ import annotations
 import os
 import sys
 from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from bot.cli.common import app
+if TYPE_CHECKING:
+    from bot.cli.common import app
+    from bot.cli.run import LOCAL_PERSON
 
 COMMANDS = (
     "setup",
@@ -30,18 +37,47 @@ COMMANDS = (
     "console",
 )
 
-for _module in COMMANDS:
-    import_module(f"bot.cli.{_module}")
+# The modules that declare each command or group of commands (a group's subcommands may
+# come from several modules: `mirror memory …`).
+HOMES: dict[str, tuple[str, ...]] = {
+    "setup": ("setup",),
+    "status": ("status",),
+    "doctor": ("doctor",),
+    **dict.fromkeys(("chat", "up", "run", "entrances", "scheduler"), ("run",)),
+    **dict.fromkeys(
+        ("pending", "resolve", "dismiss", "intentions", "remind", "conflicts"), ("coordinator",)
+    ),
+    **dict.fromkeys(("link", "unlink", "pair", "people"), ("people",)),
+    "soul": ("soul",),
+    "backup": ("memory",),
+    "memory": ("memory", "pgmigrate", "recall"),
+    "logs": ("service",),
+    "service": ("service",),
+    "console": ("console",),
+}
 
-from bot.cli.run import LOCAL_PERSON  # noqa: E402  (for tests and scripts)
+
+def _import(modules: tuple[str, ...] = COMMANDS) -> Any:
+    """Import these command modules (in COMMANDS order); the app they declared on."""
+    for name in COMMANDS:
+        if name in modules:
+            import_module(f"bot.cli.{name}")
+    return import_module("bot.cli.common").app
 
 
-def _only(command: str | None) -> None:
+def __getattr__(name: str) -> Any:
+    """`app` with every command declared, `LOCAL_PERSON`, on first use (PEP 562)."""
+    if name == "app":
+        return _import()
+    if name == "LOCAL_PERSON":
+        return import_module("bot.cli.run").LOCAL_PERSON
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _only(app: Any, command: str | None) -> bool:
     """Keep only `command` in the app, when it names one: Typer turns every command into a
-    click command at each start, and `mirror status` should not pay for forty of them. Help
-    (no command), a mistyped command (its suggestions) and shell completion keep them all."""
-    if command is None or "_MIRROR_COMPLETE" in os.environ:
-        return
+    click command at each start, and `mirror status` should not pay for forty of them.
+    False when the app has no such command."""
     commands = [
         info
         for info in app.registered_commands
@@ -49,9 +85,11 @@ def _only(command: str | None) -> None:
         == command
     ]
     groups = [info for info in app.registered_groups if info.name == command]
-    if commands or groups:
-        app.registered_commands[:] = commands
-        app.registered_groups[:] = groups
+    if not (commands or groups):
+        return False
+    app.registered_commands[:] = commands
+    app.registered_groups[:] = groups
+    return True
 
 
 def _command_in(argv: list[str]) -> str | None:
@@ -66,9 +104,28 @@ def _command_in(argv: list[str]) -> str | None:
     return None
 
 
+def _app_for(command: str | None) -> Any:
+    """The app to run for this command line: only the modules of a named command (and only
+    that command in the app); all of them for help (no command), a mistyped command (its
+    suggestions) and shell completion."""
+    if command is None or "_MIRROR_COMPLETE" in os.environ:
+        return _import()
+    homes = HOMES.get(command)
+    if homes is not None:
+        app = _import(homes)
+        if _only(app, command):
+            return app
+    app = _import()
+    _only(app, command)
+    return app
+
+
 def main() -> None:
-    _only(_command_in(sys.argv[1:]))
+    from bot.cli import common
+
+    app = _app_for(_command_in(sys.argv[1:]))
+    common.own_process = True
     app()
 
 
-__all__ = ["COMMANDS", "LOCAL_PERSON", "app", "main"]
+__all__ = ["COMMANDS", "HOMES", "LOCAL_PERSON", "app", "main"]

@@ -25,10 +25,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
-from bot.config import Config, ConfigError, load_config
-
 if TYPE_CHECKING:
-    pass
+    from bot.config import Config
 
 T = TypeVar("T")
 
@@ -48,6 +46,81 @@ def _flag_type_hidden() -> None:
 
 
 _flag_type_hidden()
+
+
+def _plain_values_without_pydantic() -> None:
+    """Typer 0.29 turns each option's value into its type through a pydantic TypeAdapter
+    built on first use, even for an option that was not given, and building the first one
+    imports pydantic's whole schema machinery: as much time as all the rest of `mirror
+    status`. So build it only when needed: an absent value is None (or () for a multiple
+    option) as Typer makes it, a text for a `str` stays that text and a text naming a
+    `Path` (no parser, no path checks asked for) is checked as Typer checks it, all without
+    pydantic; anything else, and any value the plain way refuses, goes to Typer's own
+    adapter, so results and error messages stay Typer's. Nothing is patched when Typer's
+    internals are not the ones this was written for."""
+    try:
+        from typer import core
+        from typer._param_types import coerce_cli_path
+        from typer.models import ParameterInfo
+
+        build = core.build_runtime_param
+        defaults = ParameterInfo()
+    except (ImportError, AttributeError, TypeError):
+        return
+    path_checks = "exists file_okay dir_okay writable readable resolve_path allow_dash path_type"
+
+    def plain_kind(descriptor: Any) -> str | None:
+        info = descriptor.parameter_info
+        if descriptor.file_annotation is not None or info.parser is not None:
+            return None
+        if descriptor.annotation is str:
+            return "str"
+        if descriptor.annotation is Path and all(
+            getattr(info, name) == getattr(defaults, name) for name in path_checks.split()
+        ):
+            return "path"
+        return None
+
+    class OnDemand:
+        """The runtime coercion of one parameter, Typer's built on first real need."""
+
+        def __init__(self, descriptor: Any) -> None:
+            self.descriptor = descriptor
+            self.kind = plain_kind(descriptor)
+            self.built: Any = None
+
+        def typers(self) -> Any:
+            if self.built is None:
+                self.built = build(self.descriptor)
+            return self.built
+
+        def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+            several = param.multiple or param.nargs == -1
+            if value is None:
+                return () if several else None
+            if self.kind is not None and type(value) is str and value and not several:
+                try:
+                    value.encode()  # pydantic refuses lone surrogates (undecodable bytes)
+                    if self.kind == "str":
+                        return value
+                    return coerce_cli_path(
+                        Path(value),
+                        self.descriptor.parameter_info,
+                        path_type=Path,
+                        param=param,
+                        ctx=ctx,
+                    )
+                except Exception:  # Typer's adapter says it in its own words
+                    pass
+            return self.typers().coerce(value, param=param, ctx=ctx)
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            return self.typers()._coerce_value(value, param=param, ctx=ctx)
+
+    core.build_runtime_param = OnDemand  # type: ignore[assignment]
+
+
+_plain_values_without_pydantic()
 
 app = typer.Typer(
     name="mirror",
@@ -71,6 +144,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 _global: dict[str, Path | None] = {"config": None, "db": None}
 _verbose = False
+# Set by `bot.cli.main`: this process is one `mirror` command, whose entrance registry is the
+# shipped one plus what its modules register (not a test's CliRunner on `app`, which may have
+# registered entrances of its own): `mirror status` may trust bot/cli/checked.py's cache.
+own_process = False
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -217,6 +294,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def get_config(config: Path | None, db: Path | None) -> Config:
+    from bot.config import ConfigError, load_config  # pydantic: not for `mirror status`
+
     try:
         return load_config(config or _global["config"], db=db or _global["db"])
     except ConfigError as exc:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from bot.cli import common
 from bot.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
+    _global,
     app,
     echo_json,
     fail,
@@ -17,33 +20,42 @@ from bot.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from bot.config import Config
+    from bot.memory.snapshot import StatusLines
     from bot.models import Status
 
 
 @app.command()
 def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Memory, soul, instances and what is pending."""
-    cfg = get_config(config, db)
-    # No event loop and no aiosqlite: this is the command people run to see if all is well,
-    # and it should answer at once (bench/startup.py measures it).
-    from bot.memory import MemoryDbError
-    from bot.memory.snapshot import read_status
+    # No event loop, no aiosqlite and, for the text, no pydantic: this is the command people
+    # run to see if all is well, and it should answer at once (bench/startup.py measures it
+    # against `python -c "import pydantic, typer"`). A config file that passed validation
+    # before is not validated again while it and the code are unchanged (bot/cli/checked.py).
+    from bot.cli.checked import checked_config
+    from bot.memory.schema import MemoryDbError
+    from bot.memory.snapshot import read_status, read_status_lines
 
+    cfg = checked_config(
+        config or _global["config"],
+        db or _global["db"],
+        lambda: get_config(config, db),
+        remembered=common.own_process,
+    )
     try:
-        report = read_status(
-            cfg.memory.path,
-            cfg.persona.instance_dead_after_s,
-            busy_timeout_ms=cfg.memory.busy_timeout_ms,
+        if as_json:
+            full = read_status(
+                cfg.memory_path, cfg.dead_after_s, busy_timeout_ms=cfg.busy_timeout_ms
+            )
+            data = full.model_dump(mode="json")
+            if data["soul"]:
+                data["soul"].pop("text")
+            echo_json(data)
+            return
+        report = read_status_lines(
+            cfg.memory_path, cfg.dead_after_s, busy_timeout_ms=cfg.busy_timeout_ms
         )
     except MemoryDbError as exc:
         raise fail(str(exc)) from None
-    if as_json:
-        data = report.model_dump(mode="json")
-        if data["soul"]:
-            data["soul"].pop("text")
-        echo_json(data)
-        return
     soul = report.soul
     typer.echo(f"memory      {report.memory_path} (schema {report.schema_version})")
     typer.echo(
@@ -60,16 +72,16 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
             f"  {item.id:<14} {item.entrance:<9} {state:<7} last seen "
             f"{item.last_seen:%Y-%m-%d %H:%M:%S} UTC (pid {item.pid} on {item.host})"
         )
-    off = looks_off(report, cfg)
+    off = looks_off(report, cfg.soul_path)
     if off:
         typer.echo(f"check       run `mirror doctor` ({'; '.join(off)})")
 
 
-def looks_off(report: Status, cfg: Config) -> list[str]:
+def looks_off(report: Status | StatusLines, soul_path: Path) -> list[str]:
     """What in the quick local view calls for `mirror doctor` (no network, no imports)."""
     found = []
-    if not cfg.soul.path.is_file():
-        found.append(f"no SOUL.md at {cfg.soul.path}")
+    if not soul_path.is_file():
+        found.append(f"no SOUL.md at {soul_path}")
     elif report.soul is None:
         found.append("no soul in memory yet")
     silent = [i.id for i in report.instances if i.status == "alive" and not report.alive[i.id]]
