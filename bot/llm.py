@@ -11,9 +11,11 @@ not retried: another try cannot fix it.
 
 OpenAI-compatible servers you run yourself (`hosted_vllm/…`, or `openai/…` with an
 `api_base`) serving a model litellm has no entry for (no price, no window: litellm would
-only translate the request and wrap the answer) are asked directly over httpx, with the same
-request body, retries, fallbacks and errors: litellm costs about 3 s of import, a hundred
-MiB and a few ms of CPU a call that serve nobody there (bench/lean.py measures both).
+only translate the request and wrap the answer) are asked directly, with the same request
+body, retries, fallbacks and errors: litellm costs about 3 s of import, a hundred MiB and a
+few ms of CPU a call that serve nobody there (bench/lean.py measures both). The direct path
+speaks HTTP through bot/http_client (a tenth of httpx's CPU a request, nothing to import),
+and through httpx only when the environment names a proxy.
 Every other model, and every model when MIRROR_MODEL_CLIENT=litellm, goes through litellm.
 """
 
@@ -33,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from bot import http_client
 from bot.config import ModelConfig
 from bot.context import Context, fit_to_window, render_messages
 from bot.entrance import manifests
@@ -256,8 +259,11 @@ async def preload(config: ModelConfig | None = None) -> None:
 async def _load_for(config: ModelConfig) -> None:
     real = [model for model in [config.name, *config.fallbacks] if not is_offline(model)]
     routes = await _in_daemon_thread(lambda: [_direct_endpoint(config, m) for m in real])
-    if any(route is not None for route in routes):
+    direct = [route for route in routes if route is not None]
+    if direct and http_client.proxied():
         await _in_daemon_thread(_import_httpx)
+    elif any(route.url.startswith("https:") for route in direct):
+        await _in_daemon_thread(http_client.ssl_context)  # certifi's bundle, read once
     if any(route is None for route in routes):
         await _litellm_loaded()
 
@@ -483,8 +489,10 @@ def _tokenizer(litellm: Any, path: Any) -> Any:
 
 _PRICES_FILE = "model_prices_and_context_window_backup.json"  # litellm's local model table
 _known_models: dict[str, bool] = {}
-# The httpx client and the event loop it belongs to (its connections are that loop's).
+# The HTTP clients and the event loop they belong to (their connections are that loop's):
+# bot/http_client's, and httpx's when a proxy is named.
 _client: tuple[weakref.ref[asyncio.AbstractEventLoop], Any] | None = None
+_lean_client: tuple[weakref.ref[asyncio.AbstractEventLoop], http_client.Client] | None = None
 
 
 @dataclass(frozen=True)
@@ -542,10 +550,23 @@ def _known_to_litellm(model: str) -> bool:
     return _known_models[model]
 
 
+_USER_AGENT = "mirroros"
+
+
 def _import_httpx() -> Any:
     import httpx
 
     return httpx
+
+
+def _plain_client() -> http_client.Client:
+    """bot/http_client's client of this event loop (its connections are kept and reused):
+    one a process, a new one when another loop runs (tests)."""
+    global _lean_client
+    loop = asyncio.get_running_loop()
+    if _lean_client is None or _lean_client[0]() is not loop:
+        _lean_client = (weakref.ref(loop), http_client.Client(user_agent=_USER_AGENT))
+    return _lean_client[1]
 
 
 def _http_client() -> Any:
@@ -575,9 +596,22 @@ async def _ask_directly(
     body["model"] = model.split("/", 1)[1]
     for local in ("timeout", "num_retries", "api_base"):
         body.pop(local, None)
-    headers = {"Authorization": f"Bearer {key or 'fake-api-key'}"}
+    authorization = f"Bearer {key or 'fake-api-key'}"
     async with asyncio.timeout(config.timeout_s):
-        response = await _http_client().post(endpoint.url, json=body, headers=headers)
+        if http_client.proxied():
+            headers = {"Authorization": authorization}
+            response = await _http_client().post(endpoint.url, json=body, headers=headers)
+        else:
+            # The bytes httpx's `json=` sends.
+            content = json.dumps(
+                body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            response = await _plain_client().request(
+                "POST",
+                endpoint.url,
+                content=content,
+                headers=(("Authorization", authorization), ("Content-Type", "application/json")),
+            )
         if response.status_code >= 400:
             raise ModelError(response.status_code, _error_text(response))
         data = response.json()

@@ -27,7 +27,7 @@ from adapters.email.reading import (
     reply_subject,
     why_not_answer,
 )
-from adapters.email.transport import ImapSession, MailboxUnavailable, send_mail
+from adapters.email.transport import ImapSession, MailboxUnavailable, SmtpSubmitter
 from adapters.email.writing import (
     Letter,
     compose,
@@ -88,6 +88,7 @@ class EmailEntrance:
         self.settings = MANIFEST.settings_of(config)
         check_settings(self.settings)
         self.password = secret
+        self.smtp = SmtpSubmitter(self.settings, secret)
         self.own_address = self.settings.address.strip().lower()
         # A mail is marked read only once its answer is stored (and with it queued), so a
         # crash between the two answers it once, not never; a turn that failed before
@@ -116,6 +117,7 @@ class EmailEntrance:
             await self._flush_outbox()
         finally:
             await self.instance.stop()
+            await self.smtp.close()
 
     # Reading the inbox ----------------------------------------------------------------------
 
@@ -310,7 +312,7 @@ class EmailEntrance:
         message = compose(
             letter, own_address=self.own_address, own_name=await self.instance.soul_name()
         )
-        await send_mail(self.settings, self.password, message, letter.to)
+        await self.smtp.send(message, letter.to)
         return letter.message_id
 
     async def _letter_in_thread(self, thread_id: str, text: str, key: str) -> Letter:

@@ -18,6 +18,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
+from adapters.email.reading import POLICY
+
 REPLY_KIND = "email_reply"
 COORDINATOR_KIND = "coordinator_item"
 COMMAND_HINT = (
@@ -121,7 +123,7 @@ def letter_for(
 
 def compose(letter: Letter, *, own_address: str, own_name: str | None) -> EmailMessage:
     """The RFC 5322 message for a letter, from the persona's address."""
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     username, _, domain = own_address.partition("@")
     message["From"] = Address(display_name=own_name or "", username=username, domain=domain)
     message["To"] = letter.to
