@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -68,6 +69,8 @@ def copy_in(size: int, url: str) -> float:
 async def turns_side_by_side(urls: dict[int, str], turns: int) -> list[Figure]:
     folder = run_dir("pg-turn")
     turners: dict[tuple[str, int], Turner] = {}
+    trips = dict.fromkeys(urls, 0)
+    count_round_trips()
     for size, url in urls.items():
         turners[("sqlite", size)] = Turner(prefill.working_copy(size, folder))
         turners[("postgresql", size)] = Turner(url)  # type: ignore[arg-type]
@@ -76,8 +79,11 @@ async def turns_side_by_side(urls: dict[int, str], turns: int) -> list[Figure]:
             await turner.open()
         progress(f"pg: {turns} turns on each of {len(turners)} memories, interleaved")
         for _ in range(turns // BLOCK):
-            for turner in turners.values():
+            for (engine, size), turner in turners.items():
+                before = ROUND_TRIPS[0]
                 await turner.turns(BLOCK)
+                if engine == "postgresql":
+                    trips[size] += ROUND_TRIPS[0] - before
     finally:
         for turner in turners.values():
             await turner.memory.close()
@@ -102,8 +108,47 @@ async def turns_side_by_side(urls: dict[int, str], turns: int) -> list[Figure]:
                 f"turn @{label(size)} PG p50 guard/ingest/context/store ms",
                 "/".join(pg.part(part, 0.5) for part in ("guard", "ingest", "context", "store")),
             ),
+            Figure(
+                f"turn @{label(size)} PG psycopg calls per turn (executemany: per row)",
+                f"{trips[size] / max(len(pg.total) + pg.refused, 1):.1f}",
+            ),
         ]
     return rows
+
+
+# Calls this process makes on the server during the PostgreSQL turns (psycopg executes, an
+# executemany counted per row; the process's background work included): each execute is a
+# round trip, which on a loaded 2-core host costs 0.5-2 ms of scheduling whatever it asks.
+ROUND_TRIPS = [0]
+
+
+def count_round_trips() -> None:
+    import psycopg
+
+    if getattr(psycopg.ClientCursor, "_bench_counted", False):
+        return
+    execute, executemany = psycopg.ClientCursor.execute, psycopg.ClientCursor.executemany
+
+    def counted(self, *args, **kwargs):
+        ROUND_TRIPS[0] += 1
+        return execute(self, *args, **kwargs)
+
+    def counted_many(self, query, rows, **kwargs):
+        rows = list(rows)
+        ROUND_TRIPS[0] += len(rows)
+        return executemany(self, query, rows, **kwargs)
+
+    psycopg.ClientCursor.execute = counted  # type: ignore[method-assign]
+    psycopg.ClientCursor.executemany = counted_many  # type: ignore[method-assign,assignment]
+    psycopg.ClientCursor._bench_counted = True  # type: ignore[attr-defined]
+
+
+def with_options(url: str) -> str:
+    """BENCH_PG_SYNC=on: the memory's connections commit with synchronous_commit=on (a WAL
+    flush per commit), to compare with the default (off: bot.memory.pg_engine)."""
+    if os.environ.get("BENCH_PG_SYNC", "").lower() in {"on", "1", "yes"}:
+        return f"{url}?options=-c%20synchronous_commit%3Don"
+    return url
 
 
 # Four writing processes ---------------------------------------------------------------------
@@ -239,13 +284,17 @@ def run(seconds: float = 10, turns: int = TURNS, sizes: tuple[int, ...] = SIZES)
             rows.append(
                 Figure(f"migrate SQLite -> PostgreSQL, {label(size)} messages", f"{spent:.0f} s")
             )
-            urls[size] = url
+            urls[size] = with_options(url)
         rows += asyncio.run(turns_side_by_side(urls, turns))
         folder = run_dir("pg-processes")
         try:
             progress(f"pg: four writing processes for {seconds:.0f} s on each engine")
             rows += processes(str(folder / "memory.db"), "SQLite", seconds)
-            rows += processes(server.new_database(empty=True), "PostgreSQL", seconds)  # type: ignore[attr-defined]
+            rows += processes(
+                with_options(server.new_database(empty=True)),  # type: ignore[attr-defined]
+                "PostgreSQL",
+                seconds,
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         progress(f"pg: awareness (writer and courier) for {seconds:.0f} s")

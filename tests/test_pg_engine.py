@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,6 +96,29 @@ def test_sqlite_constructs_become_their_postgresql_counterparts() -> None:
     assert translate("UPDATE OR IGNORE messages SET text = ?").ignore_unique
 
 
+def test_a_json_list_is_an_array_an_index_can_look_up() -> None:
+    listed = translate("SELECT * FROM conflicts WHERE id IN (SELECT value FROM json_each(?))")
+    assert listed.sql.endswith(
+        "WHERE id = ANY (CAST(ARRAY(SELECT json_array_elements_text(CAST(%s AS json)))"
+        " AS bigint[]))"
+    )
+    unlisted = translate("SELECT 1 FROM o WHERE target NOT IN (SELECT value FROM json_each(:t))")
+    assert "WHERE NOT (target = ANY (" in unlisted.sql and "AS text[])" in unlisted.sql
+
+
+def test_writes_that_return_nothing_to_read_may_wait_for_the_commit() -> None:
+    upsert = translate(
+        "INSERT OR REPLACE INTO rate_buckets (key, tokens, updated_at, warned) VALUES (?, ?, ?, 0)"
+    )
+    assert upsert.deferrable and upsert.rows is not None
+    assert upsert.rows.row == "(%s, %s, %s, 0)" and upsert.rows.key == (0,)
+    assert upsert.rows.tail.startswith(" ON CONFLICT (key) DO UPDATE SET")
+    assert translate("INSERT INTO audit (at, actor) VALUES (?, ?)").deferrable  # lastrowid: lazy
+    assert not translate("UPDATE intentions SET status = ? WHERE id = ? RETURNING id").deferrable
+    assert not translate("SELECT id FROM audit").deferrable
+    assert translate("INSERT INTO audit (at) SELECT at FROM audit").rows is None
+
+
 # Behaviour on both engines ------------------------------------------------------------------
 
 
@@ -159,6 +183,73 @@ async def test_data_version_moves_when_another_process_commits(memory: Memory) -
     await wait_until(lambda: memory.data_version_now() not in (None, first), 10, "a new version")
 
 
+async def test_a_write_reads_back_rowcounts_ids_and_the_last_of_repeated_rows(
+    memory: Memory,
+) -> None:
+    """On PostgreSQL, writes with nothing to read at once travel with the next statement or
+    the commit (pg_engine's deferred writes, executemany as one INSERT): what a store reads
+    back is what SQLite gives, row by row."""
+    bucket = "INSERT OR REPLACE INTO rate_buckets (key, tokens, updated_at, warned) VALUES"
+
+    def run(conn: Any) -> tuple[int, int, int, int]:
+        first = conn.execute("INSERT INTO audit (at, actor, action) VALUES (1, 'test', 'a')")
+        second = conn.execute("INSERT INTO audit (at, actor, action) VALUES (2, 'test', 'b')")
+        conn.executemany(
+            f"{bucket} (?, ?, ?, 0)", [("k", 1.0, 1.0), ("j", 5.0, 1.0), ("k", 2.0, 2.0)]
+        )
+        kept = conn.executemany(
+            "INSERT OR IGNORE INTO rate_buckets (key, tokens, updated_at, warned)"
+            " VALUES (?, ?, ?, 0)",
+            [("j", 9.0, 9.0), ("50%", 3.0, 3.0)],
+        )
+        moved = conn.execute("UPDATE audit SET subject = 'x' WHERE actor = 'test'")
+        seen = conn.execute("SELECT count(*) FROM audit WHERE subject = 'x'").fetchone()[0]
+        return second.lastrowid - first.lastrowid, kept.rowcount, moved.rowcount, seen
+
+    assert await memory.write(run) == (1, 1, 2, 2)
+    buckets = await memory.read(
+        lambda conn: [
+            (row[0], str(row[1]))
+            for row in conn.execute(
+                "SELECT key, tokens FROM rate_buckets WHERE key IN ('50%', 'j', 'k') ORDER BY key"
+            )
+        ]
+    )
+    assert buckets == [("50%", "3.0"), ("j", "5.0"), ("k", "2.0")]
+
+
+async def test_a_failing_write_undoes_its_whole_transaction(memory: Memory) -> None:
+    def run(conn: Any) -> None:
+        conn.execute("INSERT INTO audit (at, actor, action) VALUES (1, 'test', 'undone')")
+        conn.execute("INSERT INTO people (name, created_at) VALUES (NULL, 0)")  # NOT NULL
+        conn.execute("UPDATE audit SET subject = 'after' WHERE actor = 'test'")
+
+    with pytest.raises(Exception, match=r"(?i)null"):
+        await memory.write(run)
+    left = await memory.read(
+        lambda conn: conn.execute("SELECT count(*) FROM audit WHERE actor = 'test'").fetchone()
+    )
+    assert left[0] == 0
+    await memory.record_incoming(incoming("still writable", "f1"), "desk")
+
+
+async def test_a_commit_of_deferred_writes_only_is_seen_by_other_processes(
+    memory: Memory,
+) -> None:
+    await memory.record_incoming(incoming("before", "v1"), "desk")
+    await wait_until(lambda: memory.data_version_now() is not None, 10, "listening")
+    first = memory.data_version_now()
+    other = Memory(memory.path)
+    await other.open()
+    try:
+        await other.write(
+            lambda conn: conn.execute("UPDATE messages SET status = 'answered' WHERE id > 0")
+        )
+    finally:
+        await other.close()
+    await wait_until(lambda: memory.data_version_now() not in (None, first), 10, "a new version")
+
+
 # PostgreSQL only ----------------------------------------------------------------------------
 
 
@@ -185,6 +276,43 @@ async def test_a_dropped_listen_connection_listens_again_and_rereads(pg_url: str
         assert [m.text for m in await memory.message_log()] == ["while deaf"]
         health = await memory.health()
         assert health["listen"] is True and health["schema_version"] == len(schema_files())
+
+
+async def test_commits_wait_for_no_wal_flush_unless_the_url_asks(pg_url: str) -> None:
+    """synchronous_commit=off by default (SQLite's synchronous=NORMAL: a commit survives any
+    MirrorOS process's crash); a URL that sets it keeps its own."""
+
+    def setting(conn: Any) -> str:
+        row = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+        return str(row[0])
+
+    async with Memory(pg_url) as memory:
+        assert await memory.write(setting) == "off"
+        assert await memory.read(setting) == "off"
+    async with Memory(f"{pg_url}?options=-c%20synchronous_commit%3Don") as memory:
+        assert await memory.write(setting) == "on"
+
+
+async def test_a_read_left_open_ends_with_the_next_read_or_when_the_reader_is_idle(
+    pg_url: str,
+) -> None:
+    """A read's COMMIT travels with the next read; an idle reader ends it by itself (no
+    snapshot held for long, nothing stale read after a write)."""
+
+    def reader_idle() -> bool:
+        states = sql_rows(
+            pg_url,
+            "SELECT state FROM pg_stat_activity"
+            " WHERE application_name = 'mirroros-reader' AND datname = current_database()",
+        )
+        return states == [("idle",)]
+
+    async with Memory(pg_url) as memory:
+        await memory.record_incoming(incoming("one", "r1"), "desk")
+        assert [m.text for m in await memory.message_log()] == ["one"]
+        await memory.record_incoming(incoming("two", "r2"), "desk")
+        assert [m.text for m in await memory.message_log()] == ["two", "one"]
+        await wait_until(reader_idle, 10, "the reader's transaction ended")
 
 
 async def test_writer_connection_lost_is_reconnected(pg_url: str) -> None:

@@ -275,9 +275,13 @@ class Target(Side):
     def analyze(self) -> None:
         """PostgreSQL plans by statistics, which a bulk load leaves empty until autovacuum
         comes by: without them the first turns' joins are planned blind (tens of ms).
-        SQLite's plans are pinned by the stores (INDEXED BY) and need none."""
+        VACUUM as well: it marks the copied pages all-visible (index-only scans, no hint
+        bits written by the first readers) and clears the rows the derived tables' clearing
+        left dead (a 1M-message copy left `outgoing_log` 1 800 rows in 38 MB: its sequential
+        scan cost 10-15 ms a turn until autovacuum came). SQLite's plans are pinned by the
+        stores (INDEXED BY) and need none."""
         if self.pg:
-            self.conn.execute("ANALYZE")
+            self.conn.execute("VACUUM (ANALYZE)")
 
     def clear(self, table: Table) -> None:
         self.conn.execute(f"DELETE FROM {table.name}")

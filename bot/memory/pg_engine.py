@@ -22,11 +22,20 @@ snapshots and never wait for the lock. A commit that changed rows sends NOTIFY o
 
 Per process: one writer and one reader connection (each owned by its own thread) and a
 listener: three connections, the pool a 2-core host needs (six processes: 18).
+
+A turn's cost on PostgreSQL is mostly round trips (bench/pg.py counts them), so a
+transaction sends as few messages as it can: its BEGIN goes with its first statement,
+writes with nothing to read back wait for the next statement or the COMMIT
+(`PgConnection`), `executemany` of an INSERT is one statement, and a read's COMMIT goes
+with the next read (`read_in`). Commits do not wait for the WAL flush (`session_options`:
+SQLite's synchronous=NORMAL). schema/postgresql/planner.sql holds the indexes only
+PostgreSQL's planner needs (`apply_planner_file`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import time
@@ -38,7 +47,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from bot.memory.pg_dialect import translate
+from bot.memory.pg_dialect import RowsInsert, top_level_items, translate
 from bot.memory.schema import MemoryDbError, MemoryUnavailable, SchemaTooNew
 
 log = logging.getLogger(__name__)
@@ -48,7 +57,14 @@ T = TypeVar("T")
 CHANNEL = "mirror_memory"  # NOTIFY channel: a commit changed memory
 WRITE_LOCK = (0x4D49, 0x5252)  # pg_advisory_xact_lock(int, int): "MI", "RR"
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema" / "postgresql"
+PLANNER_FILE = SCHEMA_DIR / "planner.sql"  # PostgreSQL-only indexes (not numbered)
 RETRY_ERRORS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
+NOTIFY_IF_WRITTEN = (
+    f"SELECT pg_notify('{CHANNEL}', '') WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
+)
+READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+READ_LINGER_S = 0.05  # a read transaction left open ends after this long without a call
+MANY_ROWS = 500  # rows per statement of `executemany` (an INSERT of many VALUES rows)
 
 
 def is_postgres_url(location: object) -> bool:
@@ -96,21 +112,48 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
 
 
 class PgCursor:
-    """What a store reads back from `execute`: rows, rowcount, lastrowid."""
+    """What a store reads back from `execute`: rows, rowcount, lastrowid.
 
-    def __init__(self, cursor: Any, rowcount: int, lastrowid: int | None) -> None:
+    A deferred write's cursor (see `PgConnection`) has no rows, and its rowcount and
+    lastrowid are known once the statement has run: asking for them sends it."""
+
+    def __init__(
+        self,
+        cursor: Any,
+        rowcount: int,
+        lastrowid: int | None,
+        owner: PgConnection | None = None,
+    ) -> None:
         self._cursor = cursor
-        self.rowcount = rowcount
-        self.lastrowid = lastrowid
+        self._rowcount = rowcount
+        self._lastrowid = lastrowid
+        self._owner = owner  # set while the statement waits in `owner`'s queue
+
+    @property
+    def rowcount(self) -> int:
+        if self._owner is not None:
+            self._owner.flush()
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        if self._owner is not None:
+            self._owner.flush()
+        return self._lastrowid
+
+    def _settle(self, rowcount: int, lastrowid: int | None) -> None:
+        self._rowcount += max(rowcount, 0)
+        if lastrowid is not None:
+            self._lastrowid = lastrowid
 
     def fetchone(self) -> Row | None:
-        if self._cursor.description is None:
+        if self._cursor is None or self._cursor.description is None:
             return None
         row: Row | None = self._cursor.fetchone()
         return row
 
     def fetchall(self) -> list[Row]:
-        if self._cursor.description is None:
+        if self._cursor is None or self._cursor.description is None:
             return []
         found: list[Row] = self._cursor.fetchall()
         return found
@@ -120,7 +163,19 @@ class PgCursor:
 
 
 class PgConnection:
-    """The part of sqlite3.Connection the stores use, over one psycopg connection."""
+    """The part of sqlite3.Connection the stores use, over one psycopg connection.
+
+    Round trips, not the server's work, are most of a turn's cost on PostgreSQL (a loopback
+    round trip is 0.1 ms on an idle host and 0.5-2 ms on a busy 2-core one, where each one
+    waits for both processes to be scheduled). So a transaction sends as few as it can:
+    - its BEGIN (and the write lock) travels with its first statement;
+    - a write whose result is not read at once (INSERT, UPDATE or DELETE without the
+      store's own RETURNING) is deferred: it waits, already bound, and goes with the next
+      statement that returns rows, or with the COMMIT (`finish`), in one message. A store
+      that reads its `rowcount` or `lastrowid` sends it then. An error of a deferred write
+      surfaces at that next send, still inside the transaction, which is rolled back as
+      before (no store catches a database error to carry on).
+    """
 
     def __init__(self, raw: psycopg.Connection[Any], begin: str | None = None) -> None:
         self.raw = raw
@@ -129,35 +184,76 @@ class PgConnection:
         # statement: a turn's dozen transactions each save one.
         self._begin = begin
         self.begun = begin is None
+        self._autocommit = begin is None  # no transaction: every statement goes at once
+        self._queued: list[tuple[str, PgCursor, bool]] = []  # (bound SQL, cursor, id?)
+        self.deferred = 0  # writes deferred in this transaction (tests and benchmarks)
 
-    def _start(self, cursor: Any, sql: str, params: Any = None) -> None:
-        """Run `sql`, after the pending BEGIN if this is the transaction's first statement;
-        a connection found dead there is `Stale` (nothing of the transaction was sent)."""
-        if self._begin is None:
-            cursor.execute(sql, params)
-            return
+    @property
+    def pending(self) -> bool:
+        """Statements wait to be sent (the BEGIN, deferred writes)."""
+        return bool(self._queued) or self._begin is not None
+
+    def _send(self, cursor: Any, sql: str | None, params: Any = None, *, tail: str = "") -> None:
+        """One message: the pending BEGIN, the deferred writes, then `sql` (bound with
+        `params`) and `tail`; `cursor` is left on `sql`'s result. A connection found dead
+        while the BEGIN was in the message (and no COMMIT) is `Stale`: nothing of the
+        transaction can have been committed."""
+        queued, self._queued = self._queued, []
         prefix, self._begin = self._begin, None
+        if not queued and prefix is None and not tail:
+            if sql is not None:
+                cursor.execute(sql, params)
+            return
+        parts = [prefix] if prefix is not None else []
+        parts += [text for text, _, _ in queued]
+        if sql is not None:
+            parts.append(cursor.mogrify(sql, params) if params is not None else sql)
+        if tail:
+            parts.append(tail)
         try:
-            cursor.execute(f"{prefix}; {sql}", params)
+            # Bound already, sent without parameters: psycopg reads no `%` in it.
+            cursor.execute("; ".join(parts))
         except psycopg.OperationalError as exc:
-            raise Stale(str(exc)) from exc
+            # Not with a COMMIT in the message: the server may have committed before the
+            # connection broke, and running the transaction again would write it twice.
+            if prefix is not None and "COMMIT" not in tail:
+                raise Stale(str(exc)) from exc
+            raise
+        finally:
+            for _, waiting, _ in queued:
+                waiting._owner = None
         self.begun = True
-        for _ in range(prefix.count(";") + 1):
+        if prefix is not None:
+            for _ in range(prefix.count(";") + 1):
+                cursor.nextset()
+        for _, waiting, returns_id in queued:
+            first = cursor.fetchone() if returns_id and cursor.description else None
+            waiting._settle(cursor.rowcount, first[0] if first is not None else None)
+            if cursor.rowcount > 0:
+                self.changed = True
             cursor.nextset()
+
+    def flush(self) -> None:
+        """Send what waits (the BEGIN, deferred writes) now."""
+        if self.pending:
+            self._send(self.raw.cursor(), None)
 
     def start(self) -> None:
         """Send a pending BEGIN now (before a statement that cannot carry it)."""
-        if self._begin is not None:
-            prefix, self._begin = self._begin, None
-            try:
-                self.raw.cursor().execute(prefix)
-            except psycopg.OperationalError as exc:
-                raise Stale(str(exc)) from exc
-            self.begun = True
+        self.flush()
+
+    def finish(self, tail: str) -> None:
+        """End the transaction: what waits, then `tail` (its COMMIT), in one message."""
+        self._send(self.raw.cursor(), None, tail=tail)
+
+    def _defer(self, text: str, cursor: PgCursor, returns_id: bool) -> None:
+        cursor._owner = self
+        self._queued.append((text, cursor, returns_id))
+        self.deferred += 1
 
     def execute(self, sql: str, params: Any = None) -> PgCursor:
         statement = translate(sql, params is not None)
-        cursor = self.raw.cursor()
+        cursor: Any = self.raw.cursor()  # a ClientCursor (`connect`)
         if statement.ignore_unique:
             self.start()
             cursor.execute("SAVEPOINT ignore_unique")
@@ -171,7 +267,12 @@ class PgConnection:
             self.raw.cursor().execute("RELEASE SAVEPOINT ignore_unique")
             self.changed = self.changed or rowcount > 0
             return PgCursor(cursor, rowcount, None)
-        self._start(cursor, statement.sql, params)
+        if statement.deferrable and not self._autocommit:
+            text = cursor.mogrify(statement.sql, params) if params is not None else statement.sql
+            lazy = PgCursor(None, 0, None)
+            self._defer(text, lazy, statement.returns_id)
+            return lazy
+        self._send(cursor, statement.sql, params)
         rowcount = cursor.rowcount
         lastrowid = None
         if statement.returns_id:
@@ -187,6 +288,8 @@ class PgConnection:
         cursor = self.raw.cursor()
         if not batch:
             return PgCursor(cursor, 0, None)
+        if statement.rows is not None:
+            return self._insert_rows(cursor, statement.rows, batch)
         self.start()
         sql_text = statement.sql
         if statement.returns_id:  # executemany has no lastrowid: no need for the id
@@ -195,6 +298,46 @@ class PgConnection:
         if statement.writes and cursor.rowcount != 0:
             self.changed = True
         return PgCursor(cursor, cursor.rowcount, None)
+
+    def _insert_rows(self, cursor: Any, shape: RowsInsert, batch: list[Any]) -> PgCursor:
+        """One INSERT of many rows (a statement per MANY_ROWS rows, not per row: a turn's
+        two dozen provenance rows cost 5-10 ms one by one), deferred like any write. Each
+        row is bound client-side, as `ClientCursor` binds every statement."""
+        rows = [cursor.mogrify(shape.row, row) for row in batch]
+        if shape.key is not None:  # an upsert: the last row of a key wins
+            latest: dict[tuple[str, ...], str] = {}
+            for text in rows:
+                items = top_level_items(text)
+                latest.pop(key := tuple(items[i] for i in shape.key), None)
+                latest[key] = text
+            rows = list(latest.values())
+        lazy = PgCursor(None, 0, None)
+        for start in range(0, len(rows), MANY_ROWS):
+            chunk = ", ".join(rows[start : start + MANY_ROWS])
+            self._defer(shape.head + chunk + shape.tail, lazy, False)
+        if self._autocommit:  # no transaction to send it with: now
+            self.flush()
+        return lazy
+
+
+def session_options(url: str) -> str:
+    """The connection's `options`: the URL's, and `synchronous_commit=off` unless the URL
+    sets it.
+
+    Why off: it is SQLite's `synchronous=NORMAL` (bot/memory/schema.py), the durability
+    MirrorOS already ships: a commit survives the crash of any MirrorOS process (the
+    server has it: the durability crash matrix holds), and only a crash of the database
+    server itself can lose the last moments of commits (at most 3 x wal_writer_delay,
+    0.6 s by default; never a torn or half transaction). In exchange no commit waits for
+    a WAL flush (1.3 ms per fdatasync on this host's disk; three per turn). A memory that
+    must survive the server's crash too says so in its URL:
+    `?options=-c%20synchronous_commit%3Don`."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = str(conninfo_to_dict(url).get("options") or "")
+    if "synchronous_commit" in given:
+        return given
+    return f"{given} -c synchronous_commit=off".strip()
 
 
 def connect(url: str, *, application: str = "mirroros") -> psycopg.Connection[Any]:
@@ -206,6 +349,7 @@ def connect(url: str, *, application: str = "mirroros") -> psycopg.Connection[An
             row_factory=_row_factory,
             application_name=application,
             connect_timeout=10,
+            options=session_options(url),
         )
     except psycopg.Error as exc:
         raise MemoryUnavailable(f"cannot connect to {redact(url)}: {_first_line(exc)}") from None
@@ -247,6 +391,7 @@ def migrate(raw: psycopg.Connection[Any], files: list[tuple[int, Path]]) -> int:
                     f" knows only {latest}; upgrade MirrorOS or use another database"
                 )
             if version == latest:
+                apply_planner_file(cursor)
                 cursor.execute("COMMIT")
                 return version
             number, path = files[version]
@@ -261,6 +406,33 @@ def migrate(raw: psycopg.Connection[Any], files: list[tuple[int, Path]]) -> int:
             if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 cursor.execute("ROLLBACK")
             raise
+
+
+def apply_planner_file(cursor: Any, path: Path = PLANNER_FILE) -> None:
+    """schema/postgresql/planner.sql (PostgreSQL-only indexes), when its text is new to this
+    database; inside migrate's transaction, under the write lock."""
+    text = path.read_text(encoding="utf-8")
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    cursor.execute("SELECT to_regclass('schema_engine') IS NOT NULL")
+    row = cursor.fetchone()
+    if row and row[0]:
+        cursor.execute("SELECT sha256 FROM schema_engine WHERE name = %s", (path.name,))
+        applied = cursor.fetchone()
+        if applied is not None and applied[0] == digest:
+            return
+    else:
+        cursor.execute(
+            "CREATE TABLE schema_engine (name text PRIMARY KEY, sha256 text NOT NULL,"
+            " applied_at double precision NOT NULL)"
+        )
+    cursor.execute(text)
+    cursor.execute(
+        "INSERT INTO schema_engine (name, sha256, applied_at) VALUES (%s, %s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET sha256 = excluded.sha256,"
+        " applied_at = excluded.applied_at",
+        (path.name, digest, time.time()),
+    )
+    log.info("memory (PostgreSQL): applied %s", path.name)
 
 
 def schema_version(raw: psycopg.Connection[Any]) -> int:
@@ -288,15 +460,19 @@ def write_in(raw: psycopg.Connection[Any], fn: Callable[..., T], *args: Any) -> 
         conn = PgConnection(
             raw, f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK[0]}, {WRITE_LOCK[1]})"
         )
-        cursor = raw.cursor()
         try:
             result = fn(conn, *args)
-            if not conn.begun:  # nothing was asked: no transaction to end
+            if not conn.begun and not conn.deferred:  # nothing was asked: nothing to end
                 return result
+            # The deferred writes, NOTIFY and COMMIT: one message. Whether a deferred
+            # write changed a row is known only once it ran: the server knows it then (a
+            # transaction that changed a row has an id; the advisory lock gives none).
             if conn.changed:
-                cursor.execute(f"SELECT pg_notify('{CHANNEL}', ''); COMMIT")
+                conn.finish(f"SELECT pg_notify('{CHANNEL}', ''); COMMIT")
+            elif conn.deferred:
+                conn.finish(f"{NOTIFY_IF_WRITTEN}; COMMIT")
             else:
-                cursor.execute("COMMIT")
+                conn.finish("COMMIT")
             return result
         except RETRY_ERRORS:
             _rollback(raw)
@@ -310,16 +486,32 @@ def write_in(raw: psycopg.Connection[Any], fn: Callable[..., T], *args: Any) -> 
 
 
 def read_in(raw: psycopg.Connection[Any], fn: Callable[..., T], *args: Any) -> T:
-    """fn(conn, *args) in one REPEATABLE READ, READ ONLY transaction (a consistent snapshot)."""
-    conn = PgConnection(raw, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    """fn(conn, *args) in one REPEATABLE READ, READ ONLY transaction (a consistent snapshot).
+
+    Its COMMIT is not a round trip of its own: the transaction is left open (it holds
+    nothing but its snapshot) and ends with the next read's message (`COMMIT; BEGIN …;
+    SELECT …`), or by `end_read` when the connection stays idle (`READ_LINGER_S`)."""
+    lingering = raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    conn = PgConnection(raw, f"COMMIT; {READ_BEGIN}" if lingering else READ_BEGIN)
     try:
         result = fn(conn, *args)
-        if conn.begun:
-            raw.cursor().execute("COMMIT")
+        if conn.deferred:  # a write in a read: the server refuses it at its COMMIT
+            conn.finish("COMMIT")
         return result
     except BaseException:
         _rollback(raw)
         raise
+
+
+def end_read(raw: psycopg.Connection[Any] | None) -> None:
+    """End the read transaction `read_in` left open, if any."""
+    if raw is None or raw.closed or raw.broken:
+        return
+    if raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        try:
+            raw.cursor().execute("COMMIT")
+        except psycopg.Error:  # a broken connection: the next call connects again
+            pass
 
 
 def _rollback(raw: psycopg.Connection[Any]) -> None:
@@ -347,6 +539,7 @@ class Worker:
         self.url = url
         self.name = name
         self.raw: psycopg.Connection[Any] | None = None
+        self._calls = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mirror-pg-{name}")
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -359,6 +552,8 @@ class Worker:
                 if self.raw is not None:
                     log.warning("memory (PostgreSQL): %s connection lost; reconnecting", self.name)
                 self.raw = connect(self.url, application=f"mirroros-{self.name}")
+            if fn is not read_in:  # anything else starts outside a lingering read
+                end_read(self.raw)
             try:
                 return fn(self.raw, *args)
             except Stale as exc:
@@ -372,6 +567,21 @@ class Worker:
                     f"memory at {redact(self.url)} is unavailable: {_first_line(exc)}"
                 ) from None
         raise AssertionError("unreachable")
+
+    def end_read_when_idle(self) -> None:
+        """End the read `read_in` left open unless another call comes within READ_LINGER_S
+        (in this connection's thread, off every awaited path)."""
+        self._calls += 1
+        seen = self._calls
+
+        def idle() -> None:
+            if self._calls == seen and self.raw is not None:
+                try:
+                    self._thread.submit(lambda: end_read(self.raw))
+                except RuntimeError:  # shut down meanwhile
+                    pass
+
+        asyncio.get_running_loop().call_later(READ_LINGER_S, idle)
 
     async def close(self) -> None:
         raw, self.raw = self.raw, None
@@ -472,7 +682,10 @@ class PgDatabase:
         return await self.writer.call(write_in, fn, *args)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.reader.call(read_in, fn, *args)
+        try:
+            return await self.reader.call(read_in, fn, *args)
+        finally:
+            self.reader.end_read_when_idle()
 
     def data_version_now(self) -> int | None:
         self.listener.start()
