@@ -8,9 +8,11 @@ everything after it goes to the outbox; what arrived is never sent again), and r
 
 An idle courier costs almost nothing: it checks `PRAGMA data_version` (which changes only
 when another connection commits) every `poll_s` without a thread hand-off
-(`Memory.data_version_now`), and looks for due rows only then, or
-once a `recheck_s` for retries that have come due. Looking is a read; only when something
-is due does it claim (a write), so couriers never take the write lock on every commit.
+(`Memory.data_version_now`), and looks for due rows only then, or once a `recheck_s` for
+retries that have come due. On PostgreSQL the pause between checks ends as soon as a NOTIFY
+is heard (`Memory.wait_for_change`), so a row goes out at once. Looking is a read; only
+when something is due does it claim (a write), so couriers never take the write lock on
+every commit.
 """
 
 from __future__ import annotations
@@ -239,7 +241,7 @@ class OutboxCourier:
                     raise
                 except Exception:
                     log.exception("outbox delivery for %s failed; will retry", self.entrance)
-            await asyncio.sleep(self.poll_s)
+            await self.memory.wait_for_change(self.poll_s)
 
     async def deliver_due(self) -> int:
         """Claim and deliver what is due now; returns how many were sent."""

@@ -297,6 +297,14 @@ class Database:
         value = self.peek("PRAGMA data_version")
         return None if value is None else int(value)
 
+    async def wait_for_change(self, timeout_s: float) -> None:
+        """A poller's pause: `timeout_s` on SQLite (no one tells a process that another
+        committed); on PostgreSQL it ends as soon as a NOTIFY says memory changed."""
+        if self._pg is not None:
+            await self._pg.wait_for_change(timeout_s)
+        else:
+            await asyncio.sleep(timeout_s)
+
     def peek(self, sql: str) -> Any | None:
         """The first column of a one-row read, run on the event loop (None when busy).
 

@@ -691,6 +691,18 @@ class PgDatabase:
         self.listener.start()
         return self.listener.version
 
+    async def wait_for_change(self, timeout_s: float) -> None:
+        """Return when the next NOTIFY is heard, or after `timeout_s` at the latest."""
+        self.listener.start()
+        heard = asyncio.Event()
+        self.listener.on_change.append(heard.set)
+        try:
+            await asyncio.wait_for(heard.wait(), timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            self.listener.on_change.remove(heard.set)
+
     async def health(self) -> dict[str, Any]:
         """Connection, schema version and the LISTEN channel, for `mirror doctor`."""
         started = time.monotonic()
