@@ -116,9 +116,21 @@ class UpRun:
     ready_s: dict[str, float] = field(default_factory=dict)
     rss_idle: dict[str, float] = field(default_factory=dict)
     rss_after: dict[str, float] = field(default_factory=dict)
+    pss_idle: dict[str, float] = field(default_factory=dict)
+    pss_after: dict[str, float] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)
     messages: dict[str, int] = field(default_factory=dict)
     imports: dict[str, list[str]] = field(default_factory=dict)  # child -> importtime lines
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size (Pss in /proc/PID/smaps_rollup) in MiB: a page shared by n
+    processes (the encoder's memory-mapped weights, libraries) counts 1/n in each, so the
+    sum over processes is the memory they really use together; RSS counts it n times."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def children_of(pid: int) -> list[Child]:
@@ -319,6 +331,7 @@ async def run_up(
             await asyncio.sleep(3.0)  # start-up's last writes and first heartbeats settle
             children = children_of(up.proc.pid)
             result.rss_idle = {c.name: rss_mib(c.pid) for c in children}
+            result.pss_idle = {c.name: pss_mib(c.pid) for c in children}
             counts = {name: max(1, round(messages * share)) for name, share in SPLIT.items()}
             before = {c.name: cpu_seconds(c.pid) for c in children}
             progress(f"lean [{label}]: {sum(counts.values())} messages {counts}")
@@ -361,6 +374,7 @@ async def run_up(
             for child in children:
                 result.cpu_ms[child.name] = (cpu_seconds(child.pid) - before[child.name]) * 1000
                 result.rss_after[child.name] = rss_mib(child.pid)
+                result.pss_after[child.name] = pss_mib(child.pid)
             result.messages = counts
             return result
     finally:
@@ -517,6 +531,10 @@ def up_figures(run: UpRun) -> list[Figure]:
             f"{total_after:.0f} MiB",
             f"<= {TOTAL_RSS_GOAL_MIB:.0f} MiB",
             total_after <= TOTAL_RSS_GOAL_MIB,
+        ),
+        Figure(
+            f"lean [{run.label}]: PSS total idle / after (shared pages split)",
+            f"{sum(run.pss_idle.values()):.0f} / {sum(run.pss_after.values()):.0f} MiB",
         ),
     ]
     for name in run.rss_idle:

@@ -3,6 +3,11 @@
 On a copy of the 100k prefilled memory, with the `mirror` console script users run:
 - `mirror status`: wall time of RUNS runs (median and max; goal <= 0.3 s), and whether
   it imports litellm (`python -X importtime`; goal: no);
+- `mirror status` against `python -c "import pydantic, typer"` (the same venv and
+  environment), run in turn RATIO_RUNS times each: both medians and the median of the
+  pairs' ratios (goal <= 2x, issue 18); once with the config already checked (the usual
+  case: bot/cli/checked.py remembers a config that passed validation), once with that
+  cache emptied before each run (the first status after the config or the code changed);
 - `mirror chat --jsonl` (the local entrance, a full instance: memory, guard, soul watcher,
   outbox poller, heartbeat): wall time from spawn to its `ready` line (median of RUNS;
   goal <= 3 s), then to the reply to a first message: from spawn to that first reply on
@@ -37,9 +42,13 @@ from bench.common import (
     run_dir,
     write_config,
 )
+from bench.lean import pss_mib
 
 SIZE = 100_000
 RUNS = 5
+RATIO_RUNS = 15
+STATUS_RATIO_GOAL = 2.0
+YARDSTICK = [sys.executable, "-c", "import pydantic, typer"]
 IDLE_SECONDS = 5.0
 STATUS_GOAL_S = 0.3
 READY_GOAL_S = 3.0
@@ -47,14 +56,14 @@ FIRST_REPLY_GOAL_S = 0.5
 IDLE_RSS_GOAL_MIB = 100.0
 
 
-def time_status(config: Path) -> list[float]:
+def time_status(config: Path, env: dict[str, str]) -> list[float]:
     walls = []
     for _ in range(RUNS):
         started = time.perf_counter()
         subprocess.run(
             [*mirror_command(), "status", "--config", str(config)],
             cwd=ROOT,
-            env=child_env(),
+            env=env,
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -62,17 +71,44 @@ def time_status(config: Path) -> list[float]:
     return walls
 
 
-def status_imports(config: Path) -> tuple[bool, list[tuple[str, float]]]:
-    """Does `mirror status` import litellm? And its costliest top-level imports (ms)."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "bot.cli", "status", "--config", str(config)],
-        cwd=ROOT,
-        env=child_env(),
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _wall(command: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def status_ratio(
+    config: Path, env: dict[str, str], *, forget: Path | None = None
+) -> tuple[float, float, float]:
+    """`mirror status` and the yardstick (`python -c "import pydantic, typer"`) in turn,
+    RATIO_RUNS times each: (status median, yardstick median, median of the pairs' ratios).
+    `forget`: a folder deleted before each status run (the cache of checked configs)."""
+    status, yardstick, ratios = [], [], []
+    for _ in range(RATIO_RUNS):
+        if forget is not None:
+            shutil.rmtree(forget, ignore_errors=True)
+        status.append(_wall([*mirror_command(), "status", "--config", str(config)], env))
+        yardstick.append(_wall(YARDSTICK, env))
+        ratios.append(status[-1] / yardstick[-1])
+    return statistics.median(status), statistics.median(yardstick), statistics.median(ratios)
+
+
+def status_imports(config: Path, env: dict[str, str]) -> tuple[bool, list[tuple[str, float]]]:
+    """Does `mirror status` import litellm? And its costliest top-level imports (ms), on
+    a second run (the first checks the config under `python -m`'s own sys.path)."""
+    for _ in range(2):
+        done = subprocess.run(
+            [
+                *(sys.executable, "-X", "importtime", "-m", "bot.cli"),
+                *("status", "--config", str(config)),
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     top = []
     litellm = False
     for line in done.stderr.splitlines():
@@ -128,17 +164,22 @@ def run() -> list[Figure]:
     asyncio.run(prefill.ensure([SIZE]))
     folder = run_dir("startup")
     config = write_config(folder, prefill.working_copy(SIZE, folder))
+    env = child_env(XDG_CACHE_HOME=str(folder / "cache"))  # checked configs: this run's own
     try:
-        progress(f"startup: mirror status x{RUNS}, mirror chat x{RUNS}")
-        subprocess.run(  # the first run migrates nothing but warms the OS caches
+        progress(f"startup: mirror status x{RUNS + 4 * RATIO_RUNS}, mirror chat x{RUNS}")
+        subprocess.run(  # the first run checks the config and warms the OS caches
             [*mirror_command(), "status", "--config", str(config)],
             cwd=ROOT,
-            env=child_env(),
+            env=env,
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        status = time_status(config)
-        litellm, heaviest = status_imports(config)
+        status = time_status(config, env)
+        checked = status_ratio(config, env)
+        unchecked = status_ratio(
+            config, env, forget=folder / "cache" / "mirroros" / "checked-configs"
+        )
+        litellm, heaviest = status_imports(config, env)
         ready = []
         for n in range(RUNS - 1):
             proc, took = start_chat(config, n)
@@ -158,6 +199,7 @@ def run() -> list[Figure]:
             time.sleep(IDLE_SECONDS)
             idle = (cpu_seconds(proc.pid) - before) / (time.perf_counter() - idle_started)
             rss = rss_mib(proc.pid)
+            pss = pss_mib(proc.pid)  # its share of pages shared with other processes
         finally:
             stop_chat(proc)
     finally:
@@ -170,6 +212,24 @@ def run() -> list[Figure]:
             f"{status_median:.2f} s",
             f"<= {STATUS_GOAL_S} s",
             status_median <= STATUS_GOAL_S,
+        ),
+        Figure(
+            f"mirror status / python -c 'import pydantic, typer': median of {RATIO_RUNS} pairs",
+            f"{checked[2]:.2f}x",
+            f"<= {STATUS_RATIO_GOAL:.0f}x",
+            checked[2] <= STATUS_RATIO_GOAL,
+        ),
+        Figure(
+            "  its medians: mirror status / import pydantic, typer",
+            f"{checked[0]:.3f} / {checked[1]:.3f} s",
+        ),
+        Figure(
+            "  first status after a config or code change (config validated): ratio",
+            f"{unchecked[2]:.2f}x",
+        ),
+        Figure(
+            "  its medians: mirror status / import pydantic, typer",
+            f"{unchecked[0]:.3f} / {unchecked[1]:.3f} s",
         ),
         Figure("mirror status: imports litellm", "yes" if litellm else "no", "no", not litellm),
         Figure(
@@ -195,6 +255,7 @@ def run() -> list[Figure]:
             f"<= {IDLE_RSS_GOAL_MIB:.0f} MiB",
             rss <= IDLE_RSS_GOAL_MIB,
         ),
+        Figure("idle instance process: proportional memory (PSS)", f"{pss:.0f} MiB"),
         Figure(f"idle instance process: CPU over {IDLE_SECONDS:.0f} s", f"{idle * 100:.2f}% core"),
     ]
 

@@ -156,10 +156,17 @@ class Instance:
         """Open memory, take the entrance, watch the soul, register. Whatever fails (a lease
         held elsewhere, memory that cannot be written) leaves nothing open behind: a process
         with aiosqlite's threads still running would never exit."""
-        await self.memory.open()
+        # The model library and the recall encoder load in threads while memory opens and
+        # the entrance is taken: the first message waits for neither (bench/startup.py).
+        self.spawn(self._preload_model(), "preload-model")
         try:
+            await self.memory.open()
             await self._start()
         except BaseException:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
             if self.watcher is not None:
                 with contextlib.suppress(Exception):
                     await self.watcher.stop()
@@ -186,7 +193,6 @@ class Instance:
         )
         await self.gatekeeper.warm_up()
         self.spawn(self._heartbeat(), "heartbeat")
-        self.spawn(self._preload_model(), "preload-model")
         self.started = True
         log.info(
             "instance %s (%s) started; memory %s; soul %s",
