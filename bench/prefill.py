@@ -505,6 +505,7 @@ async def build(sizes: list[int], seed: int = SEED, *, verbose: bool = True) -> 
 
 async def ensure(sizes: list[int] | tuple[int, ...] = SIZES, seed: int = SEED) -> float:
     """Build whichever sizes are not cached yet; returns the seconds spent (0 when cached)."""
+
     def missing() -> list[int]:
         return [size for size in sizes if not cache_path(size, seed).exists()]
 
