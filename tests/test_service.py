@@ -172,9 +172,11 @@ def test_service_install_under_a_root_folder_makes_a_config_that_checks(tmp_path
     assert 'path = "/etc/mirroros/soul/SOUL.md"' in text
     assert (staged / "etc/mirroros/soul/SOUL.md").read_text().startswith("# ")
     # The written config is valid (paths pointed into the staging folder to load it).
-    local = text.replace('"/var/lib/mirroros', f'"{staged}/var/lib/mirroros').replace(
-        '"/etc/mirroros', f'"{staged}/etc/mirroros'
-    ).replace('"/var/log/mirroros', f'"{staged}/var/log/mirroros')
+    local = (
+        text.replace('"/var/lib/mirroros', f'"{staged}/var/lib/mirroros')
+        .replace('"/etc/mirroros', f'"{staged}/etc/mirroros')
+        .replace('"/var/log/mirroros', f'"{staged}/var/log/mirroros')
+    )
     (tmp_path / "local.toml").write_text(local)
     check = run_mirror("status", "--config", str(tmp_path / "local.toml"))
     assert check.returncode == 0, check.stderr
