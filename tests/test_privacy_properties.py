@@ -319,8 +319,10 @@ class Cast(NamedTuple):
             *(f"what did I tell you on {entrance}?" for entrance in own_entrances),
             *(f"what did {name} tell you?" for name in others),
             *(f"anything about the {topic}?" for topic in self.topics),
-            # By meaning only (no word in common with what was told): recall by meaning.
+            # By meaning only (no word in common with what was told): recall by meaning,
+            # of notes and messages, and of intentions (the requests).
             "is there a number I should keep in mind?",
+            "did you promise to phone anyone?",
             "what have you promised?",
             "what did the coordinator decide?",
             "where else are you?",
@@ -408,6 +410,11 @@ async def _run(plan: Plan, directory: Path) -> tuple[PrivacyWorld, int]:
         for number in range(len(await world.pending_ids())):
             choice, notify = plan.finally_resolve[number % len(plan.finally_resolve)]
             await resolve(0, choice, notify)
+        if plan.meaning:
+            # The background embedders catch up (a turn embeds only its own message), so
+            # the last probes search every note and intention by meaning too.
+            for instance in world.instances.values():
+                assert await instance.memory.flush_embedder(), "the embedder did not catch up"
         for viewer, conversation in viewers:
             for question in cast.questions(viewer):
                 if world.leaks:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot import embedding
+from bot.config import RecallConfig
 from bot.models import Audience
 from tests.privacy_world import Account, PrivacyWorld, group_chat, private_chat
 
@@ -58,7 +59,8 @@ async def test_fact_told_on_telegram_is_recalled_on_discord_by_meaning(tmp_path:
     # Found by meaning alone (no word in common), and the provenance says so.
     by_meaning = [s for s in scores if s["vector_rank"] is not None]
     assert by_meaning and all(s["fts_rank"] is None for s in by_meaning)
-    assert all(0.3 <= s["similarity"] <= 1 and s["fused"] > 0 for s in by_meaning)
+    floor = RecallConfig().min_similarity
+    assert all(floor <= s["similarity"] <= 1 and s["fused"] > 0 for s in by_meaning)
 
 
 async def test_without_recall_by_meaning_the_same_question_finds_nothing(tmp_path: Path) -> None:

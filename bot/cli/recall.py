@@ -19,13 +19,12 @@ from bot.cli.memory import memory_app
 def memory_reindex(
     config: ConfigOption = None,
     db: DbOption = None,
-    batch: Annotated[int, typer.Option(min=1, help="Rows embedded per transaction.")] = 32,
+    batch: Annotated[int, typer.Option(min=1, help="Rows embedded per transaction.")] = 128,
 ) -> None:
     """Embed the messages people wrote, notes and intentions that have no vector yet."""
     cfg = get_config(config, db)
 
     async def go() -> None:
-        import asyncio
         import time
 
         from rich.progress import (
@@ -73,9 +72,7 @@ def memory_reindex(
                 for kind in todo:
                     after = 0
                     while rows := await memory.rows_to_embed(kind, after, batch):
-                        vectors = await asyncio.to_thread(
-                            recall.encode_now, [text for _, text in rows]
-                        )
+                        vectors = await recall.encode([text for _, text in rows])
                         batches += 1
                         if batches == 3:
                             crash_point("during-reindex")  # two batches kept, one in hand

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bot.memory.admission_store import BOT_HOUR_SQL, RECENT_INCOMING_SQL, SENT_SINCE_SQL
 from bot.memory.identity_store import GRANTED_SQL
+from bot.memory.mirror_store import RECENT_PER_INSTANCE_SQL
 from bot.memory.outbox_store import DUE_IDS_SQL, due_params
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "DUE_IDS_SQL",
     "GRANTED_SQL",
     "RECENT_INCOMING_SQL",
+    "RECENT_PER_INSTANCE_SQL",
     "SENT_SINCE_SQL",
     "due_params",
 ]

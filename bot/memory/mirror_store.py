@@ -56,6 +56,19 @@ _VIEW_MESSAGE = f"""
     LEFT JOIN people p ON p.id = m.person_id
 """
 
+# The newest messages of every instance (ViewLimits.recent_per_instance each: :skip is one
+# less), newest first. Per instance, the id of its n-th newest message bounds an index
+# range; CROSS JOIN keeps SQLite's loop over the few instances outside (joined the other
+# way round, it walks the whole messages_instance index: a second at 1M messages).
+RECENT_PER_INSTANCE_SQL = f"""{_VIEW_MESSAGE}
+    WHERE m.id IN (
+        SELECT r.id FROM instances CROSS JOIN messages r
+        WHERE r.instance_id = instances.id AND r.id >= coalesce(
+            (SELECT x.id FROM messages x WHERE x.instance_id = instances.id
+             ORDER BY x.id DESC LIMIT 1 OFFSET :skip), 0))
+    ORDER BY m.id DESC
+"""
+
 
 def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
@@ -213,17 +226,18 @@ class MirrorStore(VectorStore):
                     {**params, "limit": limits.elsewhere},
                 )
             ]
-            instances = []
-            for row in conn.execute("SELECT * FROM instances ORDER BY id"):
-                recent = [
-                    _view_message(found)
-                    for found in conn.execute(
-                        f"{_VIEW_MESSAGE} WHERE m.instance_id = :instance"
-                        " ORDER BY m.id DESC LIMIT :limit",
-                        {**params, "instance": row["id"], "limit": limits.recent_per_instance},
-                    )
-                ]
-                instances.append(_view_instance(row, recent, now, dead_after_s))
+            # Each instance's newest messages, all in one statement (one round trip on
+            # PostgreSQL, not one per instance), newest first.
+            recent: dict[str, list[ViewMessage]] = {}
+            if limits.recent_per_instance > 0:
+                for found in conn.execute(
+                    RECENT_PER_INSTANCE_SQL, {**params, "skip": limits.recent_per_instance - 1}
+                ):
+                    recent.setdefault(found["instance_id"], []).append(_view_message(found))
+            instances = [
+                _view_instance(row, recent.get(row["id"], []), now, dead_after_s)
+                for row in conn.execute("SELECT * FROM instances ORDER BY id")
+            ]
             # INDEXED BY (here and for decisions): with no statistics (no ANALYZE) the planner
             # picks the status indexes and sorts every active intention, every decision ever
             # made (5 ms at 8 000 decisions); the partial indexes of schema 004 hold exactly
@@ -305,8 +319,9 @@ class MirrorStore(VectorStore):
                         {**params, "q": query, "limit": limits.recall},
                     )
                 ]
+            recall_intentions: list[ViewIntention] = []  # found by meaning only (issue 21)
             if meaning is not None:
-                recall, notes = self.recall_by_meaning_in(
+                recall, notes, recall_intentions = self.recall_by_meaning_in(
                     conn,
                     query=meaning,
                     audience=audience,
@@ -318,6 +333,7 @@ class MirrorStore(VectorStore):
                     limit=limits.recall,
                     visible_message=lambda conn, ids: visible_messages_in(conn, params, ids),
                     visible_note=lambda conn, ids: visible_notes_in(conn, params, ids),
+                    speaker=person_id,
                 )
             about_person = [
                 ViewNote(
@@ -335,22 +351,23 @@ class MirrorStore(VectorStore):
                     {**params, "limit": limits.about_person},
                 )
             ]
-            notice = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = :here"
-                " AND direction = 'out' AND model = 'mirror/offline')",
-                params,
-            ).fetchone()[0]
             speaker = conn.execute(
-                "SELECT name, timezone FROM people WHERE id = :speaker", params
+                "SELECT (SELECT name FROM people WHERE id = :speaker) AS name,"
+                " (SELECT timezone FROM people WHERE id = :speaker) AS timezone,"
+                " EXISTS (SELECT 1 FROM messages WHERE conversation_id = :here"
+                " AND direction = 'out' AND model = 'mirror/offline') AS notice",
+                params,
             ).fetchone()
+            notice = speaker["notice"]
             return TurnView(
-                speaker_name=speaker["name"] if speaker else None,
-                speaker_timezone=speaker["timezone"] if speaker else None,
+                speaker_name=speaker["name"],
+                speaker_timezone=speaker["timezone"],
                 instances=instances,
                 intentions=intentions,
                 decisions=decisions,
                 recall=recall,
                 recall_notes=notes,
+                recall_intentions=recall_intentions,
                 about_person=about_person,
                 elsewhere=elsewhere,
                 history=history,

@@ -22,13 +22,14 @@ new link reloads the index; and the rows the search returns are read back throug
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from bot.memory.database import Database
-from bot.models import Audience, ViewMessage, ViewNote
+from bot.models import Audience, ViewIntention, ViewMessage, ViewNote, from_epoch
 
 if TYPE_CHECKING:
     from bot.config import RecallConfig
@@ -36,7 +37,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EMBED_BATCH = 32
+EMBED_BATCH = 32  # rows read and written per transaction
+EMBED_CALL = 8  # rows per call on the encoder thread: a turn's query waits for one call at most
+INTENTIONS_RECALLED = 3  # a turn's recalled intentions, nearest first (the open list shows more)
+# An intention recalled is told as a promise (the offline brain answers with it): a floor
+# above the facts' 0.2. Measured on a few: questions about one 0.57-0.58, unrelated ones
+# (small talk, other facts) up to 0.22 (no bench set of intentions yet).
+INTENTION_FLOOR = 0.3
 POLL_S = 0.5  # the embedder looks for new rows of its instance this often (when memory changed)
 
 # What is embedded: rows people wrote and the persona noted, never its own replies.
@@ -60,7 +67,24 @@ _INDEX_ROWS = {
         " FROM vectors v JOIN notes s ON s.id = v.row_id"
         " WHERE v.kind = 'note' AND v.id > :after ORDER BY v.id DESC LIMIT :cap"
     ),
+    # Active intentions only: one that is over (done, cancelled, expired) never becomes
+    # active again, and one that ends after loading is left out by the read-back.
+    "intention": (
+        "SELECT v.id, v.row_id, s.conversation_id, s.person_id, s.visibility, v.vector"
+        " FROM vectors v JOIN intentions s ON s.id = v.row_id"
+        " WHERE v.kind = 'intention' AND v.id > :after"
+        " AND s.status IN ('open', 'conflicted', 'resolved') ORDER BY v.id DESC LIMIT :cap"
+    ),
 }
+# The recalled intentions, read back through the one privacy rule (`visible('i')`, the
+# same as the mirror view's list of open intentions): only active ones, text and all.
+_RECALLED_INTENTIONS = (
+    "SELECT i.id, i.owner_instance, i.entrance, i.person_id, p.name AS person_name, i.text,"
+    " i.subject, i.due_at, i.status, i.target_entrance"
+    " FROM intentions i LEFT JOIN people p ON p.id = i.person_id"
+    " WHERE i.id IN (SELECT value FROM json_each(:ids))"
+    " AND i.status IN ('open', 'conflicted', 'resolved') AND {visible}"
+)
 
 
 def missing_in(
@@ -178,48 +202,80 @@ class VectorStore(Database):
         limit: int,
         visible_message: Callable[[sqlite3.Connection, list[int]], dict[int, ViewMessage]],
         visible_note: Callable[[sqlite3.Connection, list[int]], dict[int, ViewNote]],
-    ) -> tuple[list[ViewMessage], list[ViewNote]]:
+        speaker: int | None = None,
+    ) -> tuple[list[ViewMessage], list[ViewNote], list[ViewIntention]]:
         """Word matches fused with the nearest rows this audience may see (in the turn's
-        read snapshot). The incoming message's vector is handed to the embedder, and the
-        scores are kept as the reply's provenance (written by the embedder, off the turn)."""
+        read snapshot), and the active intentions nearest the text (`speaker`: the person
+        speaking, for `about_this_person`). The incoming message's vector is handed to the
+        embedder, and the scores are kept as the reply's provenance (written by the
+        embedder, off the turn)."""
         from bot.recall import fuse
 
         settings = self._recall_settings
         index = self._index()
         if settings is None or index is None:
-            return words, word_notes
+            return words, word_notes, []
         refresh_index_in(conn, index, self._version_seen)
-        hits = index.search(
-            query, audience, here=here, limit=limit * 2, floor=settings.min_similarity
-        )
-        fused_messages = fuse([m.id for m in words], hits["message"], "message", limit * 2)
-        fused_notes = fuse([n.id for n in word_notes], hits["note"], "note", limit * 2)
-        # Read back through the one privacy rule: the index's view of who may see a row is
-        # as of its loading; the rows' own columns decide.
+        floor = settings.min_similarity
+        hits = index.search(query, audience, here=here, limit=limit * 2, floor=floor)
+        terms = _meaningful_words(text)
+        # Read back through the one privacy rule before anything is ranked: the index's view
+        # of who may see a row is as of its loading; the rows' own columns decide.
         known = {m.id: m for m in words}
         known.update(
-            visible_message(conn, [s.row_id for s in fused_messages if s.row_id not in known])
+            visible_message(conn, [h.row_id for h in hits["message"] if h.row_id not in known])
         )
         known_notes = {n.id: n for n in word_notes}
         known_notes.update(
-            visible_note(conn, [s.row_id for s in fused_notes if s.row_id not in known_notes])
+            visible_note(conn, [h.row_id for h in hits["note"] if h.row_id not in known_notes])
+        )
+        hits["intention"] = [
+            h for h in hits.get("intention", []) if h.similarity >= max(floor, INTENTION_FLOOR)
+        ]
+        intentions = _visible_intentions_in(
+            conn, audience, speaker, [h.row_id for h in hits["intention"]]
         )
         # The same question asked before (elsewhere) is the nearest row of all, and no
         # answer to it: leave it out.
         asked = " ".join(text.lower().split())
-        fused_messages = [
-            s
-            for s in fused_messages
-            if s.row_id in known and " ".join((known[s.row_id].text or "").lower().split()) != asked
-        ][:limit]
-        fused_notes = [s for s in fused_notes if s.row_id in known_notes][:limit]
+        known = {
+            i: m for i, m in known.items() if " ".join((m.text or "").lower().split()) != asked
+        }
+
+        def ranked(
+            kind: str, word_ids: list[int], texts: dict[int, str], count: int
+        ) -> list[Scored]:
+            return fuse(
+                [i for i in word_ids if i in texts],
+                [h for h in hits.get(kind, []) if h.row_id in texts],
+                kind,
+                count,
+                overlap=_overlaps(terms, texts),
+                word_similarity=index.shelves[kind].similarities(query, word_ids),
+                floor=floor,
+            )
+
+        fused_messages = ranked(
+            "message", [m.id for m in words], {i: m.text or "" for i, m in known.items()}, limit
+        )
+        fused_notes = ranked(
+            "note", [n.id for n in word_notes], {i: n.text for i, n in known_notes.items()}, limit
+        )
+        fused_intentions = ranked(
+            "intention",
+            [],
+            {i: item.text or "" for i, item in intentions.items()},
+            INTENTIONS_RECALLED,
+        )
         if self._handed is not None and self._scores is not None:
             self._handed.append(("message", incoming_id, query))
             # Written with the next poll's batch (within POLL_S), never in the turn's way.
-            self._scores.append((incoming_id, fused_messages + fused_notes))
-        return [known[s.row_id] for s in fused_messages], [
-            known_notes[s.row_id] for s in fused_notes
-        ]
+            self._scores.append((incoming_id, fused_messages + fused_notes + fused_intentions))
+        return (
+            [known[s.row_id] for s in fused_messages],
+            [known_notes[s.row_id] for s in fused_notes],
+            [intentions[s.row_id] for s in fused_intentions],
+        )
 
     def _index(self) -> VectorIndex | None:
         settings = self._recall_settings
@@ -229,9 +285,12 @@ class VectorStore(Database):
             from bot.embedding import DIMENSIONS
             from bot.recall import VectorIndex
 
-            self._vector_index = VectorIndex(
-                {"message": settings.max_messages, "note": settings.max_notes}, DIMENSIONS
-            )
+            caps = {
+                "message": settings.max_messages,
+                "note": settings.max_notes,
+                "intention": settings.max_intentions,
+            }
+            self._vector_index = VectorIndex(caps, DIMENSIONS)
         return self._vector_index
 
     async def close(self) -> None:
@@ -247,8 +306,8 @@ class VectorStore(Database):
         """Every POLL_S (sooner when `flush_embedder` asks), until closed: write what turns
         handed over in one transaction, then embed this instance's rows that have no vector
         (when memory changed since the last look)."""
-        from bot.embedding import MODEL_NAME
-        from bot.recall import encode_now
+        from bot.embedding import MODEL_NAME, release_memory
+        from bot.recall import encoder_thread
 
         async def start_at(kind: str) -> int:
             # A short look back on start: rows a previous run of this instance left.
@@ -272,6 +331,7 @@ class VectorStore(Database):
                 if version is not None and version == seen_version:
                     continue
                 seen_version = version
+                embedded = 0
                 for kind in _SOURCES:
                     while True:
                         rows = await self.read(
@@ -279,17 +339,15 @@ class VectorStore(Database):
                         )
                         if not rows:
                             break
-                        vectors = await asyncio.to_thread(encode_now, [text for _, text in rows])
                         await self.write(
-                            store_vectors_in,
-                            self.now,
-                            MODEL_NAME,
-                            [
-                                (kind, row_id, v)
-                                for (row_id, _), v in zip(rows, vectors, strict=True)
-                            ],
+                            store_vectors_in, self.now, MODEL_NAME, await _embed(kind, rows)
                         )
                         after[kind] = rows[-1][0]
+                        embedded += len(rows)
+                if embedded > EMBED_BATCH:  # a backlog: give its buffers back to the system
+                    await asyncio.get_running_loop().run_in_executor(
+                        encoder_thread(), release_memory
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # memory busy or gone: the next poll tries again
@@ -361,6 +419,64 @@ class VectorStore(Database):
             ]
 
         return await self.read(run)
+
+
+def _meaningful_words(text: str) -> list[str]:
+    """The question's words that word recall searches for (stopwords and short words out)."""
+    from bot.memory.mirror_store import recall_query
+
+    return list(dict.fromkeys(w.strip('"') for w in (recall_query(text) or "").split(" OR ") if w))
+
+
+def _overlaps(terms: list[str], texts: dict[int, str]) -> dict[int, float]:
+    from bot.recall import word_overlap
+
+    return {row_id: word_overlap(terms, text) for row_id, text in texts.items()} if terms else {}
+
+
+def _visible_intentions_in(
+    conn: sqlite3.Connection, audience: Audience, speaker: int | None, ids: list[int]
+) -> dict[int, ViewIntention]:
+    """The active intentions among `ids` the audience may read (recall by meaning)."""
+    if not ids:
+        return {}
+    from bot.memory.mirror_store import visible
+
+    params = {
+        "everyone": audience.everyone,
+        "person": audience.person_id,
+        "conversation": audience.conversation_id,
+        "ids": json.dumps(ids),
+    }
+    return {
+        row["id"]: ViewIntention(
+            id=row["id"],
+            owner_instance=row["owner_instance"],
+            entrance=row["entrance"],
+            person_name=row["person_name"],
+            about_this_person=speaker is not None and row["person_id"] == speaker,
+            text=row["text"],
+            subject=row["subject"],
+            due_at=from_epoch(row["due_at"]),
+            status=row["status"],
+            target_entrance=row["target_entrance"],
+        )
+        for row in conn.execute(_RECALLED_INTENTIONS.format(visible=visible("i")), params)
+    }
+
+
+async def _embed(kind: str, rows: list[tuple[int, str]]) -> list[tuple[str, int, Any]]:
+    """(kind, row_id, vector) for rows, in calls of EMBED_CALL rows of similar length (short
+    calls: a turn's query, queued on the same encoder thread, runs between two of them)."""
+    from bot.recall import encode
+
+    ordered = sorted(rows, key=lambda row: len(row[1]))
+    found: list[tuple[str, int, Any]] = []
+    for start in range(0, len(ordered), EMBED_CALL):
+        part = ordered[start : start + EMBED_CALL]
+        vectors = await encode([text for _, text in part])
+        found += [(kind, row_id, v) for (row_id, _), v in zip(part, vectors, strict=True)]
+    return found
 
 
 def _newest_of(conn: sqlite3.Connection, kind: str, instance_id: str) -> int:
