@@ -205,22 +205,9 @@ class EmailEntrance:
 
     async def _take(self, session: ImapSession, uid: str) -> None:
         """One unseen mail: refuse it or answer it, then mark it seen."""
-        head = await session.head(uid)
-        if head is None:
-            return  # expunged meanwhile
-        size, header_block = head
-        limit = self.settings.max_message_bytes
-        if size is not None and size > limit:
-            await self._refuse_large(header_block, size)
-            await session.mark_seen(uid)
-            return
-        raw = await session.fetch(uid)
+        raw = await self._small_mail(session, uid)
         if raw is None:
-            return
-        if len(raw) > limit:
-            await self._refuse_large(header_block, len(raw))
-            await session.mark_seen(uid)
-            return
+            return  # expunged meanwhile, or too large (then refused)
         message = parse_mail(raw)
         mail = read_mail(message, raw)
         reason = why_not_answer(message, self.own_address, self.allow_senders)
@@ -251,6 +238,37 @@ class EmailEntrance:
             incoming.author.external_id,
             "answered" if reply is not None else "had been handled already",
         )
+
+    async def _small_mail(self, session: ImapSession, uid: str) -> bytes | None:
+        """The mail's bytes when it is at most max_message_bytes; None when it is gone, or
+        too large (then it is refused from its header block and marked seen).
+
+        One FETCH (its size and its first max_message_bytes bytes, never more) for a mail
+        that fits; when it does not, or the server did not give its size, the two FETCHes
+        of before: the header block and size, then the whole mail if it fits."""
+        limit = self.settings.max_message_bytes
+        got = await session.fetch_upto(uid, limit)
+        if got is None:
+            return None
+        size, raw = got
+        if size is not None and size <= limit and len(raw) == size:
+            return raw
+        head = await session.head(uid)
+        if head is None:
+            return None
+        size, header_block = head
+        if size is not None and size > limit:
+            await self._refuse_large(header_block, size)
+            await session.mark_seen(uid)
+            return None
+        whole = await session.fetch(uid)
+        if whole is None:
+            return None
+        if len(whole) > limit:
+            await self._refuse_large(header_block, len(whole))
+            await session.mark_seen(uid)
+            return None
+        return whole
 
     def _incoming(self, mail: ReadMail, text: str) -> Incoming:
         sender = mail.sender

@@ -2,15 +2,16 @@
 aiosmtplib.
 
 `ImapSession` is one logged-in connection to INBOX: it lists unseen mail, fetches it with
-BODY.PEEK (so reading never marks it seen), marks it seen, and waits for news with IDLE (or
-a timer when the server has no IDLE). Every problem with the connection is raised as
-`MailboxUnavailable`, which the entrance answers by reconnecting; problems the admin must
-fix (refused login, no STARTTLS) are `EntranceFailure`. `send_mail` submits one message over
-SMTP; `SmtpSubmitter` does the same over a connection kept open between messages (a reply
-then costs MAIL, RCPT and DATA, not a connection, EHLO, TLS and a login each). Neither
-decides anything about what a mail means. One client TLS context serves every connection
-of the process: building one reads the CA store (about 20 ms of CPU), which every reply
-used to pay.
+BODY.PEEK (so reading never marks it seen; its size and, up to a limit, its bytes in one
+command), marks it seen, and waits for news with IDLE (or a timer when the server has no
+IDLE; after IDLE reported new mail, the next listing skips its NOOP). Every problem with
+the connection is raised as `MailboxUnavailable`, which the entrance answers by
+reconnecting; problems the admin must fix (refused login, no STARTTLS) are
+`EntranceFailure`. `send_mail` submits one message over SMTP; `SmtpSubmitter` does the
+same over a connection kept open between messages (a reply then costs MAIL, RCPT and DATA,
+not a connection, EHLO, TLS and a login each). Neither decides anything about what a mail
+means. One client TLS context serves every connection of the process: building one reads
+the CA store (about 20 ms of CPU), which every reply used to pay.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class ImapSession:
         self.timeout = timeout
         self.lost = asyncio.Event()
         self._client: Any = None
+        # IDLE just ended on an EXISTS push: the server has synced INBOX (that is what the
+        # push reports), so the next `unseen` needs no NOOP to make it look.
+        self._synced = False
 
     @property
     def where(self) -> str:
@@ -141,8 +145,11 @@ class ImapSession:
             transport.close()
 
     async def unseen(self) -> list[str]:
-        """UIDs of unseen mail, oldest first (NOOP first: Dovecot syncs new files then)."""
-        await self._ok(self._client.noop(), "NOOP", MailboxUnavailable)
+        """UIDs of unseen mail, oldest first (NOOP first: Dovecot syncs new files then;
+        not right after IDLE reported new mail, which the server found by syncing)."""
+        if not self._synced:
+            await self._ok(self._client.noop(), "NOOP", MailboxUnavailable)
+        self._synced = False
         response = await self._ok(
             self._client.uid_search("UNSEEN", charset=None), "UID SEARCH", MailboxUnavailable
         )
@@ -156,16 +163,24 @@ class ImapSession:
         literal = _literal(response.lines)
         if literal is None:
             return None
-        size = None
-        for line in response.lines:
-            if isinstance(line, bytes) and (match := _SIZE.search(line)):
-                size = int(match.group(1))
-        return size, literal
+        return _size(response.lines), literal
 
     async def fetch(self, uid: str) -> bytes | None:
         """The whole mail, left unseen; None when it is gone."""
         response = await self._ok(self._client.uid("fetch", uid, "(BODY.PEEK[])"), f"FETCH {uid}")
         return _literal(response.lines)
+
+    async def fetch_upto(self, uid: str, limit: int) -> tuple[int | None, bytes] | None:
+        """(size in bytes, the mail's first `limit` bytes) in one command, left unseen: the
+        whole mail when its size is at most `limit`; None when it is gone."""
+        response = await self._ok(
+            self._client.uid("fetch", uid, f"(RFC822.SIZE BODY.PEEK[]<0.{max(limit, 1)}>)"),
+            f"FETCH {uid}",
+        )
+        literal = _literal(response.lines)
+        if literal is None:
+            return None
+        return _size(response.lines), literal
 
     async def mark_seen(self, uid: str) -> None:
         await self._ok(self._client.uid("store", uid, "+FLAGS", "(\\Seen)"), f"STORE {uid}")
@@ -198,6 +213,7 @@ class ImapSession:
         idle = await self._run(
             asyncio.wait_for(client.idle_start(timeout=seconds), self.timeout), "IDLE"
         )
+        news = False
         try:
             while not stop.is_set() and not self.lost.is_set():
                 push = await _first(
@@ -211,6 +227,7 @@ class ImapSession:
                 if push == aioimaplib.STOP_WAIT_SERVER_PUSH:
                     break  # time to renew IDLE (and look again, in case a push was missed)
                 if any(isinstance(line, bytes) and line.endswith(b"EXISTS") for line in push):
+                    news = True
                     break
         except TimeoutError:
             pass  # not even the renewal came: re-issue IDLE
@@ -224,6 +241,12 @@ class ImapSession:
             raise MailboxUnavailable("IDLE did not end")
         if self.lost.is_set():
             raise MailboxUnavailable("connection lost during IDLE")
+        self._synced = (
+            news
+            and not idle.cancelled()
+            and idle.exception() is None
+            and getattr(idle.result(), "result", None) == "OK"
+        )
 
     async def _start_tls(self) -> None:
         """STARTTLS, which aioimaplib does not offer itself: upgrade the transport in place."""
@@ -282,6 +305,15 @@ class ImapSession:
         if response.result != "OK":
             raise error(f"{what}: {response.result} {response.lines[-1:]}")
         return response
+
+
+def _size(lines: list[Any]) -> int | None:
+    """RFC822.SIZE from a FETCH response (None when the server did not say)."""
+    size = None
+    for line in lines:
+        if isinstance(line, bytes) and (match := _SIZE.search(line)):
+            size = int(match.group(1))
+    return size
 
 
 def _literal(lines: list[Any]) -> bytes | None:
