@@ -157,6 +157,11 @@ class Turn:
         return "\n\n".join(self.prompts)
 
 
+def recalled_section(prompt: str) -> str:
+    """A prompt's "Recalled from memory" section."""
+    return prompt.split("# Recalled from memory\n", 1)[1].split("\n\n", 1)[0]
+
+
 def make_token(number: int) -> str:
     """A distinct secret token per number: 'zq' + 6 letters that look random."""
     value = (number * 2_654_435_761 + 40_503) % 26**6
@@ -412,6 +417,11 @@ class PrivacyWorld:
             outputs.append(output)
         self._sent_seen = len(self.sent)
         return outputs
+
+    async def settle_embedders(self) -> None:
+        """The background embedders have written every vector and score so far."""
+        for instance in self.instances.values():
+            assert await instance.memory.flush_embedder(), "the embedder did not catch up"
 
     # The ledger ------------------------------------------------------------------------
 

@@ -413,8 +413,7 @@ async def _run(plan: Plan, directory: Path) -> tuple[PrivacyWorld, int]:
         if plan.meaning:
             # The background embedders catch up (a turn embeds only its own message), so
             # the last probes search every note and intention by meaning too.
-            for instance in world.instances.values():
-                assert await instance.memory.flush_embedder(), "the embedder did not catch up"
+            await world.settle_embedders()
         for viewer, conversation in viewers:
             for question in cast.questions(viewer):
                 if world.leaks:

@@ -17,7 +17,13 @@ import pytest
 from bot import embedding
 from bot.config import RecallConfig
 from bot.models import Audience
-from tests.privacy_world import Account, PrivacyWorld, group_chat, private_chat
+from tests.privacy_world import (
+    Account,
+    PrivacyWorld,
+    group_chat,
+    private_chat,
+    recalled_section,
+)
 
 pytestmark = pytest.mark.skipif(
     bool(embedding.missing()),
@@ -33,29 +39,18 @@ FACT = "I'm allergic to peanuts"
 QUESTION = "is there anything I can't eat?"  # not one word in common with FACT
 
 
-def _recalled(prompt: str) -> str:
-    """The prompt's "Recalled from memory" section."""
-    return prompt.split("# Recalled from memory\n", 1)[1].split("\n\n", 1)[0]
-
-
-async def _settled(world: PrivacyWorld) -> None:
-    """The background embedders have written every vector and score so far."""
-    for instance in world.instances.values():
-        assert await instance.memory.flush_embedder(), "the embedder did not catch up"
-
-
 async def test_fact_told_on_telegram_is_recalled_on_discord_by_meaning(tmp_path: Path) -> None:
     async with PrivacyWorld(tmp_path, entrances=("telegram", "discord")) as world:
         await world.link(SAM, SAM_ON_DISCORD)
         await world.say(SAM, private_chat(SAM), FACT)
-        await _settled(world)
+        await world.settle_embedders()
         asked = await world.say(SAM_ON_DISCORD, private_chat(SAM_ON_DISCORD), QUESTION)
-        await _settled(world)
+        await world.settle_embedders()
         assert world.memory is not None and asked.reply is not None
         scores = await world.memory.recall_scores(asked.reply.message_id or 0)
 
     assert "peanuts" in asked.text
-    assert "peanuts" in _recalled(asked.prompt)
+    assert "peanuts" in recalled_section(asked.prompt)
     # Found by meaning alone (no word in common), and the provenance says so.
     by_meaning = [s for s in scores if s["vector_rank"] is not None]
     assert by_meaning and all(s["fts_rank"] is None for s in by_meaning)
@@ -69,7 +64,7 @@ async def test_without_recall_by_meaning_the_same_question_finds_nothing(tmp_pat
         await world.say(SAM, private_chat(SAM), FACT)
         asked = await world.say(SAM_ON_DISCORD, private_chat(SAM_ON_DISCORD), QUESTION)
 
-    assert "peanuts" not in _recalled(asked.prompt)
+    assert "peanuts" not in recalled_section(asked.prompt)
     assert "peanuts" not in asked.text
 
 
@@ -80,7 +75,7 @@ async def test_recall_by_meaning_keeps_a_private_fact_from_other_audiences(
     async with PrivacyWorld(tmp_path, entrances=("telegram", "discord")) as world:
         await world.link(SAM, SAM_ON_DISCORD)
         await world.say(SAM, private_chat(SAM), FACT)
-        await _settled(world)
+        await world.settle_embedders()
         someone_else = await world.say(ROBIN, private_chat(ROBIN), QUESTION)
         in_a_group = await world.say(SAM_ON_DISCORD, lunch, QUESTION)
         at_home = await world.say(SAM_ON_DISCORD, private_chat(SAM_ON_DISCORD), QUESTION)
@@ -164,9 +159,9 @@ def test_mirror_memory_why_shows_the_scores(tmp_path: Path) -> None:
         async with PrivacyWorld(tmp_path, entrances=("telegram", "discord")) as world:
             await world.link(SAM, SAM_ON_DISCORD)
             await world.say(SAM, private_chat(SAM), FACT)
-            await _settled(world)
+            await world.settle_embedders()
             asked = await world.say(SAM_ON_DISCORD, private_chat(SAM_ON_DISCORD), QUESTION)
-            await _settled(world)
+            await world.settle_embedders()
             assert asked.reply is not None and asked.reply.message_id is not None
             return asked.reply.message_id
 
@@ -270,7 +265,7 @@ def test_vectors_are_not_kept_for_the_personas_own_replies(tmp_path: Path) -> No
         async with PrivacyWorld(tmp_path, entrances=("telegram",)) as world:
             await world.say(SAM, private_chat(SAM), FACT)
             await world.say(SAM, private_chat(SAM), "my sister lives in Porto")
-            await _settled(world)
+            await world.settle_embedders()
 
     asyncio.run(story())
     with sqlite3.connect(tmp_path / "memory.db") as conn:

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from bot import embedding
-from tests.privacy_world import Account, PrivacyWorld, group_chat, private_chat
+from tests.privacy_world import (
+    Account,
+    PrivacyWorld,
+    group_chat,
+    private_chat,
+    recalled_section,
+)
 
 pytestmark = pytest.mark.skipif(
     bool(embedding.missing()),
@@ -29,31 +35,20 @@ QUESTION = "did you promise anything about the dentist?"
 BY_MEANING = "is anything planned for my teeth?"
 
 
-def _recalled(prompt: str) -> str:
-    """The prompt's "Recalled from memory" section."""
-    return prompt.split("# Recalled from memory\n", 1)[1].split("\n\n", 1)[0]
-
-
-async def _settled(world: PrivacyWorld) -> None:
-    """The background embedders have written every vector and score so far."""
-    for instance in world.instances.values():
-        assert await instance.memory.flush_embedder(), "the embedder did not catch up"
-
-
 async def test_promise_made_on_telegram_is_recalled_on_discord(tmp_path: Path) -> None:
     async with PrivacyWorld(tmp_path, entrances=("telegram", "discord")) as world:
         await world.link(SAM, SAM_ON_DISCORD)
         promised = await world.say(SAM, private_chat(SAM), REQUEST)
         assert "I'll call" in promised.text  # the offline brain wrote an intention
-        await _settled(world)
+        await world.settle_embedders()
         asked = await world.say(SAM_ON_DISCORD, private_chat(SAM_ON_DISCORD), QUESTION)
         by_meaning = await world.say(SAM_ON_DISCORD, private_chat(SAM_ON_DISCORD), BY_MEANING)
-        await _settled(world)
+        await world.settle_embedders()
         assert world.memory is not None and asked.reply is not None
         scores = await world.memory.recall_scores(asked.reply.message_id or 0)
 
     for turn in (asked, by_meaning):
-        recalled = _recalled(turn.prompt)
+        recalled = recalled_section(turn.prompt)
         assert "[intention]" in recalled and "dentist" in recalled, recalled
     # The offline brain answers a question about promises with the one it recalled.
     for turn in (asked, by_meaning):
@@ -68,12 +63,12 @@ async def test_a_private_promise_is_not_recalled_for_other_audiences(tmp_path: P
     async with PrivacyWorld(tmp_path, entrances=("telegram", "discord")) as world:
         await world.link(SAM, SAM_ON_DISCORD)
         await world.say(SAM, private_chat(SAM), REQUEST)
-        await _settled(world)
+        await world.settle_embedders()
         someone_else = await world.say(ROBIN, private_chat(ROBIN), QUESTION)
         in_a_group = await world.say(SAM_ON_DISCORD, lunch, QUESTION)
         at_home = await world.say(SAM_ON_DISCORD, private_chat(SAM_ON_DISCORD), QUESTION)
 
-    assert "dentist" in _recalled(at_home.prompt)  # the same question finds it where it may
+    assert "dentist" in recalled_section(at_home.prompt)  # the same question finds it where it may
     for turn in (someone_else, in_a_group):
         # Not even the context data the offline brain reads holds it (the open list shows
         # a redacted line for it, without its text).
@@ -81,17 +76,17 @@ async def test_a_private_promise_is_not_recalled_for_other_audiences(tmp_path: P
         assert "dentist" not in turn.text.replace(QUESTION, "")
 
 
-async def test_a_promise_kept_is_no_longer_recalled(tmp_path: Path) -> None:
+async def test_a_promise_kept_is_no_longerrecalled_section(tmp_path: Path) -> None:
     async with PrivacyWorld(tmp_path, entrances=("telegram",)) as world:
         await world.say(SAM, private_chat(SAM), REQUEST)
-        await _settled(world)
+        await world.settle_embedders()
         before = await world.say(SAM, private_chat(SAM), BY_MEANING)
         done = await world.say(SAM, private_chat(SAM), "that's done")
         assert "marked it done" in done.text
         after = await world.say(SAM, private_chat(SAM), BY_MEANING + " (asking again)")
 
-    assert "[intention]" in _recalled(before.prompt)
-    assert "[intention]" not in _recalled(after.prompt)
+    assert "[intention]" in recalled_section(before.prompt)
+    assert "[intention]" not in recalled_section(after.prompt)
 
 
 async def test_a_promise_is_recalled_on_postgresql_too(

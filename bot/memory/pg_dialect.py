@@ -12,7 +12,7 @@ Never imports psycopg (plain text in, plain text out), so the rules are testable
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -228,19 +228,24 @@ _VALUES = re.compile(r"\bVALUES\s*\(", re.IGNORECASE)
 _COLUMNS = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\)", re.IGNORECASE)
 
 
-def top_level_items(group: str) -> list[str]:
-    """The comma-separated items of `(a, f(b, c), 'x,y')`, without the parentheses."""
-    items, depth, start, quoted = [], 0, 1, False
-    for index, char in enumerate(group):
+def _characters_outside_literals(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(index, character, parentheses open after it) for each character of `text` from
+    `start` that is outside a '…' literal."""
+    depth, quoted = 0, False
+    for index in range(start, len(text)):
+        char = text[index]
         if char == "'":
             quoted = not quoted
-        elif quoted:
-            continue
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 1:
+        elif not quoted:
+            depth += (char == "(") - (char == ")")
+            yield index, char, depth
+
+
+def top_level_items(group: str) -> list[str]:
+    """The comma-separated items of `(a, f(b, c), 'x,y')`, without the parentheses."""
+    items, start = [], 1
+    for index, char, depth in _characters_outside_literals(group):
+        if char == "," and depth == 1:
             items.append(group[start:index].strip())
             start = index + 1
     items.append(group[start:-1].strip())
@@ -256,21 +261,9 @@ def _rows_insert(sql: str) -> RowsInsert | None:
     columns = _COLUMNS.match(sql)
     if found is None or columns is None:
         return None
-    depth, quoted, end = 0, False, -1
-    for index in range(found.end() - 1, len(sql)):
-        char = sql[index]
-        if char == "'":
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                end = index + 1
-                break
-    if end < 0:
+    row_chars = _characters_outside_literals(sql, found.end() - 1)
+    end = next((i for i, _, depth in row_chars if depth == 0), -1) + 1  # after its ")"
+    if end == 0:
         return None
     head, row, tail = sql[: found.start()] + "VALUES ", sql[found.end() - 1 : end], sql[end:]
     if tail.strip() and not re.match(r"\s*ON\s+CONFLICT\b", tail, re.IGNORECASE):
