@@ -74,6 +74,22 @@ def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+_VIEW_NOTE = (
+    "SELECT n.id, n.instance_id, p.name AS person_name, n.text, n.created_at"
+    " FROM notes n LEFT JOIN people p ON p.id = n.person_id"
+)
+
+
+def _view_note(row: sqlite3.Row) -> ViewNote:
+    return ViewNote(
+        id=row["id"],
+        instance_id=row["instance_id"],
+        person_name=row["person_name"],
+        text=row["text"],
+        at=_at(row["created_at"]),
+    )
+
+
 def _view_message(row: sqlite3.Row) -> ViewMessage:
     at = _at(row["created_at"])
     return ViewMessage(
@@ -165,17 +181,9 @@ def visible_notes_in(
 ) -> dict[int, ViewNote]:
     """The notes among `ids` the audience in `params` may read (recall by meaning)."""
     return {
-        row["id"]: ViewNote(
-            id=row["id"],
-            instance_id=row["instance_id"],
-            person_name=row["person_name"],
-            text=row["text"],
-            at=_at(row["created_at"]),
-        )
+        row["id"]: _view_note(row)
         for row in conn.execute(
-            "SELECT n.id, n.instance_id, p.name AS person_name, n.text, n.created_at"
-            " FROM notes n LEFT JOIN people p ON p.id = n.person_id"
-            f" WHERE n.id IN (SELECT value FROM json_each(:ids)) AND {visible('n')}",
+            f"{_VIEW_NOTE} WHERE n.id IN (SELECT value FROM json_each(:ids)) AND {visible('n')}",
             {**params, "ids": json.dumps(ids)},
         )
     }
@@ -302,18 +310,10 @@ class MirrorStore(VectorStore):
                     )
                 ]
                 notes = [
-                    ViewNote(
-                        id=row["id"],
-                        instance_id=row["instance_id"],
-                        person_name=row["person_name"],
-                        text=row["text"],
-                        at=_at(row["created_at"]),
-                    )
+                    _view_note(row)
                     for row in conn.execute(
-                        "SELECT n.id, n.instance_id, p.name AS person_name, n.text, n.created_at"
-                        " FROM notes n LEFT JOIN people p ON p.id = n.person_id"
-                        " WHERE n.id IN (SELECT rowid FROM notes_fts WHERE notes_fts MATCH :q"
-                        "   ORDER BY rowid DESC LIMIT 200)"
+                        f"{_VIEW_NOTE} WHERE n.id IN (SELECT rowid FROM notes_fts"
+                        "   WHERE notes_fts MATCH :q ORDER BY rowid DESC LIMIT 200)"
                         f" AND {visible('n')}"
                         " ORDER BY n.id DESC LIMIT :limit",
                         {**params, "q": query, "limit": limits.recall},
@@ -336,17 +336,9 @@ class MirrorStore(VectorStore):
                     speaker=person_id,
                 )
             about_person = [
-                ViewNote(
-                    id=row["id"],
-                    instance_id=row["instance_id"],
-                    person_name=row["person_name"],
-                    text=row["text"],
-                    at=_at(row["created_at"]),
-                )
+                _view_note(row)
                 for row in conn.execute(
-                    "SELECT n.id, n.instance_id, p.name AS person_name, n.text, n.created_at"
-                    " FROM notes n LEFT JOIN people p ON p.id = n.person_id"
-                    f" WHERE n.person_id = :speaker AND {visible('n')}"
+                    f"{_VIEW_NOTE} WHERE n.person_id = :speaker AND {visible('n')}"
                     " ORDER BY n.id DESC LIMIT :limit",
                     {**params, "limit": limits.about_person},
                 )
