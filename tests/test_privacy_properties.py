@@ -324,6 +324,7 @@ class Cast(NamedTuple):
             "is there a number I should keep in mind?",
             "did you promise to phone anyone?",
             "what have you promised?",
+            "what are my reminders?",  # the speaker's own, in words
             "what did the coordinator decide?",
             "where else are you?",
         ]
