@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import RecallConfig
-from bot.models import Audience
+from bot.models import Audience, Author, Incoming
 from tests.privacy_world import (
     SAM,
     SAM_ON_DISCORD,
@@ -284,3 +284,49 @@ def test_describe_says_which_recall_is_active() -> None:
     assert describe(Config()).startswith("FTS5 + vectors (all-MiniLM-L6-v2, 384-d")
     off = Config(recall=RecallConfig(enabled=False))
     assert describe(off) == "FTS5 only ([recall] enabled = false)"
+
+
+async def test_each_text_is_embedded_once_by_a_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn's query and the embedder's rows share one encoder and its cache: the message a
+    person wrote, and a note of the same words, cost one embedding, however the embedder's
+    poll falls against the turn (here it runs first: the message is recorded and embedded
+    before its turn asks for the same vector)."""
+    from collections import OrderedDict
+
+    from bot import embedding, recall
+
+    monkeypatch.setattr(recall, "_cache", OrderedDict())  # what earlier tests embedded
+    encoded: list[str] = []
+    encode = embedding.Encoder.encode
+
+    def counting(self: embedding.Encoder, texts: list[str]) -> object:
+        encoded.extend(texts)
+        return encode(self, texts)
+
+    monkeypatch.setattr(embedding.Encoder, "encode", counting)
+    statements = [FACT, "I'm moving to Lisbon in March", "my sister lives in Porto"]
+    async with PrivacyWorld(tmp_path, entrances=("telegram",)) as world:
+        for text in statements:
+            await world.say(SAM, private_chat(SAM), text)
+            await world.settle_embedders()
+        # The embedder first: the next message recorded (as a platform's redelivery after a
+        # crash finds it) and embedded before the turn that answers it.
+        instance = world.instances["telegram"]
+        early = Incoming(
+            entrance="telegram",
+            conversation_id=private_chat(SAM).external_id,
+            conversation_kind="dm",
+            author=Author(external_id=SAM.external_id, display_name=SAM.name),
+            text=QUESTION,
+            platform_message_id=f"m{len(statements) + 1}",  # the id `say` gives it next
+        )
+        await instance.memory.record_incoming(early, instance.instance_id)
+        await world.settle_embedders()
+        await world.say(SAM, private_chat(SAM), QUESTION)
+        await world.settle_embedders()
+
+    twice = sorted({text for text in encoded if encoded.count(text) > 1})
+    assert not twice, f"embedded more than once: {twice}"
+    assert set(statements) <= set(encoded)

@@ -467,14 +467,16 @@ def _visible_intentions_in(
 
 async def _embed(kind: str, rows: list[tuple[int, str]]) -> list[tuple[str, int, Any]]:
     """(kind, row_id, vector) for rows, in calls of EMBED_CALL rows of similar length (short
-    calls: a turn's query, queued on the same encoder thread, runs between two of them)."""
-    from bot.recall import encode
+    calls: a turn's query, queued on the same encoder thread, runs between two of them).
+    A text the process embedded lately (a turn's query, a note that repeats it) comes from
+    `bot.recall`'s cache, not the encoder."""
+    from bot.recall import vectors as vectors_of
 
     ordered = sorted(rows, key=lambda row: len(row[1]))
     found: list[tuple[str, int, Any]] = []
     for start in range(0, len(ordered), EMBED_CALL):
         part = ordered[start : start + EMBED_CALL]
-        vectors = await encode([text for _, text in part])
+        vectors = await vectors_of([text for _, text in part])
         found += [(kind, row_id, v) for (row_id, _), v in zip(part, vectors, strict=True)]
     return found
 
