@@ -113,6 +113,10 @@ class RecallConfig(Section):
     # recall bench's paraphrase recall@5 (0.3 cut it from 64% to 53%: half the facts told
     # are within 0.32 of the question asking for them; bench/recall.py).
     min_similarity: float = Field(default=0.2, ge=-1, le=1)
+    # Seconds without an embedding after which a process gives the encoder's weight pages
+    # back (bot.embedding `release_pages`: 50-60 MiB resident; mapping them again costs the
+    # next embedding about 1 ms). 0: keep them.
+    release_after_s: float = Field(default=5.0, ge=0)
 
 
 class SoulConfig(Section):

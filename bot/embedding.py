@@ -115,6 +115,16 @@ class Encoder:
             start = end
         return out
 
+    def release_pages(self) -> None:
+        """Give the weights' resident pages back (madvise DONTNEED on the read-only maps):
+        they stay in the page cache, so the next embedding maps them again for about 1 ms
+        (measured: 13-14 ms for a 17-token sentence right after, against 13 warm), and an
+        idle process no longer counts 50-60 MiB of weights as its own resident memory.
+        Call it where no embedding runs at the same time (the encoder thread)."""
+        for mapped in (self._map, self._t_map):
+            if mapped is not None and hasattr(mapped, "madvise"):
+                mapped.madvise(mmap.MADV_DONTNEED)
+
     def _encode_padded(self, ids: list[list[int]]) -> NDArray[np.float32]:
         """One batch, ids sorted by length (the last is the longest): pad, run, pool."""
         import numpy as np
@@ -416,6 +426,11 @@ def _glibc() -> Any:
 
 _encoder: Encoder | None = None
 _loading = threading.Lock()
+
+
+def loaded() -> Encoder | None:
+    """The process's encoder if it was loaded (never loads it)."""
+    return _encoder
 
 
 def encoder() -> Encoder:

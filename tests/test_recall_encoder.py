@@ -157,3 +157,42 @@ def test_the_encoder_runs_without_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_an_idle_process_gives_the_weights_pages_back_and_embeds_the_same_after() -> None:
+    """`[recall] release_after_s`: after that long without an embedding, the weights' pages
+    stop counting as the process's resident memory (50-60 MiB before); the next embedding
+    maps them again and gives the same vector."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio\n"
+        "from bot import recall\n"
+        "from bot.config import Config, RecallConfig\n"
+        "def weights_kib():\n"
+        "    total, counting = 0, False\n"
+        "    for line in open('/proc/self/smaps'):\n"
+        "        head = line.split()\n"
+        "        if '-' in head[0] and not head[0].endswith(':'):\n"
+        "            counting = line.rstrip().endswith('.safetensors')\n"
+        "        elif counting and head[0] == 'Rss:':\n"
+        "            total += int(head[1])\n"
+        "    return total\n"
+        "async def main():\n"
+        "    await recall.preload(Config(recall=RecallConfig(release_after_s=0.3)))\n"
+        "    first = (await recall.vectors(['the weights are read for this sentence']))[0]\n"
+        "    busy = weights_kib()\n"
+        "    await asyncio.sleep(1.0)\n"
+        "    idle = weights_kib()\n"
+        "    recall._cache.clear()\n"
+        "    again = (await recall.vectors(['the weights are read for this sentence']))[0]\n"
+        "    print(busy, idle, weights_kib(), float(first @ again))\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    busy, idle, again, same = (float(x) for x in done.stdout.split())
+    assert busy > 30_000, f"only {busy:.0f} KiB of weights resident after an embedding"
+    assert idle < 0.1 * busy, f"{idle:.0f} KiB of weights still resident when idle"
+    assert again > 30_000 and same > 0.999999
