@@ -13,7 +13,8 @@ talking starts a new conversation):
   the load average is printed beside it), and the CPU the telegram process spent to get
   there (less at the mercy of other tenants);
 - resident memory (VmRSS) per process and in total (supervisor included), idle (every
-  entrance ready) and after MESSAGES messages (goal: total <= 300 MiB);
+  entrance ready) and after MESSAGES messages (goal: total <= 300 MiB), and QUIET_S later
+  (the encoder's weight pages given back);
 - CPU per message of each entrance process ((utime + stime) / messages, from /proc), one
   person per entrance, the entrances talked to at the same time (goal at 10k: <= 15 ms).
 Then what each import costs: one more `mirror up` with PYTHONPROFILEIMPORTTIME=1 (every
@@ -118,6 +119,8 @@ class UpRun:
     rss_after: dict[str, float] = field(default_factory=dict)
     pss_idle: dict[str, float] = field(default_factory=dict)
     pss_after: dict[str, float] = field(default_factory=dict)
+    rss_quiet: dict[str, float] = field(default_factory=dict)  # QUIET_S after the last
+    pss_quiet: dict[str, float] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)
     messages: dict[str, int] = field(default_factory=dict)
     imports: dict[str, list[str]] = field(default_factory=dict)  # child -> importtime lines
@@ -375,6 +378,9 @@ async def run_up(
                 result.cpu_ms[child.name] = (cpu_seconds(child.pid) - before[child.name]) * 1000
                 result.rss_after[child.name] = rss_mib(child.pid)
                 result.pss_after[child.name] = pss_mib(child.pid)
+            await asyncio.sleep(QUIET_S)
+            result.rss_quiet = {c.name: rss_mib(c.pid) for c in children}
+            result.pss_quiet = {c.name: pss_mib(c.pid) for c in children}
             result.messages = counts
             return result
     finally:
@@ -506,6 +512,11 @@ async def serve_fake_model() -> None:
 # The figures -------------------------------------------------------------------------------
 
 
+# Quiet again: longer than `[recall] release_after_s` (5 s), after which a process that
+# embedded gives the encoder's weight pages back.
+QUIET_S = 7.0
+
+
 def up_figures(run: UpRun) -> list[Figure]:
     total_idle, total_after = sum(run.rss_idle.values()), sum(run.rss_after.values())
     rows = [
@@ -531,6 +542,10 @@ def up_figures(run: UpRun) -> list[Figure]:
             f"{total_after:.0f} MiB",
             f"<= {TOTAL_RSS_GOAL_MIB:.0f} MiB",
             total_after <= TOTAL_RSS_GOAL_MIB,
+        ),
+        Figure(
+            f"lean [{run.label}]: RSS / PSS total {QUIET_S:.0f} s after the last message",
+            f"{sum(run.rss_quiet.values()):.0f} / {sum(run.pss_quiet.values()):.0f} MiB",
         ),
         Figure(
             f"lean [{run.label}]: PSS total idle / after (shared pages split)",
