@@ -4,8 +4,9 @@
 (tests/fakes: the fake Bot API, the fake Discord REST + gateway, a real Dovecot and an SMTP
 sink) plus the scheduler, on a real-model config: `openai/fake-model` with `api_base` at the
 fake OpenAI-compatible API (tests/fakes/openai_api), which answers at once. Each run (see
-RUNS: as shipped, i.e. recall by meaning on when installed; with recall off; and through
-litellm, where this issue started), on an empty memory or on a copy of the 10k prefilled
+RUNS: as shipped, i.e. recall by meaning on when installed, numpy encoder; with the int8
+encoder (`[recall] encoder = "int8"`); with recall off; and through litellm, where this
+issue started), on an empty memory or on a copy of the 10k prefilled
 memory (bench/prefill: 10k messages of other people, recalled and mirrored; the person
 talking starts a new conversation):
 - cold start to the first reply: a Telegram message is waiting before `mirror up` is
@@ -230,13 +231,20 @@ class Up:
 
 
 def system_toml(
-    telegram: Any, discord: Any, dovecot: Any, smtp: Any, model_url: str, recall: bool
+    telegram: Any,
+    discord: Any,
+    dovecot: Any,
+    smtp: Any,
+    model_url: str,
+    recall: bool,
+    encoder: str = "numpy",
 ) -> str:
     from tests.fakes.mail_servers import PERSONA
 
     return (
         f"{LIMITS_TOML}\n"
         + ("" if recall else "[recall]\nenabled = false\n\n")
+        + ("" if encoder == "numpy" else f'[recall]\nencoder = "{encoder}"\n\n')
         + f'[model]\nname = "{MODEL}"\napi_base = "{model_url}"\nretries = 0\n\n'
         "[scheduler]\ninterval_s = 1.0\n\n"
         "[entrances.telegram]\nenabled = true\n"
@@ -258,6 +266,7 @@ async def run_up(
     imports: bool = False,
     recall: bool = True,
     client: str = "",
+    encoder: str = "numpy",
 ) -> UpRun:
     """One `mirror up` on a fresh or prefilled memory: cold start, RSS, CPU per message."""
     from tests.fakes.discord_api import DEFAULT_TOKEN as DISCORD_TOKEN
@@ -297,7 +306,9 @@ async def run_up(
         await smtp.start()
         async with model, telegram, discord:
             config = write_config(
-                folder, db, system_toml(telegram, discord, dovecot, smtp, model.base_url, recall)
+                folder,
+                db,
+                system_toml(telegram, discord, dovecot, smtp, model.base_url, recall, encoder),
             )
             env = child_env(
                 MIRROR_TELEGRAM_TOKEN=TELEGRAM_TOKEN,
@@ -620,11 +631,12 @@ def client_figures(results: list[dict[str, Any]]) -> list[Figure]:
 
 
 # (label, prefilled size, run_up options): as shipped (recall by meaning on when
-# installed), with recall off (what is left when the embedding model is not loaded), and
+# installed), with the int8 encoder (less CPU, more memory), with recall off (what is left when the embedding model is not loaded), and
 # through litellm (MIRROR_MODEL_CLIENT=litellm: what this issue started from).
 RUNS: tuple[tuple[str, int | None, dict[str, Any]], ...] = (
     ("empty", None, {}),
     ("10k", 10_000, {}),
+    ("10k, int8 encoder", 10_000, {"encoder": "int8"}),
     ("empty, recall off", None, {"recall": False}),
     ("10k, recall off", 10_000, {"recall": False}),
     ("empty, litellm, recall off", None, {"recall": False, "client": "litellm"}),

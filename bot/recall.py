@@ -67,7 +67,7 @@ def active(settings: RecallConfig) -> bool:
 
 def describe(config: Config) -> str:
     """One line for `mirror status` and `mirror doctor`: which recall is active, and why."""
-    from bot.embedding import DIMENSIONS, MODEL_NAME
+    from bot.embedding import DIMENSIONS, MODEL_NAME, backend
 
     settings = config.recall
     if settings.enabled is False:
@@ -78,7 +78,8 @@ def describe(config: Config) -> str:
         return f"FTS5 only (missing {', '.join(gone)}: {hint})"
     kept = settings.max_messages + settings.max_notes + settings.max_intentions
     return (
-        f"FTS5 + vectors ({MODEL_NAME}, {DIMENSIONS}-d, numpy; up to {kept:,} in RAM,"
+        f"FTS5 + vectors ({MODEL_NAME}, {DIMENSIONS}-d, {backend(settings.encoder)};"
+        f" up to {kept:,} in RAM,"
         f" {kept * ROW_BYTES / 2**20:.0f} MiB)"
     )
 
@@ -193,12 +194,10 @@ async def encode(texts: list[str]) -> NDArray[np.float32]:
 async def meaning(memory: Memory, config: Config, text: str, instance_id: str) -> Any | None:
     """The vector of a turn's text (None: recall by meaning is off), and this process's
     embedder started for its own rows. The encoder runs in a thread, off the event loop."""
-    global _release_after_s
     settings = config.recall
     if not text.strip() or not active(settings):
         return None
-    one_blas_thread()
-    _release_after_s = settings.release_after_s
+    _configure(settings)
     memory.start_embedder(instance_id, settings)
     found = _cached(text)  # on the loop first: a hit costs no hop to the encoder thread
     if found is None:
@@ -209,15 +208,24 @@ async def meaning(memory: Memory, config: Config, text: str, instance_id: str) -
 async def preload(config: Config) -> None:
     """Load the encoder in a thread when recall by meaning is on, so that the first turn
     does not wait for it (an entrance calls this while it connects to its platform)."""
-    global _release_after_s
     if active(config.recall):
-        one_blas_thread()
+        _configure(config.recall)
         from bot.embedding import encoder
 
-        _release_after_s = config.recall.release_after_s
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(encoder_thread(), encoder)
         _release_when_idle(loop)
+
+
+def _configure(settings: RecallConfig) -> None:
+    """What this process's config says about embedding, before the encoder first loads:
+    one BLAS thread, which encoder (`[recall] encoder`), when to give its pages back."""
+    global _release_after_s
+    from bot.embedding import choose
+
+    one_blas_thread()
+    choose(settings.encoder)
+    _release_after_s = settings.release_after_s
 
 
 def one_blas_thread() -> None:
