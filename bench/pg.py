@@ -1,8 +1,10 @@
 """SQLite and PostgreSQL side by side: the turn, four writing processes, awareness.
 
-A throwaway PostgreSQL cluster (tests/pg.py's, with fsync and synchronous commit ON, as a
-server would run) on 127.0.0.1; the prefilled SQLite memories of bench/prefill.py are
-copied into it with `bot.memory.pg_copy` (what `mirror memory migrate` does), then:
+A PostgreSQL cluster (tests/pg.py's, with fsync and synchronous commit ON, as a server
+would run) on 127.0.0.1, kept under var/bench/pg-cluster between runs; the prefilled SQLite
+memories of bench/prefill.py are copied into it with `bot.memory.pg_copy` (what `mirror
+memory migrate` does) once per prefill and schema (2 minutes at 1M messages), and kept as
+template databases: a run works on a file copy of one (seconds). Then:
 - turn: the same turns as bench/turn.py, at 10k and 1M messages, on the SQLite working
   copy and on its PostgreSQL copy, interleaved in blocks (goal on PostgreSQL at 1M:
   p50 <= 10 ms on loopback);
@@ -14,22 +16,30 @@ copied into it with `bot.memory.pg_copy` (what `mirror memory migrate` does), th
   CPU.
 
 python -m bench.pg [SECONDS [SIZE ...]]      (default: 10 s; 10000 1000000 messages)
+
+BENCH_PG_TURN_ONLY=1: the turn figures only; BENCH_PG_PROFILE=1: where the PostgreSQL
+turns' time goes, statement by statement (stderr; =full: whole texts); BENCH_PG_FRESH=1:
+a throwaway cluster and a fresh copy; BENCH_PG_SYNC=on: commits wait for the WAL flush.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
-from pathlib import Path
+from typing import Any
 
 from bench import prefill
 from bench.awareness import latencies_ms
 from bench.common import (
+    ROOT,
+    VAR,
     Figure,
     cpu_seconds,
     median,
@@ -48,22 +58,86 @@ TURN_GOAL_MS = 10.0
 DELIVERY_GOAL_MS = 100.0
 
 
+# The cluster lives here across runs: it keeps each prefilled memory's PostgreSQL copy as a
+# template database (the copy of 1M messages takes minutes; a run's own database is a file
+# copy of the template: seconds). BENCH_PG_FRESH=1: a throwaway cluster and a fresh copy.
+CLUSTER_DIR = VAR / "pg-cluster"
+SCHEMA_DIR = ROOT / "schema" / "postgresql"
+
+
 def cluster() -> object:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(ROOT))
     from tests.pg import Cluster, _bin_dir
 
     found = _bin_dir()
     if found is None:
         raise SystemExit("bench.pg: PostgreSQL is not installed (scripts/install-test-deps.sh)")
-    return Cluster(found, durable=True)
+    fresh = os.environ.get("BENCH_PG_FRESH", "").lower() in {"1", "on", "yes"}
+    return Cluster(found, durable=True, keep=None if fresh else CLUSTER_DIR)
 
 
-def copy_in(size: int, url: str) -> float:
+def schema_key(planner: bool) -> str:
+    """A digest of schema/postgresql's numbered files (and planner.sql when `planner`)."""
+    digest = hashlib.sha256()
+    for path in sorted(SCHEMA_DIR.glob("*.sql")):
+        if planner or path.name[0].isdigit():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def template_name(size: int, planner: bool = True) -> str:
+    """The cached copy of `size`'s prefilled memory for this schema (and planner.sql)."""
+    tag = hashlib.sha256(prefill.cache_path(size).name.encode()).hexdigest()[:6]
+    return f"bench_{size}_{tag}_{schema_key(False)}_{schema_key(True) if planner else 'x'}"
+
+
+def databases(server: Any) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+
+def copy_in(server: Any, size: int) -> tuple[str, float]:
+    """A database of this run holding `size`'s prefilled memory, and the seconds it took:
+    a file copy of the cached template, which is made first when missing (from the
+    template of the same numbered schema files when there is one, planner.sql applied on
+    it; otherwise copied from SQLite by `bot.memory.pg_copy`, what `mirror memory migrate`
+    does)."""
+    from bot.memory import Memory
     from bot.memory.pg_copy import copy_memory
 
     started = time.perf_counter()
-    copy_memory(prefill.cache_path(size), url)
-    return time.perf_counter() - started
+    found = databases(server)
+    for stale in found:  # a run that died before dropping its database
+        if stale.startswith(("run_", "test_")):
+            server.admin(f"DROP DATABASE {stale} WITH (FORCE)")
+    wanted = template_name(size)
+    sibling = template_name(size, planner=False).removesuffix("_x")
+    for stale in found:  # another prefill or numbered schema: 1-2 GB each, never used again
+        if stale.startswith(f"bench_{size}_") and not stale.startswith(sibling):
+            server.admin(f"DROP DATABASE {stale}")
+    if wanted not in found:
+        bases = [n for n in sorted(found) if n.startswith(sibling) and "building" not in n]
+        building = f"{wanted}_building"
+        server.admin(f"DROP DATABASE IF EXISTS {building}")
+        if bases:
+            progress(f"pg: {bases[0]} -> {wanted} (planner.sql changed)")
+            server.admin(f"CREATE DATABASE {building} TEMPLATE {bases[0]} STRATEGY FILE_COPY")
+
+            async def migrate() -> None:
+                async with Memory(server.url(building)):
+                    pass
+
+            asyncio.run(migrate())
+        else:
+            progress(f"pg: copying the {size:,}-message memory into PostgreSQL (cached after)")
+            server.admin(f"CREATE DATABASE {building} TEMPLATE template0")
+            copy_memory(prefill.cache_path(size), server.url(building))
+        server.admin(f"ALTER DATABASE {building} RENAME TO {wanted}")
+    name = f"run_{os.getpid()}_{size}"
+    server.admin(f"CREATE DATABASE {name} TEMPLATE {wanted} STRATEGY FILE_COPY")
+    return server.url(name), time.perf_counter() - started
 
 
 async def turns_side_by_side(urls: dict[int, str], turns: int) -> list[Figure]:
@@ -71,6 +145,9 @@ async def turns_side_by_side(urls: dict[int, str], turns: int) -> list[Figure]:
     turners: dict[tuple[str, int], Turner] = {}
     trips = dict.fromkeys(urls, 0)
     count_round_trips()
+    profiling = os.environ.get("BENCH_PG_PROFILE", "").lower() in {"1", "on", "yes", "full"}
+    if profiling:
+        profile_statements()
     for size, url in urls.items():
         turners[("sqlite", size)] = Turner(prefill.working_copy(size, folder))
         turners[("postgresql", size)] = Turner(url)  # type: ignore[arg-type]
@@ -78,12 +155,15 @@ async def turns_side_by_side(urls: dict[int, str], turns: int) -> list[Figure]:
         for turner in turners.values():
             await turner.open()
         progress(f"pg: {turns} turns on each of {len(turners)} memories, interleaved")
+        PROFILE.clear()  # the warm-up's statements are not the turns'
         for _ in range(turns // BLOCK):
             for (engine, size), turner in turners.items():
                 before = ROUND_TRIPS[0]
                 await turner.turns(BLOCK)
                 if engine == "postgresql":
                     trips[size] += ROUND_TRIPS[0] - before
+        if profiling:
+            print_profile(turns // BLOCK * BLOCK * len(urls))
     finally:
         for turner in turners.values():
             await turner.memory.close()
@@ -107,6 +187,10 @@ async def turns_side_by_side(urls: dict[int, str], turns: int) -> list[Figure]:
             Figure(
                 f"turn @{label(size)} PG p50 guard/ingest/context/store ms",
                 "/".join(pg.part(part, 0.5) for part in ("guard", "ingest", "context", "store")),
+            ),
+            Figure(  # the process's, all threads: what the host's load disturbs least
+                f"turn @{label(size)} CPU p50: SQLite | PostgreSQL (this process)",
+                f"{median(lite.cpu):.2f} | {median(pg.cpu):.2f} ms",
             ),
             Figure(
                 f"turn @{label(size)} PG psycopg calls per turn (executemany: per row)",
@@ -141,6 +225,46 @@ def count_round_trips() -> None:
     psycopg.ClientCursor.execute = counted  # type: ignore[method-assign]
     psycopg.ClientCursor.executemany = counted_many  # type: ignore[method-assign,assignment]
     psycopg.ClientCursor._bench_counted = True  # type: ignore[attr-defined]
+
+
+# BENCH_PG_PROFILE=1: time each psycopg execute of the PostgreSQL turns by its text
+# (literals and numbers masked), printed on stderr after the turns: where a turn's time goes.
+PROFILE: dict[str, list[float]] = {}
+_MASK = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?(?:e-?\d+)?\b")
+
+
+def profile_statements() -> None:
+    import psycopg
+
+    execute = psycopg.ClientCursor.execute
+
+    def timed(self, query, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return execute(self, query, *args, **kwargs)
+        finally:
+            text = query if isinstance(query, str) else str(query)
+            masked = _MASK.sub("?", " ".join(text.split()))
+            where = masked.find(" WHERE ")  # the view's selects differ after their FROM
+            key = masked[:160] if where < 0 else f"{masked[:40]} …{masked[where:][:150]}"
+            if os.environ.get("BENCH_PG_PROFILE") == "full":  # whole texts
+                key = masked
+            PROFILE.setdefault(key, []).append((time.perf_counter() - started) * 1000)
+
+    psycopg.ClientCursor.execute = timed  # type: ignore[method-assign]
+
+
+def print_profile(turns: int) -> None:
+    ranked = sorted(PROFILE.items(), key=lambda item: -sum(item[1]))
+    total = sum(sum(times) for times in PROFILE.values())
+    print(f"PG statements: {total / max(turns, 1):.2f} ms per turn in execute", file=sys.stderr)
+    for key, times in ranked[:25]:
+        per = sum(times) / max(turns, 1)
+        print(
+            f"{per:7.2f} ms/turn {len(times) / max(turns, 1):5.2f}x p50 {median(times):6.2f}"
+            f" max {max(times):7.2f}  {key}",
+            file=sys.stderr,
+        )
 
 
 def with_options(url: str) -> str:
@@ -275,32 +399,37 @@ def run(seconds: float = 10, turns: int = TURNS, sizes: tuple[int, ...] = SIZES)
     server = cluster()
     server.start()  # type: ignore[attr-defined]
     rows: list[Figure] = []
+    urls: dict[int, str] = {}
+    made: list[str] = []  # this run's databases, dropped at the end (the cluster is kept)
     try:
-        urls = {}
         for size in sizes:
-            url = server.new_database(empty=True)  # type: ignore[attr-defined]
-            progress(f"pg: copying the {size:,}-message memory into PostgreSQL")
-            spent = copy_in(size, url)
+            url, spent = copy_in(server, size)
             rows.append(
-                Figure(f"migrate SQLite -> PostgreSQL, {label(size)} messages", f"{spent:.0f} s")
+                Figure(
+                    f"PG database of {label(size)} messages (migrate, or copy of the cached one)",
+                    f"{spent:.0f} s",
+                )
             )
             urls[size] = with_options(url)
         rows += asyncio.run(turns_side_by_side(urls, turns))
+        if os.environ.get("BENCH_PG_TURN_ONLY", "").lower() in {"1", "on", "yes"}:
+            return rows
         folder = run_dir("pg-processes")
         try:
             progress(f"pg: four writing processes for {seconds:.0f} s on each engine")
             rows += processes(str(folder / "memory.db"), "SQLite", seconds)
-            rows += processes(
-                with_options(server.new_database(empty=True)),  # type: ignore[attr-defined]
-                "PostgreSQL",
-                seconds,
-            )
+            made.append(server.new_database(empty=True))  # type: ignore[attr-defined]
+            rows += processes(with_options(made[-1]), "PostgreSQL", seconds)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         progress(f"pg: awareness (writer and courier) for {seconds:.0f} s")
         rows += awareness(urls[min(sizes)], seconds)
     finally:
-        server.stop()  # type: ignore[attr-defined]
+        try:
+            for url in [*urls.values(), *made]:
+                server.drop(url.split("?", 1)[0])  # type: ignore[attr-defined]
+        finally:
+            server.stop()  # type: ignore[attr-defined]
     return rows
 
 

@@ -1,7 +1,8 @@
 """A throwaway PostgreSQL cluster per test run (per xdist worker), and a database per test.
 
 `initdb -A trust` into a temporary folder owned by the postgres user (as root; otherwise
-the current user), `pg_ctl start` on a free port of 127.0.0.1 with fsync off, a template
+the current user; bench/pg.py keeps its cluster in a folder of its own across runs),
+`pg_ctl start` on a free port of 127.0.0.1 with fsync off, a template
 database migrated once, and `CREATE DATABASE … TEMPLATE` for each test (a file copy).
 Tests that need it skip with a clear reason only when PostgreSQL's programs are absent
 (scripts/install-test-deps.sh installs them; CI runs these tests).
@@ -48,10 +49,15 @@ def _free_port() -> int:
 class Cluster:
     """One running PostgreSQL server in a temporary folder."""
 
-    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
+    def __init__(self, bin_dir: Path, *, durable: bool = False, keep: Path | None = None) -> None:
         self.bin = bin_dir
         self.durable = durable  # fsync and synchronous commit on (benchmarks), off (tests)
-        self.folder = Path(tempfile.mkdtemp(prefix="mirror-pg-"))
+        # `keep`: a folder the cluster lives in across runs (bench/pg.py caches its copies
+        # of the prefilled memories there); otherwise a temporary one, removed at `stop`.
+        self.kept = keep is not None
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+        self.folder = keep if keep is not None else Path(tempfile.mkdtemp(prefix="mirror-pg-"))
         self.port = _free_port()
         self._serial = 0
         self._serial_lock = threading.Lock()
@@ -73,19 +79,13 @@ class Cluster:
 
     def start(self) -> None:
         data = self.folder / "data"
-        self._run(
-            str(self.bin / "initdb"),
-            "-A",
-            "trust",
-            "-U",
-            USER,
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-            "--no-sync",
-            "-D",
-            str(data),
-        )
+        if not (data / "PG_VERSION").exists():
+            self._initdb(data)
+        elif (data / "postmaster.pid").exists():  # left running by a run that was killed
+            try:
+                self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
+            except RuntimeError:  # not running after all (a stale pid file): start says so
+                pass
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
         options += " -c max_connections=200"
         if not self.durable:
@@ -102,8 +102,28 @@ class Cluster:
             "start",
         )
 
+    def _initdb(self, data: Path) -> None:
+        self._run(
+            str(self.bin / "initdb"),
+            "-A",
+            "trust",
+            "-U",
+            USER,
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+            "-D",
+            str(data),
+        )
+
     def stop(self) -> None:
         self._stopping.set()
+        if self.kept:  # a clean shutdown: the next start needs no recovery
+            self._run(
+                str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "stop"
+            )
+            return
         try:
             self._run(
                 str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate", "stop"

@@ -96,6 +96,28 @@ def test_sqlite_constructs_become_their_postgresql_counterparts() -> None:
     assert translate("UPDATE OR IGNORE messages SET text = ?").ignore_unique
 
 
+def test_a_view_of_the_newest_word_matches_reads_them_as_its_table() -> None:
+    """`FROM messages m JOIN … WHERE m.id IN (newest matches) AND …` reads the matches as
+    `m`: PostgreSQL stops at the view's LIMIT instead of hashing every match first."""
+    view = translate(
+        "SELECT m.id, c.kind FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+        " WHERE m.id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q"
+        " ORDER BY rowid DESC LIMIT 200) AND m.visibility = 'group'"
+        " ORDER BY m.id DESC LIMIT :limit"
+    ).sql
+    assert view == (
+        "SELECT m.id, c.kind FROM (SELECT * FROM messages WHERE search_vector @@"
+        " websearch_to_tsquery('mirror_text', %(q)s) ORDER BY id DESC LIMIT 200) m"
+        " JOIN conversations c ON c.id = m.conversation_id WHERE m.visibility = 'group'"
+        " ORDER BY m.id DESC LIMIT %(limit)s"
+    )
+    every = translate(  # all the matches, not the newest: left as it is
+        "SELECT m.id FROM messages m WHERE m.id IN (SELECT rowid FROM messages_fts"
+        " WHERE messages_fts MATCH :q) AND m.person_id = :p"
+    ).sql
+    assert "WHERE m.id IN (SELECT id FROM messages WHERE search_vector @@" in every
+
+
 def test_a_json_list_is_an_array_an_index_can_look_up() -> None:
     listed = translate("SELECT * FROM conflicts WHERE id IN (SELECT value FROM json_each(?))")
     assert listed.sql.endswith(
@@ -291,6 +313,93 @@ async def test_commits_wait_for_no_wal_flush_unless_the_url_asks(pg_url: str) ->
         assert await memory.read(setting) == "off"
     async with Memory(f"{pg_url}?options=-c%20synchronous_commit%3Don") as memory:
         assert await memory.write(setting) == "on"
+
+
+async def test_no_jit_and_generic_plans_for_prepared_reads_unless_the_url_asks(
+    pg_url: str,
+) -> None:
+    """JIT off (it compiled the turn view's newest-messages read for 10 ms, to run it in
+    0.3) and generic plans for the prepared reads, by default; a URL keeps its own."""
+
+    def settings(conn: Any) -> tuple[str, str]:
+        row = conn.execute(
+            "SELECT current_setting('jit'), current_setting('plan_cache_mode')"
+        ).fetchone()
+        return str(row[0]), str(row[1])
+
+    async with Memory(pg_url) as memory:
+        assert await memory.read(settings) == ("off", "force_generic_plan")
+        assert await memory.write(settings) == ("off", "force_generic_plan")
+    async with Memory(f"{pg_url}?options=-c%20jit%3Don%20-c%20plan_cache_mode%3Dauto") as memory:
+        assert await memory.read(settings) == ("on", "auto")
+
+
+async def test_a_read_is_prepared_on_its_connection_and_answers_as_before(pg_url: str) -> None:
+    """A read seen once is PREPAREd on its connection (typed from a call that gives every
+    parameter a value), and later calls EXECUTE it; values its types would read otherwise
+    (a float for a bigint, text for an id) and reads PostgreSQL cannot prepare still
+    answer, as plain statements."""
+    async with Memory(pg_url) as memory:
+        for n in range(3):
+            await memory.record_incoming(incoming(f"m{n}", f"p{n}"), "desk")
+        [ana] = sql_rows(pg_url, "SELECT id FROM people")
+        by_person = (
+            "SELECT text FROM messages WHERE direction = 'in'"
+            " AND (:person IS NULL OR person_id = :person) ORDER BY id"
+        )
+        by_id = "SELECT text FROM messages WHERE id = :id"
+
+        def texts(conn: Any, sql: str, params: dict[str, Any]) -> list[str]:
+            return [row["text"] for row in conn.execute(sql, params)]
+
+        def prepared(conn: Any) -> list[str]:
+            rows = conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()
+            return [str(row[0]) for row in rows]
+
+        everyone = ["m0", "m1", "m2"]
+        assert await memory.read(texts, by_person, {"person": None}) == everyone
+        assert not any("person_id" in s for s in await memory.read(prepared))  # untyped yet
+        for person in (ana[0], None, ana[0], ana[0] + 1000):
+            expected = everyone if person in (ana[0], None) else []
+            assert await memory.read(texts, by_person, {"person": person}) == expected
+        assert any("person_id = $1" in s for s in await memory.read(prepared))
+        first = sql_rows(pg_url, "SELECT min(id) FROM messages")[0][0]
+        for value in (first, float(first), str(first), first):
+            assert await memory.read(texts, by_id, {"id": value}) == ["m0"]
+        by_key = "SELECT text FROM messages WHERE id = :key"  # PREPARE (text): refused
+        for value in (str(first), first, str(first)):
+            assert await memory.read(texts, by_key, {"key": value}) == ["m0"]
+        assert sum("WHERE id = $1" in s for s in await memory.read(prepared)) == 1  # by_id
+
+
+async def test_reads_and_writes_go_on_unprepared_when_the_server_lost_the_prepared_reads(
+    pg_url: str,
+) -> None:
+    """Behind a pooler in transaction mode (or after DEALLOCATE) a prepared read is gone:
+    the transaction runs again, unprepared, and nothing is lost or written twice."""
+    async with Memory(pg_url) as memory:
+        await memory.record_incoming(incoming("one", "l1"), "desk")
+        by_text = "SELECT count(*) AS n FROM messages WHERE text = :text"
+
+        def count(conn: Any) -> int:
+            return int(conn.execute(by_text, {"text": "one"}).fetchone()["n"])
+
+        def count_then_write(conn: Any) -> int:
+            found = count(conn)
+            conn.execute("INSERT INTO audit (at, actor, action) VALUES (1, 'x', 'lost')")
+            return found
+
+        def forget(conn: Any) -> None:
+            conn.raw.execute("DEALLOCATE ALL")
+
+        for call in (memory.read, memory.write):
+            for _ in range(3):  # seen, prepared, executed
+                assert await call(count) == 1
+            await call(forget)
+        assert await memory.read(count) == 1
+        assert await memory.write(count_then_write) == 1
+        assert await memory.write(count_then_write) == 1
+        assert sql_rows(pg_url, "SELECT count(*) FROM audit WHERE action = 'lost'") == [(2,)]
 
 
 async def test_a_read_left_open_ends_with_the_next_read_or_when_the_reader_is_idle(

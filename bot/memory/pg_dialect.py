@@ -82,6 +82,26 @@ _REWRITES: list[tuple[re.Pattern[str], str]] = [
 # PostgreSQL casts it where it is compared with an id). Spans a literal: applied first.
 _JSON_EXTRACT = re.compile(r"json_extract\((\w+),\s*'\$\.(\w+)'\)")
 
+# A view over the newest word matches (the turn view's recall: `FROM messages m JOIN … WHERE
+# m.id IN (newest 200 matches) AND visible … ORDER BY m.id DESC LIMIT :limit`) reads the
+# matches as its table instead: `FROM (newest 200 matches) m JOIN … WHERE visible …`. The
+# same rows (ids are unique, so the semi-join was a join), but PostgreSQL stops walking the
+# ids backwards once it has :limit visible rows, where the IN first hashed all 200 matches:
+# for a common word, 1 500 rows checked instead of 10 000 (3.0 -> 0.4 ms at 1M messages).
+# Spans the 'mirror_text' literal: applied after the rewrites.
+_NEWEST_MATCHES = re.compile(
+    r"\bFROM\s+(\w+)\s+(\w+)\b((?:(?!\bWHERE\b)[^()])*?)\bWHERE\s+\2\.id\s+IN\s+\(\s*"
+    r"SELECT\s+id\s+(FROM\s+\1\s+WHERE\s+search_vector\s+@@\s+"
+    r"websearch_to_tsquery\('mirror_text',\s*(?::\w+|\?)\)\s+ORDER\s+BY\s+id\s+DESC\s+"
+    r"LIMIT\s+\d+)\s*\)\s+AND\s+"
+)
+
+
+def _newest_matches(match: re.Match[str]) -> str:
+    alias, joins, matches = match.group(2, 3, 4)
+    return f"FROM (SELECT * {matches}) {alias}{joins}WHERE "
+
+
 # `x IN (SELECT value FROM json_each(:list))`: a JSON array bound as one parameter.
 _JSON_EACH = re.compile(
     r"([\w.]+)\s+(NOT\s+)?IN\s+\(\s*SELECT\s+value\s+FROM\s+json_each\((:\w+|\?)\)\s*\)",
@@ -203,6 +223,7 @@ def translate(sql: str, with_params: bool = True) -> Statement:
     )
     text = _JSON_EXTRACT.sub(r"(CAST(\1 AS json) ->> '\2')", text)
     text = _outside_literals(text, _rewrite)
+    text = _NEWEST_MATCHES.sub(_newest_matches, text)
     table = _INSERT_INTO.match(re.sub(r"\bOR\s+REPLACE\s+", "", sql, count=1))
     has_returning = bool(_RETURNING.search(text))
     if ignore_insert:
