@@ -631,8 +631,9 @@ def client_figures(results: list[dict[str, Any]]) -> list[Figure]:
 
 
 # (label, prefilled size, run_up options): as shipped (recall by meaning on when
-# installed), with the int8 encoder (less CPU, more memory), with recall off (what is left when the embedding model is not loaded), and
-# through litellm (MIRROR_MODEL_CLIENT=litellm: what this issue started from).
+# installed), with the int8 encoder (less CPU, more memory), with recall off (what is left
+# when the embedding model is not loaded), and through litellm
+# (MIRROR_MODEL_CLIENT=litellm: what this issue started from).
 RUNS: tuple[tuple[str, int | None, dict[str, Any]], ...] = (
     ("empty", None, {}),
     ("10k", 10_000, {}),
