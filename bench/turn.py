@@ -26,6 +26,11 @@ re-reported for its triggers counts once, each row of an executemany counts), an
 CPU a turn takes (the process's, all threads, less the model step's wall time: a figure
 that a busy host disturbs far less than the wall-clock ones).
 
+The working copy's word indexes (FTS5) are merged before the turns, as the scheduler keeps
+a running memory's (`Scheduler.merge_word_indexes`): the prefill leaves them as SQLite's
+automerge does (18 segments at 1M), which a live memory has only until its scheduler's
+first minute. BENCH_MERGE=off measures them as the prefill left them.
+
 Goals (issue 18, offline brain): at 1M, p50 <= 4 ms and p99 <= 15 ms, recall by meaning
 on and off; p50 at 1M <= 1.5 x p50 at 10k.
 
@@ -64,6 +69,7 @@ from bot.models import Author, Incoming
 from bot.soul import sync_soul_file
 
 TURNS = 400
+MERGED = os.environ.get("BENCH_MERGE", "").lower() not in {"off", "0", "false", "no"}
 WARM_UP = 20
 BLOCK = 20
 PARTS = ("guard", "ingest", "context", "store")
@@ -171,6 +177,16 @@ class Turner:
     async def open(self) -> None:
         await self.memory.open()
         await prefill.shift_clock(self.memory)
+        if MERGED:  # as the scheduler keeps them (in steps of 100 pages; here at once)
+            while await self.memory.merge_word_indexes(pages=100_000):
+                pass
+            # The merge rewrote the index (48 MB at 1M) into the WAL: copied back now, not
+            # by background checkpoints during the first turns.
+            writer = self.memory._writer
+            assert writer is not None
+            await run_in_thread(
+                writer, lambda raw: raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            )
         await sync_soul_file(self.memory, SOUL)
         for entrance, instance in prefill.INSTANCES.items():
             await self.memory.register_instance(instance, entrance, "bench-host", os.getpid(), None)
@@ -234,6 +250,7 @@ async def measure(
             f"turn: {turns} turns on each of {', '.join(map(str, sizes))} messages"
             f" (recall by meaning {recall_is})"
             + (f", {turns} more at {max(sizes)} with it off" if off is not None else "")
+            + ("; word indexes merged" if MERGED else "; word indexes as the prefill left them")
         )
         for _ in range(turns // BLOCK):
             for turner in turners.values():

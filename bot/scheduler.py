@@ -1,5 +1,5 @@
 """The scheduler: surfaces unresolved items to the coordinator, reminds, escalates, queues
-the follow-ups of promises that fell due, expires.
+the follow-ups of promises that fell due, expires, and merges the word indexes recall reads.
 
 Any number of schedulers may run; one acts. Each tick first takes or renews the
 'scheduler' lease (a row in `leases`, upserted under BEGIN IMMEDIATE); a scheduler without
@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 LEASE = "scheduler"
 DUE_BATCH = 100  # due promises claimed per tick (one short transaction)
 MAX_CATCH_UP_TICKS = 1000  # back-to-back ticks at most while batches come back full
+# Word index merging (Memory.merge_word_indexes), off the turn: each step one short write
+# (100 pages: 5 ms at 1M messages, p99 87 ms), a pause after it so that the writers waiting
+# for the lock (turns in other processes) take it; a tick takes a bounded number of steps,
+# and stops sooner once a quarter of the lease has gone (the lease is renewed per tick).
+MERGE_PAGES = 100
+MERGE_STEPS = 20
+MERGE_PAUSE_S = 0.02
 
 
 @dataclass
@@ -42,6 +50,7 @@ class TickReport:
     dead: list[str] = field(default_factory=list)
     due: list[int] = field(default_factory=list)  # intentions whose follow-up was queued
     waiting: list[int] = field(default_factory=list)  # follow-ups the coordinator was told of
+    merge_steps: int = 0  # word index merge steps that found segments to merge
 
     def summary(self) -> str:
         if not self.leader:
@@ -50,7 +59,7 @@ class TickReport:
             f"leader (epoch {self.epoch}): surfaced {len(self.surfaced)}, reminded "
             f"{len(self.reminded)}, escalated {len(self.escalated)}, expired "
             f"{len(self.expired)}, dead instances {len(self.dead)}, due {len(self.due)}, "
-            f"waiting {len(self.waiting)}"
+            f"waiting {len(self.waiting)}, word index merge steps {self.merge_steps}"
         )
 
 
@@ -249,3 +258,20 @@ class Scheduler:
         )
         for name in report.dead:
             log.warning("instance %s stopped heartbeating; marked dead", name)
+        if len(report.due) < DUE_BATCH:  # not while a backlog of due promises is queued
+            report.merge_steps = await self.merge_word_indexes()
+
+    async def merge_word_indexes(self) -> int:
+        """Merge the word indexes' segments a few steps further (the turn's word recall reads
+        every segment: at 1M messages 18 of them cost 0.40 ms a query, merged 0.17 ms);
+        returns the steps that found segments to merge."""
+        steps = 0
+        deadline = time.monotonic() + self.config.scheduler.lease_s / 4
+        for _ in range(MERGE_STEPS):
+            if not await self.memory.merge_word_indexes(MERGE_PAGES):
+                break
+            steps += 1
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(MERGE_PAUSE_S)
+        return steps

@@ -13,6 +13,7 @@ guard reads for unknown accounts and pruning keeps.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from bot.guard import (
@@ -75,10 +76,17 @@ def take_tokens_in(
 ) -> tuple[str | None, bool]:
     """Take one token from every bucket, or from none: (empty bucket key, first warning)."""
     states: list[tuple[BucketSpec, bool, Bucket, bool]] = []
+    # Every bucket in one read (a turn takes from two: the person's and the entrance's).
+    rows = {
+        row["key"]: row
+        for row in conn.execute(
+            "SELECT key, tokens, updated_at, warned FROM rate_buckets"
+            " WHERE key IN (SELECT value FROM json_each(:keys))",
+            {"keys": json.dumps([spec.key for spec in buckets])},
+        )
+    }
     for spec in buckets:
-        row = conn.execute(
-            "SELECT tokens, updated_at, warned FROM rate_buckets WHERE key = ?", (spec.key,)
-        ).fetchone()
+        row = rows.get(spec.key)
         current = Bucket(row["tokens"], row["updated_at"]) if row else None
         allowed, state = take_token(current, now, spec.rate_per_s, spec.burst)
         states.append((spec, allowed, state, bool(row["warned"]) if row else False))
