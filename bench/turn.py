@@ -177,7 +177,8 @@ class Turner:
     async def open(self) -> None:
         await self.memory.open()
         await prefill.shift_clock(self.memory)
-        if MERGED:  # as the scheduler keeps them (in steps of 100 pages; here at once)
+        # As the scheduler keeps them (in steps of 100 pages; here at once); SQLite only.
+        if MERGED and self.memory.engine == "sqlite":
             while await self.memory.merge_word_indexes(pages=100_000):
                 pass
             # The merge rewrote the index (48 MB at 1M) into the WAL: copied back now, not

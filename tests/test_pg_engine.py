@@ -402,6 +402,68 @@ async def test_reads_and_writes_go_on_unprepared_when_the_server_lost_the_prepar
         assert sql_rows(pg_url, "SELECT count(*) FROM audit WHERE action = 'lost'") == [(2,)]
 
 
+async def test_reads_issued_before_any_is_consumed_read_what_they_would_one_by_one(
+    memory: Memory,
+) -> None:
+    """Execute all, then fetch (the turn view, the guard): each read answers as if it had
+    been consumed at once, in the order issued, writes in between included."""
+
+    def run(conn: Any) -> tuple[int, int, int, list[str]]:
+        count = "SELECT count(*) FROM audit WHERE actor = 'pipe'"
+        before = conn.execute(count)
+        conn.execute("INSERT INTO audit (at, actor, action) VALUES (1, 'pipe', 'a')")
+        after = conn.execute(count)
+        actions = conn.execute("SELECT action FROM audit WHERE actor = 'pipe' ORDER BY id")
+        conn.execute(count)  # issued, never consumed
+        unused = conn.execute("SELECT action FROM audit WHERE actor = 'nobody'")
+        return (
+            after.fetchone()[0],
+            before.fetchone()[0],
+            len(unused.fetchall()),
+            [row[0] for row in actions],
+        )
+
+    assert await memory.write(run) == (1, 0, 0, ["a"])
+
+
+async def test_reads_issued_before_any_is_consumed_go_in_one_message(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the reads a transaction issues before consuming any travel together:
+    the turn view's dozen independent reads cost one round trip, not one each. A read
+    never consumed is not sent, and its cursor refuses to read after the transaction."""
+    import psycopg
+
+    from bot.memory.schema import MemoryDbError
+
+    async with Memory(pg_url) as memory:
+        await memory.record_incoming(incoming("one", "q1"), "desk")
+        sent: list[str] = []
+        execute = psycopg.ClientCursor.execute
+
+        def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            return execute(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.ClientCursor, "execute", counted)
+
+        def view(conn: Any) -> tuple[list[Any], Any]:
+            issued = [
+                conn.execute("SELECT count(*) FROM messages"),
+                conn.execute("SELECT text FROM messages ORDER BY id"),
+                conn.execute("SELECT count(*) FROM people"),
+                conn.execute("SELECT count(*) FROM audit WHERE actor = 'nobody'"),
+            ]
+            got = [cursor.fetchall()[0][0] for cursor in issued[:-1]]
+            return got, conn.execute("SELECT 'never consumed'")
+
+        got, left = await memory.read(view)
+        assert got == [1, "one", 1]
+        assert len(sent) == 1 and "never consumed" not in sent[0]
+        with pytest.raises(MemoryDbError):
+            left.fetchone()
+
+
 async def test_a_read_left_open_ends_with_the_next_read_or_when_the_reader_is_idle(
     pg_url: str,
 ) -> None:

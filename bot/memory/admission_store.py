@@ -71,19 +71,28 @@ BOT_HOUR_SQL = (
 )
 
 
+def _read_buckets(conn: sqlite3.Connection, buckets: list[BucketSpec]) -> sqlite3.Cursor:
+    """Every bucket in one read (a turn takes from two: the person's and the entrance's)."""
+    return conn.execute(
+        "SELECT key, tokens, updated_at, warned FROM rate_buckets"
+        " WHERE key IN (SELECT value FROM json_each(:keys))",
+        {"keys": json.dumps([spec.key for spec in buckets])},
+    )
+
+
 def take_tokens_in(
-    conn: sqlite3.Connection, now: float, buckets: list[BucketSpec]
+    conn: sqlite3.Connection,
+    now: float,
+    buckets: list[BucketSpec],
+    issued: sqlite3.Cursor | None = None,
 ) -> tuple[str | None, bool]:
-    """Take one token from every bucket, or from none: (empty bucket key, first warning)."""
+    """Take one token from every bucket, or from none: (empty bucket key, first warning).
+
+    `issued`: the buckets' read (`_read_buckets`), issued earlier in this transaction and
+    not consumed yet (on PostgreSQL it then travels with the statement before it)."""
     states: list[tuple[BucketSpec, bool, Bucket, bool]] = []
-    # Every bucket in one read (a turn takes from two: the person's and the entrance's).
     rows = {
-        row["key"]: row
-        for row in conn.execute(
-            "SELECT key, tokens, updated_at, warned FROM rate_buckets"
-            " WHERE key IN (SELECT value FROM json_each(:keys))",
-            {"keys": json.dumps([spec.key for spec in buckets])},
-        )
+        row["key"]: row for row in (issued if issued is not None else _read_buckets(conn, buckets))
     }
     for spec in buckets:
         row = rows.get(spec.key)
@@ -141,6 +150,10 @@ def _save_bot_streak(conn: sqlite3.Connection, conversation_id: int, state: BotS
 
 
 def admit_in(conn: sqlite3.Connection, now: float, request: AdmitRequest) -> Admission:
+    # The buckets' read is issued first, consumed last (`take_tokens_in`): it depends on
+    # nothing read or written before it here, so on PostgreSQL it travels with the streak's
+    # read, one round trip fewer a turn (bot/memory/pg_engine.py, `PgConnection`).
+    buckets = _read_buckets(conn, request.buckets)
     if request.human_conversation is not None:
         state = _bot_streak(conn, request.human_conversation)
         if state is not None:
@@ -154,16 +167,15 @@ def admit_in(conn: sqlite3.Connection, now: float, request: AdmitRequest) -> Adm
                 _save_bot_streak(conn, request.human_conversation, after)
     decision: BotDecision | None = None
     if request.bot_conversation is not None:
-        last_hour = conn.execute(
+        hour = conn.execute(
             BOT_HOUR_SQL, {"conversation": request.bot_conversation, "since": now - 3600}
-        ).fetchone()[0]
-        decision = next_bot_exchange(
-            _bot_streak(conn, request.bot_conversation), last_hour, now, request.bot_budget
         )
+        streak = _bot_streak(conn, request.bot_conversation)  # with the hour's read
+        decision = next_bot_exchange(streak, hour.fetchone()[0], now, request.bot_budget)
         if not decision.allowed:
             _save_bot_streak(conn, request.bot_conversation, decision.state)
             return Admission(False, bot=decision)
-    limited_by, first = take_tokens_in(conn, now, request.buckets)
+    limited_by, first = take_tokens_in(conn, now, request.buckets, buckets)
     if limited_by is not None:
         return Admission(False, limited_by, first, bot=decision)
     if request.bot_conversation is not None and decision is not None:
@@ -195,41 +207,49 @@ class AdmissionStore(Database):
         """Everything a check reads, in one snapshot (one await)."""
 
         def run(conn: sqlite3.Connection) -> GuardFacts:
-            sent: list[SentMessage] = []
-            if request.sent_after is not None:
-                sent = [
-                    SentMessage(row[0], row[1], row[2], row[3])
-                    for row in conn.execute(
-                        SENT_SINCE_SQL,
-                        {"after": request.sent_after, "since": request.sent_since},
-                    )
-                ]
-            recent: list[tuple[str, bool]] = []
-            if request.recent_incoming:
-                recent = [
-                    (row["text"], bool(row["is_bot"]))
-                    for row in conn.execute(
-                        RECENT_INCOMING_SQL,
-                        {
-                            "conversation": request.conversation_id,
-                            "message": request.message_id,
-                            "limit": request.recent_incoming,
-                        },
-                    )
-                ]
-            granted = bool(
-                request.want_grant
-                and conn.execute(GRANTED_SQL, {"person": request.person_id}).fetchone()
+            # Execute all, then fetch: the reads are independent, so all are issued before
+            # any is consumed (on PostgreSQL: one message, `PgConnection`).
+            sent_rows = (
+                conn.execute(
+                    SENT_SINCE_SQL,
+                    {"after": request.sent_after, "since": request.sent_since},
+                )
+                if request.sent_after is not None
+                else []
             )
-            tokens, cost = 0, 0.0
-            if request.usage_day is not None:
-                row = conn.execute(
+            recent_rows = (
+                conn.execute(
+                    RECENT_INCOMING_SQL,
+                    {
+                        "conversation": request.conversation_id,
+                        "message": request.message_id,
+                        "limit": request.recent_incoming,
+                    },
+                )
+                if request.recent_incoming
+                else []
+            )
+            grant_row = (
+                conn.execute(GRANTED_SQL, {"person": request.person_id})
+                if request.want_grant
+                else None
+            )
+            usage_row = (
+                conn.execute(
                     "SELECT prompt_tokens + completion_tokens AS tokens, cost_usd"
                     " FROM usage_daily WHERE day = ?",
                     (request.usage_day,),
-                ).fetchone()
-                if row is not None:
-                    tokens, cost = row["tokens"], row["cost_usd"]
+                )
+                if request.usage_day is not None
+                else None
+            )
+            sent = [SentMessage(row[0], row[1], row[2], row[3]) for row in sent_rows]
+            recent = [(row["text"], bool(row["is_bot"])) for row in recent_rows]
+            granted = bool(grant_row is not None and grant_row.fetchone())
+            tokens, cost = 0, 0.0
+            row = usage_row.fetchone() if usage_row is not None else None
+            if row is not None:
+                tokens, cost = row["tokens"], row["cost_usd"]
             return GuardFacts(sent, recent, granted, tokens, cost)
 
         return await self.read(run)

@@ -275,39 +275,105 @@ class MirrorStore(VectorStore):
                 "speaker": person_id,
                 "here": conversation_id,
             }
-            history = [
-                _view_message(row)
-                for row in conn.execute(
-                    f"{_VIEW_MESSAGE} WHERE m.conversation_id = :here AND m.id < :incoming"
-                    " ORDER BY m.id DESC LIMIT :limit",
-                    {**params, "incoming": incoming_id, "limit": limits.history},
-                )
-            ][::-1]
-            elsewhere = [
-                _view_message(row)
-                for row in conn.execute(
-                    f"{_VIEW_MESSAGE} WHERE m.person_id = :speaker"
-                    " AND m.conversation_id <> :here"
-                    " ORDER BY m.id DESC LIMIT :limit",
-                    {**params, "limit": limits.elsewhere},
-                )
-            ]
-            # Each instance's newest messages, all in one statement (one round trip on
-            # PostgreSQL, not one per instance), newest first.
-            recent: dict[str, list[ViewMessage]] = {}
-            if limits.recent_per_instance > 0:
-                for found in conn.execute(
+            # Execute all, then fetch: the reads below depend on none of each other's rows,
+            # so all are issued before any is consumed. SQLite runs each as it is issued
+            # (its cursors are independent); PostgreSQL sends them in one message, one
+            # round trip instead of ten (bot/memory/pg_engine.py, `PgConnection`).
+            history_rows = conn.execute(
+                f"{_VIEW_MESSAGE} WHERE m.conversation_id = :here AND m.id < :incoming"
+                " ORDER BY m.id DESC LIMIT :limit",
+                {**params, "incoming": incoming_id, "limit": limits.history},
+            )
+            elsewhere_rows = conn.execute(
+                f"{_VIEW_MESSAGE} WHERE m.person_id = :speaker"
+                " AND m.conversation_id <> :here"
+                " ORDER BY m.id DESC LIMIT :limit",
+                {**params, "limit": limits.elsewhere},
+            )
+            # Each instance's newest messages, all in one statement (not one per instance).
+            recent_rows = (
+                conn.execute(
                     RECENT_PER_INSTANCE_SQL, {**params, "skip": limits.recent_per_instance - 1}
-                ):
-                    recent.setdefault(found["instance_id"], []).append(_view_message(found))
-            instances = [
-                _view_instance(row, recent.get(row["id"], []), now, dead_after_s)
-                for row in conn.execute("SELECT * FROM instances ORDER BY id")
-            ]
+                )
+                if limits.recent_per_instance > 0
+                else []
+            )
+            instance_rows = conn.execute("SELECT * FROM instances ORDER BY id")
             # INDEXED BY (here and for decisions): with no statistics (no ANALYZE) the planner
             # picks the status indexes and sorts every active intention, every decision ever
             # made (5 ms at 8 000 decisions); the partial indexes of schema 004 hold exactly
             # these rows, in order.
+            intention_rows = conn.execute(
+                "SELECT i.id, i.owner_instance, i.entrance, i.person_id, p.name AS person_name,"
+                f" CASE WHEN {visible('i')} THEN i.text END AS text,"
+                f" CASE WHEN {visible('i')} THEN i.subject END AS subject,"
+                " i.due_at, i.status, i.target_entrance"
+                " FROM intentions i INDEXED BY intentions_active"
+                " LEFT JOIN people p ON p.id = i.person_id"
+                " WHERE i.status IN ('open', 'conflicted', 'resolved')"
+                " ORDER BY i.id DESC LIMIT :limit",
+                {**params, "limit": limits.intentions},
+            )
+            decided_rows = conn.execute(
+                "SELECT * FROM conflicts INDEXED BY conflicts_decided"
+                " WHERE status IN ('resolved', 'dismissed')"
+                " ORDER BY resolved_at DESC LIMIT :limit",
+                {"limit": limits.decisions},
+            )
+            # Reads `visible` would empty for this audience are not run (word recall from
+            # messages leaves this conversation out; notes need a conversation or a person).
+            sees_elsewhere = sees_other_conversations(audience, conversation_id)
+            sees_notes = sees_any_conversation(audience)
+            query = recall_query(text)
+            recall_rows = (
+                conn.execute(
+                    f"{_VIEW_MESSAGE} WHERE m.id IN (SELECT rowid FROM messages_fts"
+                    "   WHERE messages_fts MATCH :q ORDER BY rowid DESC LIMIT 200)"
+                    " AND m.conversation_id <> :here"
+                    f" AND {visible('m')}"
+                    " ORDER BY m.id DESC LIMIT :limit",
+                    {**params, "q": query, "limit": limits.recall},
+                )
+                if query and sees_elsewhere
+                else []
+            )
+            note_rows = (
+                conn.execute(
+                    f"{_VIEW_NOTE} WHERE n.id IN (SELECT rowid FROM notes_fts"
+                    "   WHERE notes_fts MATCH :q ORDER BY rowid DESC LIMIT 200)"
+                    f" AND {visible('n')}"
+                    " ORDER BY n.id DESC LIMIT :limit",
+                    {**params, "q": query, "limit": limits.recall},
+                )
+                if query and sees_notes
+                else []
+            )
+            about_rows = (
+                conn.execute(
+                    f"{_VIEW_NOTE} WHERE n.person_id = :speaker AND {visible('n')}"
+                    " ORDER BY n.id DESC LIMIT :limit",
+                    {**params, "limit": limits.about_person},
+                )
+                if sees_notes
+                else []
+            )
+            speaker_row = conn.execute(
+                "SELECT (SELECT name FROM people WHERE id = :speaker) AS name,"
+                " (SELECT timezone FROM people WHERE id = :speaker) AS timezone,"
+                " EXISTS (SELECT 1 FROM messages WHERE conversation_id = :here"
+                " AND direction = 'out' AND model = 'mirror/offline') AS notice",
+                params,
+            )
+            # Then fetch, in the order they were issued.
+            history = [_view_message(row) for row in history_rows][::-1]
+            elsewhere = [_view_message(row) for row in elsewhere_rows]
+            recent: dict[str, list[ViewMessage]] = {}
+            for found in recent_rows:
+                recent.setdefault(found["instance_id"], []).append(_view_message(found))
+            instances = [
+                _view_instance(row, recent.get(row["id"], []), now, dead_after_s)
+                for row in instance_rows
+            ]
             intentions = [
                 ViewIntention(
                     id=row["id"],
@@ -321,71 +387,28 @@ class MirrorStore(VectorStore):
                     status=row["status"],
                     target_entrance=row["target_entrance"],
                 )
-                for row in conn.execute(
-                    "SELECT i.id, i.owner_instance, i.entrance, i.person_id, p.name AS person_name,"
-                    f" CASE WHEN {visible('i')} THEN i.text END AS text,"
-                    f" CASE WHEN {visible('i')} THEN i.subject END AS subject,"
-                    " i.due_at, i.status, i.target_entrance"
-                    " FROM intentions i INDEXED BY intentions_active"
-                    " LEFT JOIN people p ON p.id = i.person_id"
-                    " WHERE i.status IN ('open', 'conflicted', 'resolved')"
-                    " ORDER BY i.id DESC LIMIT :limit",
-                    {**params, "limit": limits.intentions},
-                )
+                for row in intention_rows
             ]
-            decided = conn.execute(
-                "SELECT * FROM conflicts INDEXED BY conflicts_decided"
-                " WHERE status IN ('resolved', 'dismissed')"
-                " ORDER BY resolved_at DESC LIMIT :limit",
-                {"limit": limits.decisions},
-            ).fetchall()
+            decided = decided_rows.fetchall()
+            recall: list[ViewMessage] = [_view_message(row) for row in recall_rows]
+            notes: list[ViewNote] = [_view_note(row) for row in note_rows]
+            about_person: list[ViewNote] = [_view_note(row) for row in about_rows]
+            speaker = speaker_row.fetchone()
+            # The sides of the decisions depend on their rows: issued after them, consumed
+            # after recall by meaning (on PostgreSQL it travels with recall's first read).
             side_ids = sorted(
                 {row["intention_a"] for row in decided}
                 | {row["intention_b"] for row in decided if row["intention_b"] is not None}
             )
-            sides = {
-                row["id"]: row
-                for row in (
-                    conn.execute(
-                        f"SELECT i.id, i.text, {visible('i')} AS seen, i.status, i.owner_instance"
-                        " FROM intentions i WHERE i.id IN (SELECT value FROM json_each(:ids))",
-                        {**params, "ids": json.dumps(side_ids)},
-                    )
-                    if side_ids  # nothing decided yet: nothing to read
-                    else []
+            side_rows = (
+                conn.execute(
+                    f"SELECT i.id, i.text, {visible('i')} AS seen, i.status, i.owner_instance"
+                    " FROM intentions i WHERE i.id IN (SELECT value FROM json_each(:ids))",
+                    {**params, "ids": json.dumps(side_ids)},
                 )
-            }
-            decisions = [_view_decision(row, sides) for row in decided]
-            # Reads `visible` would empty for this audience are not run (word recall from
-            # messages leaves this conversation out; notes need a conversation or a person).
-            sees_elsewhere = sees_other_conversations(audience, conversation_id)
-            sees_notes = sees_any_conversation(audience)
-            recall: list[ViewMessage] = []
-            notes: list[ViewNote] = []
-            query = recall_query(text)
-            if query and sees_elsewhere:
-                recall = [
-                    _view_message(row)
-                    for row in conn.execute(
-                        f"{_VIEW_MESSAGE} WHERE m.id IN (SELECT rowid FROM messages_fts"
-                        "   WHERE messages_fts MATCH :q ORDER BY rowid DESC LIMIT 200)"
-                        " AND m.conversation_id <> :here"
-                        f" AND {visible('m')}"
-                        " ORDER BY m.id DESC LIMIT :limit",
-                        {**params, "q": query, "limit": limits.recall},
-                    )
-                ]
-            if query and sees_notes:
-                notes = [
-                    _view_note(row)
-                    for row in conn.execute(
-                        f"{_VIEW_NOTE} WHERE n.id IN (SELECT rowid FROM notes_fts"
-                        "   WHERE notes_fts MATCH :q ORDER BY rowid DESC LIMIT 200)"
-                        f" AND {visible('n')}"
-                        " ORDER BY n.id DESC LIMIT :limit",
-                        {**params, "q": query, "limit": limits.recall},
-                    )
-                ]
+                if side_ids  # nothing decided yet: nothing to read
+                else []
+            )
             recall_intentions: list[ViewIntention] = []  # found by meaning only (issue 21)
             if meaning is not None:
                 recall, notes, recall_intentions = self.recall_by_meaning_in(
@@ -402,23 +425,8 @@ class MirrorStore(VectorStore):
                     visible_note=lambda conn, ids: visible_notes_in(conn, params, ids),
                     speaker=person_id,
                 )
-            about_person: list[ViewNote] = []
-            if sees_notes:
-                about_person = [
-                    _view_note(row)
-                    for row in conn.execute(
-                        f"{_VIEW_NOTE} WHERE n.person_id = :speaker AND {visible('n')}"
-                        " ORDER BY n.id DESC LIMIT :limit",
-                        {**params, "limit": limits.about_person},
-                    )
-                ]
-            speaker = conn.execute(
-                "SELECT (SELECT name FROM people WHERE id = :speaker) AS name,"
-                " (SELECT timezone FROM people WHERE id = :speaker) AS timezone,"
-                " EXISTS (SELECT 1 FROM messages WHERE conversation_id = :here"
-                " AND direction = 'out' AND model = 'mirror/offline') AS notice",
-                params,
-            ).fetchone()
+            sides = {row["id"]: row for row in side_rows}
+            decisions = [_view_decision(row, sides) for row in decided]
             notice = speaker["notice"]
             return TurnView(
                 speaker_name=speaker["name"],

@@ -26,17 +26,24 @@ listener: three connections, the pool a 2-core host needs (six processes: 18).
 A turn's cost on PostgreSQL is mostly round trips (bench/pg.py counts them), so a
 transaction sends as few messages as it can: its BEGIN goes with its first statement,
 writes with nothing to read back wait for the next statement or the COMMIT
-(`PgConnection`), `executemany` of an INSERT is one statement, and a read's COMMIT goes
-with the next read (`read_in`). Commits do not wait for the WAL flush (`session_options`:
-SQLite's synchronous=NORMAL). schema/postgresql/planner.sql holds the indexes only
-PostgreSQL's planner needs (`apply_planner_file`).
+(`PgConnection`), `executemany` of an INSERT is one statement, reads issued before any is
+consumed go in one message (`PgConnection`: the turn view's dozen, the guard's), and a
+read's COMMIT goes with the next read (`read_in`). Commits do not wait for the WAL flush
+(`session_options`: SQLite's synchronous=NORMAL). schema/postgresql/planner.sql holds the
+indexes only PostgreSQL's planner needs (`apply_planner_file`).
 
 The server's own work per statement is kept small too: no JIT (it compiled reads of a few
 rows for 10 ms), and a read whose plan does not depend on its values is prepared on its
 connection once and then only executed (`prepared_call`: planning the turn view's joins
 cost 0.3-0.7 ms a statement). With the dialect's newest-matches rule (word recall: 3-4 ms
 -> 0.4-1 ms) the turn at 1M messages (bench/pg.py, loopback, a busy 2-core host) went
-from 32 ms to 15 ms at p50; what is left is mostly round trips, 27 a turn at 0.2-0.5 ms.
+from 32 ms to 15 ms at p50 with 25 round trips a turn. Reads sent together (issue 22) took
+that to 14 a turn, but the turn only from 14.8 to 14.3 ms at p50 (its context part 7.7 ->
+6.8; 7 paired runs, load 1.7-3.1): a loopback round trip costs about 0.1 ms here. What is
+left is mostly the server's own work: the turn view's message (3 ms at p50, 2.3 of it the
+two word searches), the reply's commit with its rows (2 ms), and planning the unprepared
+reads that join messages (the guard's outgoing_log read: 2 ms of planning for 0.06 of
+execution, the planner probing the ends of messages' primary key).
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ NOTIFY_IF_WRITTEN = (
 READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 READ_LINGER_S = 0.05  # a read transaction left open ends after this long without a call
 MANY_ROWS = 500  # rows per statement of `executemany` (an INSERT of many VALUES rows)
+_WRITE, _WRITE_ID, _READ = 0, 1, 2  # what a statement waiting in `PgConnection` is
 
 
 def is_postgres_url(location: object) -> bool:
@@ -123,7 +131,9 @@ class PgCursor:
     """What a store reads back from `execute`: rows, rowcount, lastrowid.
 
     A deferred write's cursor (see `PgConnection`) has no rows, and its rowcount and
-    lastrowid are known once the statement has run: asking for them sends it."""
+    lastrowid are known once the statement has run: asking for them sends it. A waiting
+    read's cursor (`PgConnection`: reads issued before any is consumed) holds its rows once
+    sent: asking for them sends it, with whatever else waits."""
 
     def __init__(
         self,
@@ -136,6 +146,9 @@ class PgCursor:
         self._rowcount = rowcount
         self._lastrowid = lastrowid
         self._owner = owner  # set while the statement waits in `owner`'s queue
+        self._rows: list[Row] | None = None  # a waiting read's rows, once it was sent
+        self._read = False  # a waiting read (its rows come with the message that sent it)
+        self._at = 0  # the next of `_rows` to fetch
 
     @property
     def rowcount(self) -> int:
@@ -154,13 +167,35 @@ class PgCursor:
         if lastrowid is not None:
             self._lastrowid = lastrowid
 
+    def _hold(self, rows: list[Row], rowcount: int) -> None:
+        self._rows = rows
+        self._rowcount = rowcount
+
+    def _sent_rows(self) -> list[Row]:
+        """A waiting read's rows: sent now if it still waits."""
+        if self._owner is not None:
+            self._owner.flush()
+        if self._rows is None:  # its message failed, or its transaction ended unsent
+            raise MemoryDbError("a read was asked for rows it never received")
+        return self._rows
+
     def fetchone(self) -> Row | None:
+        if self._read:
+            rows = self._sent_rows()
+            if self._at >= len(rows):
+                return None
+            self._at += 1
+            return rows[self._at - 1]
         if self._cursor is None or self._cursor.description is None:
             return None
         row: Row | None = self._cursor.fetchone()
         return row
 
     def fetchall(self) -> list[Row]:
+        if self._read:
+            rows = self._sent_rows()
+            rest, self._at = rows[self._at :], len(rows)
+            return rest
         if self._cursor is None or self._cursor.description is None:
             return []
         found: list[Row] = self._cursor.fetchall()
@@ -182,7 +217,12 @@ class PgConnection:
       statement that returns rows, or with the COMMIT (`finish`), in one message. A store
       that reads its `rowcount` or `lastrowid` sends it then. An error of a deferred write
       surfaces at that next send, still inside the transaction, which is rolled back as
-      before (no store catches a database error to carry on).
+      before (no store catches a database error to carry on);
+    - a read waits too (`execute` returns at once), until its rows, or those of a read
+      issued after it, are asked for, or another statement is sent: reads issued one after
+      another before any is consumed ("execute all, then fetch": the turn view's dozen)
+      travel in one message, each with its own result. The statements still run in the
+      order they were issued; only the round trips are fewer.
     """
 
     def __init__(self, raw: psycopg.Connection[Any], begin: str | None = None) -> None:
@@ -193,13 +233,29 @@ class PgConnection:
         self._begin = begin
         self.begun = begin is None
         self._autocommit = begin is None  # no transaction: every statement goes at once
-        self._queued: list[tuple[str, PgCursor, bool]] = []  # (bound SQL, cursor, id?)
+        # (bound SQL, cursor, what it is: _WRITE, _WRITE_ID (lastrowid) or _READ)
+        self._queued: list[tuple[str, PgCursor, int]] = []
         self.deferred = 0  # writes deferred in this transaction (tests and benchmarks)
+        self.waited = 0  # reads that waited for the next message (tests and benchmarks)
+        # Reads wait (see above) inside a transaction: the stores' reads have no side
+        # effect, so one issued and never consumed may go unsent (`drop_waiting_reads`).
+        self.reads_wait = not self._autocommit
 
     @property
     def pending(self) -> bool:
-        """Statements wait to be sent (the BEGIN, deferred writes)."""
+        """Statements wait to be sent (the BEGIN, deferred writes, waiting reads)."""
         return bool(self._queued) or self._begin is not None
+
+    def drop_waiting_reads(self) -> None:
+        """Forget the reads still waiting (a read transaction ends: nobody asked for them);
+        their cursors then refuse to fetch. Writes still waiting stay queued."""
+        kept = []
+        for entry in self._queued:
+            if entry[2] == _READ:
+                entry[1]._owner = None
+            else:
+                kept.append(entry)
+        self._queued = kept
 
     def _send(self, cursor: Any, sql: str | None, params: Any = None, *, tail: str = "") -> None:
         """One message: the pending BEGIN, the deferred writes, then `sql` (bound with
@@ -234,11 +290,14 @@ class PgConnection:
         if prefix is not None:
             for _ in range(prefix.count(";") + 1):
                 cursor.nextset()
-        for _, waiting, returns_id in queued:
-            first = cursor.fetchone() if returns_id and cursor.description else None
-            waiting._settle(cursor.rowcount, first[0] if first is not None else None)
-            if cursor.rowcount > 0:
-                self.changed = True
+        for _, waiting, kind in queued:
+            if kind == _READ:
+                waiting._hold(cursor.fetchall() if cursor.description else [], cursor.rowcount)
+            else:
+                first = cursor.fetchone() if kind == _WRITE_ID and cursor.description else None
+                waiting._settle(cursor.rowcount, first[0] if first is not None else None)
+                if cursor.rowcount > 0:
+                    self.changed = True
             cursor.nextset()
 
     def flush(self) -> None:
@@ -256,8 +315,16 @@ class PgConnection:
 
     def _defer(self, text: str, cursor: PgCursor, returns_id: bool) -> None:
         cursor._owner = self
-        self._queued.append((text, cursor, returns_id))
+        self._queued.append((text, cursor, _WRITE_ID if returns_id else _WRITE))
         self.deferred += 1
+
+    def _wait(self, text: str) -> PgCursor:
+        """A read that waits for the next message (see the class)."""
+        lazy = PgCursor(None, 0, None, owner=self)
+        lazy._read = True
+        self._queued.append((text, lazy, _READ))
+        self.waited += 1
+        return lazy
 
     def execute(self, sql: str, params: Any = None) -> PgCursor:
         statement = translate(sql, params is not None)
@@ -281,6 +348,10 @@ class PgConnection:
             self._defer(text, lazy, statement.returns_id)
             return lazy
         executed = None if statement.writes else prepared_call(self.raw, cursor, statement, params)
+        if self.reads_wait and statement.sql.lstrip()[:6].upper() == "SELECT":
+            if executed is None and params is not None:
+                executed = cursor.mogrify(statement.sql, params)
+            return self._wait(executed if executed is not None else statement.sql)
         if executed is not None:
             self._send(cursor, executed)
         else:
@@ -688,6 +759,7 @@ def write_in(raw: psycopg.Connection[Any], fn: Callable[..., T], *args: Any) -> 
         )
         try:
             result = fn(conn, *args)
+            conn.drop_waiting_reads()  # issued, never consumed: not sent
             if not conn.begun and not conn.deferred:  # nothing was asked: nothing to end
                 return result
             # The deferred writes, NOTIFY and COMMIT: one message. Whether a deferred
@@ -726,6 +798,7 @@ def read_in(raw: psycopg.Connection[Any], fn: Callable[..., T], *args: Any) -> T
         conn = PgConnection(raw, f"COMMIT; {READ_BEGIN}" if lingering else READ_BEGIN)
         try:
             result = fn(conn, *args)
+            conn.drop_waiting_reads()  # issued, never consumed: not sent
             if conn.deferred:  # a write in a read: the server refuses it at its COMMIT
                 conn.finish("COMMIT")
             return result
