@@ -148,6 +148,130 @@ def test_two_passes_find_what_the_exact_search_finds() -> None:
     assert same / 500 >= 0.9
 
 
+@pytest.mark.parametrize("path", ["floor first", "mask first", "two passes"])
+def test_each_search_path_finds_what_a_plain_ranking_finds(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small shelf applies the floor before the audience mask (few rows pass it), a
+    larger one the mask first, a large one ranks in two passes: on rows of every kind of
+    visibility and audiences of every kind, the first two return exactly the rows and
+    cosines of a plain ranking (mask, floor, then the nearest), the two passes nearly."""
+    import numpy as np
+
+    from bot import recall
+    from bot.recall import Shelf
+
+    monkeypatch.setattr(recall, "FLOOR_FIRST", 10**9 if path == "floor first" else 0)
+    rng = np.random.default_rng(11)
+    count = 3000
+    centers = rng.normal(size=(30, 384)).astype(np.float32)
+    vectors = centers[rng.integers(0, 30, count)] + 0.9 * rng.normal(size=(count, 384))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    conversations = rng.integers(1, 12, count)
+    people = [int(p) if p < 9 else None for p in rng.integers(1, 12, count)]
+    groups = rng.random(count) < 0.3
+    shelf = Shelf("message", count, 384, coarse_from=1000 if path == "two passes" else 10**9)
+    shelf.append(
+        [
+            (
+                i + 1,
+                int(conversations[i]),
+                people[i],
+                "group" if groups[i] else "private",
+                vectors[i].astype("<f4").tobytes(),
+            )
+            for i in range(count)
+        ]
+    )
+    assert (shelf.basis is not None) == (path == "two passes")
+    audiences = [
+        Audience(conversation_id=3),
+        Audience(conversation_id=3, person_id=4),
+        Audience(conversation_id=None, person_id=5),
+        Audience(conversation_id=None),
+        Audience(conversation_id=2, everyone=True),
+    ]
+    same = total = 0
+    for n in range(40):
+        query = vectors[n * 71] + 0.6 * rng.normal(size=384).astype(np.float32)
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        for audience in audiences:
+            exclude = 3 if n % 2 else None
+            seen = [
+                audience.everyone
+                or conversations[i] == (audience.conversation_id or -2)
+                or (
+                    audience.person_id is not None
+                    and (groups[i] or people[i] == audience.person_id)
+                )
+                for i in range(count)
+            ]
+            scores = vectors @ query
+            plain = sorted(
+                (
+                    (-float(scores[i]), i + 1)
+                    for i in range(count)
+                    if seen[i] and conversations[i] != exclude and scores[i] >= 0.2
+                ),
+            )[:5]
+            found = shelf.search(query, audience, exclude_conversation=exclude, limit=5, floor=0.2)
+            if path == "two passes":
+                same += len({h.row_id for h in found} & {row for _, row in plain})
+                total += len(plain)
+                continue
+            assert [h.row_id for h in found] == [row for _, row in plain]
+            assert [h.similarity for h in found] == pytest.approx([-s for s, _ in plain], abs=1e-5)
+    assert path != "two passes" or same >= 0.9 * total
+
+
+async def test_the_embedders_look_starts_past_what_its_previous_poll_saw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedder looks for its instance's rows without a vector after the newest id of
+    its previous poll's look, once that look found every missing row. Before, it looked
+    after the last row it had embedded itself: a turn's incoming message is handed over,
+    never found missing, so each poll re-read every message since the process started
+    (and every instance's notes and intentions), growing with every turn."""
+    import asyncio
+    import re
+
+    from bot.memory import vector_store
+    from bot.memory.database import run_in_thread
+
+    monkeypatch.setattr(vector_store, "POLL_S", 0.02)
+    statements: list[str] = []
+    async with PrivacyWorld(tmp_path, entrances=("telegram",)) as world:
+        instance = world.instances["telegram"]
+        await world.say(SAM, private_chat(SAM), "hello there")
+        await world.settle_embedders()
+        reader = instance.memory._reader
+        assert reader is not None
+        await run_in_thread(reader, lambda raw: raw.set_trace_callback(statements.append))
+        for text in ("my sister lives in Porto", "I'm moving to Lisbon in March", QUESTION):
+            await world.say(SAM, private_chat(SAM), text)
+            await asyncio.sleep(0.1)  # polls between turns, as between messages
+        # The newest row is the last reply (never embedded, so never found missing).
+        newest = await instance.memory.read(
+            lambda conn: conn.execute("SELECT max(id) FROM messages").fetchone()[0]
+        )
+
+        def looked_after() -> list[int]:
+            return [
+                int(found)
+                for statement in list(statements)
+                if "FROM messages m WHERE m.direction = 'in'" in statement
+                for found in re.findall(r"m\.id > (\d+)", statement)
+            ]
+
+        for _ in range(100):  # the polls after the last turn (a busy host: up to 5 s)
+            await instance.memory.audit("test", "test.poke")  # memory changed: a new look
+            await asyncio.sleep(0.05)
+            if looked_after() and looked_after()[-1] >= newest:
+                break
+        await run_in_thread(reader, lambda raw: raw.set_trace_callback(None))
+    assert looked_after() and looked_after()[-1] >= newest, (looked_after(), newest)
+
+
 def test_mirror_memory_why_shows_the_scores(tmp_path: Path) -> None:
     import asyncio
 

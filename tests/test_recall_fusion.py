@@ -111,6 +111,56 @@ def test_a_word_matchs_cosine_comes_from_the_shelf_while_it_holds_the_row() -> N
     assert found == {9: 1.0, 20: 0.5, 23: 0.0}  # 0 and 7 dropped, 99 never held
 
 
+def test_fusion_keeps_its_scores_and_order_on_random_lists() -> None:
+    """`fuse` ranks plain tuples and builds a Scored only for the rows it keeps: against
+    the plain statement of the rule (one entry per row, a rank from each list, the
+    cosine, else the word match's, else the floor, plus WORD_WEIGHT x the overlap; best
+    first, the newer row on a tie), on random lists with repeats and ties."""
+    import random
+
+    from bot.recall import Scored
+
+    def plainly(
+        words: list[int],
+        meanings: list[Hit],
+        limit: int,
+        overlap: dict[int, float],
+        word_similarity: dict[int, float],
+    ) -> list[Scored]:
+        fts = {row: rank for rank, row in enumerate(words, 1)}  # a repeat: its last rank
+        vector = {hit.row_id: (rank, hit.similarity) for rank, hit in enumerate(meanings, 1)}
+        scored = []
+        for row in dict.fromkeys([*words, *(hit.row_id for hit in meanings)]):
+            rank, similarity = vector.get(row, (None, word_similarity.get(row)))
+            base = similarity if similarity is not None else 0.2
+            fused = round(base + WORD_WEIGHT * overlap.get(row, 0.0), 6)
+            scored.append(Scored("note", row, fts.get(row), rank, similarity, fused))
+        return sorted(scored, key=lambda s: (-s.fused, -s.row_id))[:limit]
+
+    draw = random.Random(5)
+    for _ in range(300):
+        rows = range(1, 40)
+        words = [draw.choice(rows) for _ in range(draw.randint(0, 12))]
+        # Cosines on a coarse grid, so that fused scores tie.
+        meanings = [
+            Hit("note", row, draw.choice([0.2, 0.3, 0.45, 0.5]))
+            for row in draw.sample(rows, draw.randint(0, 12))
+        ]
+        overlap = {row: draw.choice([0.0, 0.5, 1.0]) for row in draw.sample(rows, 10)}
+        word_similarity = {row: draw.choice([0.25, 0.5]) for row in draw.sample(rows, 10)}
+        limit = draw.randint(1, 8)
+        found = fuse(
+            words,
+            meanings,
+            "note",
+            limit,
+            overlap=overlap,
+            word_similarity=word_similarity,
+            floor=0.2,
+        )
+        assert found == plainly(words, meanings, limit, overlap, word_similarity)
+
+
 def test_word_overlap_reads_words_as_fts5_does() -> None:
     assert word_overlap(["cafe", "zurich"], "Le Café in Zürich!") == 1.0
     assert word_overlap(["cow", "milk"], "no cow's cheese") == 0.5

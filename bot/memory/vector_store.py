@@ -52,6 +52,7 @@ _SOURCES = {
     "note": "SELECT n.id, n.text FROM notes n WHERE TRUE",
     "intention": "SELECT i.id, i.text FROM intentions i WHERE TRUE",
 }
+_TABLE = {"message": "messages", "note": "notes", "intention": "intentions"}
 _ALIAS = {"message": "m", "note": "n", "intention": "i"}
 _OWNER = {"message": "m.instance_id", "note": "n.instance_id", "intention": "i.owner_instance"}
 # Who may see each row, read when its vector is loaded into the index.
@@ -140,15 +141,17 @@ def refresh_index_in(conn: sqlite3.Connection, index: VectorIndex, version: int 
     if version is not None and version == index.data_version:
         return
     index.data_version = version
-    link = conn.execute(
-        "SELECT coalesce(max(id), 0) FROM audit WHERE action = 'identity.linked'"
-    ).fetchone()[0]
+    # Both maxima in one statement: memory changes with every turn, so this runs each turn.
+    maxima = conn.execute(
+        "SELECT (SELECT coalesce(max(id), 0) FROM audit WHERE action = 'identity.linked'),"
+        " (SELECT coalesce(max(id), 0) FROM vectors)"
+    ).fetchone()
+    link, newest = maxima[0], maxima[1]
     if link != index.last_link:  # rows moved to another person: read who may see them anew
         from bot.recall import VectorIndex
 
         fresh = VectorIndex({k: s.cap for k, s in index.shelves.items()}, index_dimensions(index))
         index.shelves, index.last_vector_id, index.last_link = fresh.shelves, 0, link
-    newest = conn.execute("SELECT coalesce(max(id), 0) FROM vectors").fetchone()[0]
     if newest <= index.last_vector_id:
         return
     for kind, shelf in index.shelves.items():
@@ -314,6 +317,16 @@ class VectorStore(Database):
             return max(await self.read(lambda conn: _newest_of(conn, kind, instance_id)) - 200, 0)
 
         after = {kind: await start_at(kind) for kind in _SOURCES}
+        # Each kind's newest id at the previous poll's first look: once a look finds every
+        # missing row, `after` moves up to it. Without that, `after` stayed where the last
+        # row embedded here was (a turn's incoming message is handed over, never found
+        # missing), and each poll read every row written since (notes and intentions of
+        # every instance, by primary key): 0.65 ms a look after 300 turns at 1M, growing.
+        # One poll behind, not this look's newest: on PostgreSQL ids are drawn before
+        # commit, so a row may show up after a higher one (a write transaction longer than
+        # POLL_S would still be left to `mirror memory reindex`); on SQLite ids follow
+        # commits.
+        newest_before = dict(after)
         seen_version: int | None = None
         assert self._embedder_wake is not None
         while True:
@@ -325,6 +338,11 @@ class VectorStore(Database):
             try:
                 handed, scores = self._handed or [], self._scores or []
                 self._handed, self._scores = [], []
+                # One transaction a poll (turns back to back hand over ~100: 1.6-2 ms at
+                # 1M). Tried: 16 turns' worth per transaction, so that a turn's own write
+                # waits behind less; the turn's p99 rose instead (bench.recall --turns-at
+                # 1000000, 7 paired runs: 16.8 against 12.7 ms), the writes then spread
+                # over more turns.
                 if handed or scores:
                     await self.write(_store_handed_in, self.now, MODEL_NAME, handed, scores)
                 version = self.data_version_now()
@@ -332,18 +350,24 @@ class VectorStore(Database):
                     continue
                 seen_version = version
                 embedded = 0
-                for kind in _SOURCES:
-                    while True:
-                        rows = await self.read(
-                            missing_in, kind, after[kind], EMBED_BATCH, instance_id
-                        )
-                        if not rows:
-                            break
-                        await self.write(
-                            store_vectors_in, self.now, MODEL_NAME, await _embed(kind, rows)
-                        )
-                        after[kind] = rows[-1][0]
-                        embedded += len(rows)
+                newest_now: dict[str, int] | None = None
+                while True:
+                    # The three kinds in one read (one hop to the reader thread, not three).
+                    looked = await self.read(_look_in, after, EMBED_BATCH, instance_id)
+                    if newest_now is None:
+                        newest_now = {kind: newest for kind, (_, newest) in looked.items()}
+                    for kind, (rows, _) in looked.items():
+                        if rows:
+                            await self.write(
+                                store_vectors_in, self.now, MODEL_NAME, await _embed(kind, rows)
+                            )
+                            after[kind] = rows[-1][0]
+                            embedded += len(rows)
+                        if len(rows) < EMBED_BATCH:  # all the missing rows this look saw
+                            after[kind] = max(after[kind], newest_before[kind])
+                    if all(len(rows) < EMBED_BATCH for rows, _ in looked.values()):
+                        break
+                newest_before = newest_now
                 if embedded > EMBED_BATCH:  # a backlog: give its buffers back to the system
                     await asyncio.get_running_loop().run_in_executor(
                         encoder_thread(), release_memory
@@ -481,9 +505,23 @@ async def _embed(kind: str, rows: list[tuple[int, str]]) -> list[tuple[str, int,
     return found
 
 
+def _look_in(
+    conn: sqlite3.Connection, after: dict[str, int], limit: int, instance: str
+) -> dict[str, tuple[list[tuple[int, str]], int]]:
+    """For each kind: this instance's rows after `after[kind]` that have no vector yet
+    (oldest first, up to `limit`), and the kind's newest id in this snapshot."""
+    return {
+        kind: (
+            missing_in(conn, kind, after[kind], limit, instance),
+            int(conn.execute(f"SELECT coalesce(max(id), 0) FROM {_TABLE[kind]}").fetchone()[0]),
+        )
+        for kind in _SOURCES
+    }
+
+
 def _newest_of(conn: sqlite3.Connection, kind: str, instance_id: str) -> int:
     alias = _ALIAS[kind]
-    table = {"message": "messages", "note": "notes", "intention": "intentions"}[kind]
+    table = _TABLE[kind]
     found = conn.execute(
         f"SELECT coalesce(max({alias}.id), 0) FROM {table} {alias} WHERE {_OWNER[kind]} = ?",
         (instance_id,),
