@@ -201,7 +201,9 @@ def answer(context: Context, notice: str = OFFLINE_NOTICE) -> dict[str, Any]:
     elif _QUESTION.search(lowered):
         reply["reply"] = recall_answer(context)
     elif (fact := fact_about_person(context, text)) is not None:
-        reply["reply"] = f"Noted: {fact}. My other instances will know it too."
+        # Told back by name, or to them ("you're …") before they gave one.
+        told = fact if _named(context) else fact_about_person(context, text, to_them=True)
+        reply["reply"] = f"Noted: {told}. My other instances will know it too."
         reply["notes"] = [fact]
     else:
         reply["reply"] = "Noted. I've written that down where my other instances can see it."
@@ -359,34 +361,53 @@ def small_talk(context: Context, kind: str) -> str:
     )
 
 
-def fact_about_person(context: Context, text: str) -> str | None:
+# Names a person has before they give one (the terminal's "you", or none at all): a fact
+# about them then says "They", its verb agreeing ("They are …", never "you is …").
+_NO_NAME = frozenset({"", "you", "me", "i", "someone", "they"})
+_PLURAL_VERBS = {"was": "were"}  # the first person's verb serves "they", but for this one
+
+
+def _named(context: Context) -> bool:
+    """Has the person speaking a name of their own (not the terminal's "you")?"""
+    return (context.person_name or "").strip().lower() not in _NO_NAME
+
+
+def fact_about_person(context: Context, text: str, *, to_them: bool = False) -> str | None:
     """A statement about oneself as a fact about the person: "I live in Porto" ->
-    "Sam lives in Porto"; None when the message is not one."""
+    "Sam lives in Porto" ("They live in Porto" before they gave a name); `to_them`: told
+    back to them instead ("you live in Porto"). None when the message is not one."""
     cleaned = re.sub(r"[.!]+$", "", " ".join(text.split())).strip()
     match = _SELF_FACT.match(cleaned)
     if match is None:
         return None
-    name = context.person_name or "They"
+    name = (context.person_name or "").strip()
+    named = _named(context) and not to_them
+    subject = name if named else ("you" if to_them else "They")
     if match.group("am"):
-        fact = f"{name} is {match.group('state')}"
+        fact = f"{subject} {'is' if named else 'are'} {match.group('state')}"
     elif match.group("has"):
-        fact = f"{name} has {match.group('has')}"
+        fact = f"{subject} {'has' if named else 'have'} {match.group('has')}"
     elif match.group("neg"):
-        never = match.group("neg").lower() == "never"
-        verb = match.group("negverb")
-        fact = (
-            f"{name} never {_SELF_VERBS.get(verb.lower(), verb)} {match.group('negrest')}"
-            if never
-            else f"{name} doesn't {verb} {match.group('negrest')}"
-        )
+        verb, rest = match.group("negverb"), match.group("negrest")
+        if match.group("neg").lower() == "never":
+            fact = (
+                f"{subject} never {_SELF_VERBS.get(verb.lower(), verb) if named else verb} {rest}"
+            )
+        else:
+            fact = f"{subject} {'doesn' if named else 'don'}'t {verb} {rest}"
     elif match.group("verb"):
-        verb = match.group("verb")
-        fact = f"{name} {_SELF_VERBS[verb.lower()]} {match.group('rest')}"
+        verb = match.group("verb").lower()
+        said = _SELF_VERBS[verb] if named else _PLURAL_VERBS.get(verb, match.group("verb"))
+        fact = f"{subject} {said} {match.group('rest')}"
     else:
-        fact = f"{name}'s {match.group('mine')}"
-    fact = re.sub(r"\bmy\b", "their", fact, flags=re.I)
-    fact = re.sub(r"\bme\b", "them", fact, flags=re.I)
-    return re.sub(r"\bmyself\b", "themselves", fact, flags=re.I)
+        owner = f"{name}'s" if named else ("your" if to_them else "Their")
+        fact = f"{owner} {match.group('mine')}"
+    their, them, themselves = (
+        ("your", "you", "yourself") if to_them else ("their", "them", "themselves")
+    )
+    fact = re.sub(r"\bmy\b", their, fact, flags=re.I)
+    fact = re.sub(r"\bme\b", them, fact, flags=re.I)
+    return re.sub(r"\bmyself\b", themselves, fact, flags=re.I)
 
 
 def what_i_know(context: Context) -> str:

@@ -317,6 +317,26 @@ async def test_a_given_name_is_stored_and_facts_about_oneself_are_kept_in_it(
     assert stranger is not None and "Lisbon" not in stranger.text  # only facts about bob
 
 
+async def test_facts_before_a_name_is_given_say_they_and_are_told_back_as_you(
+    mind: Mind, memory: Memory
+) -> None:
+    """The terminal's person is "you" until they give a name: "you is allergic" was both
+    stored and said back. Now the note says "They", the reply "you", each verb agreeing."""
+    said = {
+        "I'm allergic to peanuts": ("They are allergic to peanuts", "you are allergic"),
+        "I've got two cats": ("They have two cats", "you have two cats"),
+        "I never drink coffee": ("They never drink coffee", "you never drink coffee"),
+        "I don't eat meat": ("They don't eat meat", "you don't eat meat"),
+        "I live in Porto": ("They live in Porto", "you live in Porto"),
+        "I was born in Lisbon": ("They were born in Lisbon", "you were born in Lisbon"),
+        "I love my job": ("They love their job", "you love your job"),
+    }
+    for text, (_, told) in said.items():
+        reply = await mind.turn(message(text, person="you"))
+        assert reply is not None and f"Noted: {told}" in reply.text, reply
+    assert await notes_of(memory) == [note for note, _ in said.values()]
+
+
 async def test_im_and_a_name_names_the_person_but_im_and_a_state_does_not(
     mind: Mind, memory: Memory
 ) -> None:
