@@ -66,7 +66,7 @@ def active(settings: RecallConfig) -> bool:
 
 
 def describe(config: Config) -> str:
-    """One line for `mirror status` and `mirror doctor`: which recall is active, and why."""
+    """One line for `mirror doctor`: which recall is active, and why."""
     from bot.embedding import DIMENSIONS, MODEL_NAME, backend
 
     settings = config.recall

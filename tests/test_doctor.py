@@ -178,6 +178,7 @@ async def test_a_healthy_set_up_is_all_ok_and_exits_0(setup: SetUp, world: World
     assert "is the file's" in line_of(result, "soul in memory")
     assert "quick_check: ok" in line_of(result, "memory integrity")
     assert line_of(result, "clock").startswith("ok ")
+    assert "FTS5 + vectors (all-MiniLM-L6-v2" in line_of(result, "recall")  # which recall
     # No secret is ever printed.
     for secret in setup.env.values():
         assert secret not in result.stdout + result.stderr
@@ -191,7 +192,16 @@ async def test_json_lists_every_check(setup: SetUp, world: World) -> None:
     checks = json.loads(result.stdout)
     assert {item["status"] for item in checks} == {"ok"}
     names = [item["check"] for item in checks]
-    for name in ("config", "soul", "memory", "telegram token", "discord token", "model", "clock"):
+    for name in (
+        "config",
+        "soul",
+        "memory",
+        "recall",
+        "telegram token",
+        "discord token",
+        "model",
+        "clock",
+    ):
         assert name in names
 
 

@@ -108,6 +108,7 @@ async def examine(config_path: Path | None, db: Path | None, *, within_s: float)
     findings += soul_findings
     findings += await _postgresql(str(cfg.memory.path)) if health.engine == "postgresql" else []
     findings += _memory(health)
+    findings.append(_recall(cfg))
     findings += await _outside(cfg, health, soul_name, within_s)
     findings += _leases(health)
     return findings
@@ -156,6 +157,18 @@ async def _soul(cfg: Config, health: MemoryHealth) -> tuple[list[Finding], str]:
             )
         )
     return found, soul.name
+
+
+def _recall(cfg: Config) -> Finding:
+    """Which recall is active (`bot.recall.describe`): by words alone is a choice or a
+    missing extra, never a failure."""
+    from bot import recall
+    from bot.probes import ok, warn
+
+    said = recall.describe(cfg)
+    if said.startswith("FTS5 only") and cfg.recall.enabled is not False:
+        return warn("recall", said, "install the recall extra for recall by meaning")
+    return ok("recall", said)
 
 
 def _size(count: float) -> str:
