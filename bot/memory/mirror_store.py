@@ -85,6 +85,18 @@ RECENT_PER_INSTANCE_SQL = f"""{_VIEW_MESSAGE}
 """
 
 
+def _word_recall(view: str, alias: str, table: str, also: str = "") -> str:
+    """The newest rows of `table` matching the words :q (its 200 newest matches, then
+    those the audience may see), the :limit newest first. (PostgreSQL's dialect reads the
+    matches as the join's table: bot/memory/pg_dialect.py `_NEWEST_MATCHES`.)"""
+    return (
+        f"{view} WHERE {alias}.id IN (SELECT rowid FROM {table}_fts"
+        f"   WHERE {table}_fts MATCH :q ORDER BY rowid DESC LIMIT 200){also}"
+        f" AND {visible(alias)}"
+        f" ORDER BY {alias}.id DESC LIMIT :limit"
+    )
+
+
 def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
@@ -93,6 +105,11 @@ _VIEW_NOTE = (
     "SELECT n.id, n.instance_id, p.name AS person_name, n.text, n.created_at"
     " FROM notes n LEFT JOIN people p ON p.id = n.person_id"
 )
+# A turn's word recall: messages of other conversations, and notes.
+_WORD_RECALL_MESSAGES = _word_recall(
+    _VIEW_MESSAGE, "m", "messages", also=" AND m.conversation_id <> :here"
+)
+_WORD_RECALL_NOTES = _word_recall(_VIEW_NOTE, "n", "notes")
 
 
 def _view_note(row: sqlite3.Row) -> ViewNote:
@@ -325,29 +342,11 @@ class MirrorStore(VectorStore):
             sees_elsewhere = sees_other_conversations(audience, conversation_id)
             sees_notes = sees_any_conversation(audience)
             query = recall_query(text)
+            words = {**params, "q": query, "limit": limits.recall}
             recall_rows = (
-                conn.execute(
-                    f"{_VIEW_MESSAGE} WHERE m.id IN (SELECT rowid FROM messages_fts"
-                    "   WHERE messages_fts MATCH :q ORDER BY rowid DESC LIMIT 200)"
-                    " AND m.conversation_id <> :here"
-                    f" AND {visible('m')}"
-                    " ORDER BY m.id DESC LIMIT :limit",
-                    {**params, "q": query, "limit": limits.recall},
-                )
-                if query and sees_elsewhere
-                else []
+                conn.execute(_WORD_RECALL_MESSAGES, words) if query and sees_elsewhere else []
             )
-            note_rows = (
-                conn.execute(
-                    f"{_VIEW_NOTE} WHERE n.id IN (SELECT rowid FROM notes_fts"
-                    "   WHERE notes_fts MATCH :q ORDER BY rowid DESC LIMIT 200)"
-                    f" AND {visible('n')}"
-                    " ORDER BY n.id DESC LIMIT :limit",
-                    {**params, "q": query, "limit": limits.recall},
-                )
-                if query and sees_notes
-                else []
-            )
+            note_rows = conn.execute(_WORD_RECALL_NOTES, words) if query and sees_notes else []
             about_rows = (
                 conn.execute(
                     f"{_VIEW_NOTE} WHERE n.person_id = :speaker AND {visible('n')}"
