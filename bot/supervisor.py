@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -260,3 +261,56 @@ def _child_level(line: str) -> int:
     last word on exit) counts as a warning, so that it is seen."""
     found = _CHILD_LEVEL.match(line)
     return logging.getLevelNamesMapping()[found.group("level")] if found else logging.WARNING
+
+
+# The lean supervisor --------------------------------------------------------------------------
+
+# The plan `mirror up` hands to the process it replaces itself with (JSON; not inherited by
+# the children).
+PLAN_ENV = "MIRROR_SUPERVISOR_PLAN"
+
+
+def exec_lean(specs: list[ChildSpec], log: dict[str, object]) -> None:
+    """Replace this `mirror up` process (same pid, same stdio, same service manager) with a
+    supervisor that imports only what supervising takes: deciding what to run needed typer,
+    pydantic and the config (~40 MiB resident), watching the children needs none of them
+    (~22 MiB), and the supervisor stays up as long as they do. `log`: the arguments of
+    `bot.log_setup.quiet_terminal` (path, max_bytes, backups, verbose)."""
+    plan = {"children": [vars(spec) for spec in specs], "log": log}
+    os.environ[PLAN_ENV] = json.dumps(plan)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "bot.supervisor"])
+
+
+def main() -> int:
+    """`python -m bot.supervisor`: the process `exec_lean` starts; exit codes as `mirror up`'s
+    (1: every entrance was given up, 130: interrupted)."""
+    from pathlib import Path
+
+    from bot.log_setup import quiet_terminal, to_stderr
+    from bot.service_loop import serve_until_stopped
+
+    plan = json.loads(os.environ.pop(PLAN_ENV))
+    log_settings = plan["log"]
+    to_stderr(bool(log_settings["verbose"]))
+    logger = quiet_terminal(
+        Path(log_settings["path"]),
+        int(log_settings["max_bytes"]),
+        int(log_settings["backups"]),
+        verbose=bool(log_settings["verbose"]),
+        service=True,
+    )
+    supervisor = Supervisor([ChildSpec(**child) for child in plan["children"]], logger=logger)
+    try:
+        asyncio.run(serve_until_stopped(supervisor))
+    except KeyboardInterrupt:
+        return 130
+    if supervisor.nothing_running:  # every entrance given up: not healthy, say why
+        sys.stderr.write(f"mirror: {supervisor.nothing_running}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -351,7 +351,7 @@ def test_a_childs_relayed_line_is_shortened_above_the_prompt(
     screen it keeps the child's name, not its date, level and logger."""
     import logging
 
-    from bot.cli.common import _AbovePrompt
+    from bot.log_setup import AbovePrompt as _AbovePrompt
 
     handler = _AbovePrompt(tmp_path / "mirror.log", None)
     line = "[console] 2026-12-02 10:45:04,358 WARNING bot.soul: soul: SOUL.md rejected"

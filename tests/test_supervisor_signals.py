@@ -139,6 +139,21 @@ async def test_closing_the_terminal_stops_mirror_up_and_its_children(
     assert any("[telegram]" in line and "instance telegram stopped" in line for line in up.stderr)
 
 
+async def test_mirror_up_supervises_from_a_lean_process(telegram_config: Path) -> None:
+    """Once its children are decided, `mirror up` replaces itself (same pid) with a
+    supervisor that never loaded typer, pydantic or the config: ~18 MiB less for as long
+    as the persona runs."""
+    async with mirror_up(telegram_config) as up:
+        await running(up)
+        assert up.proc is not None
+        command = Path(f"/proc/{up.proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"bot.supervisor" in command, command
+        mapped = Path(f"/proc/{up.proc.pid}/maps").read_text()
+        assert "pydantic_core" not in mapped
+        modules = [line for line in mapped.splitlines() if "/typer/" in line]
+        assert not modules, modules
+
+
 async def test_children_of_a_killed_mirror_up_stop_and_let_the_next_one_in(
     telegram_config: Path,
 ) -> None:

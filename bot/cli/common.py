@@ -16,17 +16,17 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # no scan of every
 
 import json
 import logging
-import re
-import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from bot.log_setup import to_stderr
+
 if TYPE_CHECKING:
     from bot.config import Config
+    from bot.service_loop import Service
 
 T = TypeVar("T")
 
@@ -148,7 +148,6 @@ _verbose = False
 # shipped one plus what its modules register (not a test's CliRunner on `app`, which may have
 # registered entrances of its own): `mirror status` may trust bot/cli/checked.py's cache.
 own_process = False
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class CommandError(Exception):
@@ -189,103 +188,29 @@ def _main_options(
     global _verbose
     _global["config"], _global["db"] = config, db
     _verbose = verbose
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr
-    )
+    to_stderr(verbose)
 
 
-# "[console] 2026-12-02 10:45:04,358 WARNING bot.soul: …", as `mirror up` relays a child.
-_CHILD_PREFIX = re.compile(r"^(\[[\w-]+\] )\S+ \S+ (?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+: ")
-
-
-class _AbovePrompt(logging.Handler):
-    """Log records for a person at a terminal: one short line each, on stderr, above the
-    chat's prompt when there is one (the details are in the log file)."""
-
-    def __init__(self, log_file: Path, terminal: Any | None) -> None:
-        super().__init__()
-        self.log_file = log_file
-        self.terminal = terminal
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            # A child's relayed line keeps its name, not its own date, level and logger.
-            message = _CHILD_PREFIX.sub(r"\1", record.getMessage())
-            text = f"{record.levelname.lower()}: {message}"
-            if record.exc_info:
-                text += f" (details in {self.log_file})"
-            if self.terminal is not None:
-                self.terminal.above_prompt(text)
-            else:
-                sys.stderr.write(text + "\n")
-                sys.stderr.flush()
-        except Exception:
-            self.handleError(record)
-
-
-def _log_file(cfg: Config) -> logging.Handler | None:
-    """The rotating log file handler ([logging] path), or None (said once) when the file
-    cannot be opened."""
-    from logging.handlers import RotatingFileHandler
-
-    path = cfg.log_path
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = RotatingFileHandler(
-            path,
-            maxBytes=cfg.logging.max_bytes,
-            backupCount=cfg.logging.backups,
-            encoding="utf-8",
-        )
-    except OSError as exc:
-        logging.getLogger(__name__).warning(
-            "cannot write the log to %s (%s); logging to stderr only", path, exc.strerror or exc
-        )
-        return None
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    return handler
+def log_settings(cfg: Config) -> dict[str, Any]:
+    """The arguments of `bot.log_setup.quiet_terminal` for this command: the config's log
+    file and its rotation, and -v (plain values: `mirror up` hands them to its lean
+    supervisor as JSON)."""
+    return {
+        "path": str(cfg.log_path),
+        "max_bytes": cfg.logging.max_bytes,
+        "backups": cfg.logging.backups,
+        "verbose": _verbose,
+    }
 
 
 def quiet_terminal(
     cfg: Config, terminal: Any | None = None, *, service: bool = False
 ) -> logging.Logger | None:
-    """Where this process's log goes, and the logger a supervisor relays its children's
-    lines to (None: straight to stderr, as they come).
+    """`bot.log_setup.quiet_terminal` with the config's log file and this command's -v."""
+    from bot.log_setup import quiet_terminal as set_up
 
-    In a terminal (stdin is a tty): to the rotating log file (`Config.log_path`), and only
-    warnings and errors (with -v, INFO too) on screen, above `terminal`'s prompt.
-    Elsewhere, for a `service` (`mirror up` under systemd, in a pipe): to stderr as before
-    and to the log file too, so `mirror logs` can read it; the children's lines keep their
-    own format on stderr. Otherwise nothing changes (stderr only). Only the supervising
-    process writes the file: its children log to stderr, which it relays, so no two
-    processes ever rotate the same file."""
-    root = logging.getLogger()
-    if not sys.stdin.isatty():
-        if not service:
-            return None
-        to_file = _log_file(cfg)
-        if to_file is None:
-            return None
-        root.addHandler(to_file)
-        relay = logging.getLogger("mirror.children")
-        relay.propagate = False
-        relay.setLevel(logging.DEBUG)
-        as_they_come = logging.StreamHandler(sys.stderr)
-        as_they_come.setFormatter(logging.Formatter("%(message)s"))
-        relay.addHandler(to_file)  # first: a line the journal shows is in the file already
-        relay.addHandler(as_they_come)
-        return relay
-    to_file = _log_file(cfg)
-    if to_file is None:
-        return None
-    on_screen = _AbovePrompt(cfg.log_path, terminal)
-    on_screen.setLevel(logging.INFO if _verbose else logging.WARNING)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    root.addHandler(to_file)
-    root.addHandler(on_screen)
-    return logging.getLogger("bot.supervisor")
+    settings = log_settings(cfg)
+    return set_up(Path(settings.pop("path")), **settings, terminal=terminal, service=service)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -315,47 +240,12 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(130) from None
 
 
-class Service(Protocol):
-    async def run(self) -> None: ...
-
-    def request_stop(self) -> None: ...
-
-
 def run_service(service: Service) -> None:
-    """Run an entrance or the scheduler until it ends or SIGINT/SIGTERM/SIGHUP asks it to stop.
+    """Run an entrance or the scheduler until it ends or SIGINT/SIGTERM/SIGHUP asks it to stop
+    (bot/service_loop.py)."""
+    from bot.service_loop import serve_until_stopped
 
-    A stop request lets the current turn finish; a second SIGINT/SIGTERM cancels at once.
-    """
-
-    import asyncio
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        requested = False
-
-        def on_signal() -> None:
-            nonlocal requested
-            if requested and task is not None:
-                task.cancel()
-            requested = True
-            service.request_stop()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-        # Closing the terminal (SIGHUP) stops like a first SIGTERM: the turn finishes, children
-        # and leases are let go. It never hurries the stop: a supervised child gets it once
-        # per reparenting after its supervisor died (bot/supervisor.py). Under nohup, SIGHUP
-        # stays ignored.
-        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-            loop.add_signal_handler(signal.SIGHUP, service.request_stop)
-        try:
-            await service.run()
-        except asyncio.CancelledError:
-            if not requested:
-                raise
-
-    run_async(main)
+    run_async(lambda: serve_until_stopped(service))
 
 
 async def open_memory(config: Config) -> Any:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bot.cli import common
 from bot.cli.common import (
     ConfigOption,
     DbOption,
@@ -16,6 +17,7 @@ from bot.cli.common import (
     echo_json,
     fail,
     get_config,
+    log_settings,
     quiet_terminal,
     run_async,
     run_service,
@@ -131,7 +133,7 @@ def up(
     """
     cfg = get_config(config, db)
     from bot.entrance import platforms
-    from bot.supervisor import ChildSpec, Supervisor, mirror_argv
+    from bot.supervisor import ChildSpec, Supervisor, exec_lean, mirror_argv
 
     flags = []
     if cfg.source is not None:
@@ -165,10 +167,12 @@ def up(
     if runnable:
         for line in skipped:
             typer.echo(line, err=True)
-        logger = quiet_terminal(cfg, service=True)
         specs += console_children(cfg, flags)  # [console] enabled: its sign-in link is printed
-        supervisor = Supervisor(specs, logger=logger)
         typer.echo(f"running {', '.join(runnable)} and the scheduler; Ctrl-C stops them", err=True)
+        if common.own_process:  # not a test's CliRunner: the supervisor sheds typer & co
+            exec_lean(specs, log_settings(cfg))
+        logger = quiet_terminal(cfg, service=True)
+        supervisor = Supervisor(specs, logger=logger)
         run_service(supervisor)
         if supervisor.nothing_running:  # every entrance given up: not healthy, say why
             raise fail(supervisor.nothing_running, code=1)
