@@ -120,7 +120,9 @@ class RecallConfig(Section):
     # What embeds: "numpy" (float32, the reference; its weights are file pages an idle
     # process gives back) or "int8" (onnxruntime, the `recall-int8` extra: 2.5x less CPU a
     # query, ~50 MiB more resident a process, kept when idle; bot/embedding_onnx.py).
-    encoder: Literal["numpy", "int8"] = "numpy"
+    # "auto": int8 where one process embeds for a host's entrances (bot/recall_host.py:
+    # its memory is paid once) when installed, numpy in a process that embeds for itself.
+    encoder: Literal["auto", "numpy", "int8"] = "auto"
 
 
 class SoulConfig(Section):

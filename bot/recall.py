@@ -8,7 +8,8 @@ whether recall by meaning is on (`[recall]` in the config, and whether the
 searches (`VectorIndex`), the audience mask applied to it BEFORE anything is ranked, and
 the fusion of both. It never reads memory.db itself (bot/memory/vector_store.py feeds it)
 and imports numpy only when recall is on: `describe()` stays cheap enough for `mirror
-status`.
+status`. Under `mirror up`, an entrance holds no encoder and no index: its turn's question
+is an `Asked` the host's recall answers (bot/recall_host.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from bot.recall_host import Asked, socket_path
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -78,7 +81,8 @@ def describe(config: Config) -> str:
         return f"FTS5 only (missing {', '.join(gone)}: {hint})"
     kept = settings.max_messages + settings.max_notes + settings.max_intentions
     return (
-        f"FTS5 + vectors ({MODEL_NAME}, {DIMENSIONS}-d, {backend(settings.encoder)};"
+        f"FTS5 + vectors ({MODEL_NAME}, {DIMENSIONS}-d,"
+        f" {backend(encoder_for(settings.encoder, shared=False))};"
         f" up to {kept:,} in RAM,"
         f" {kept * ROW_BYTES / 2**20:.0f} MiB)"
     )
@@ -197,7 +201,11 @@ async def meaning(memory: Memory, config: Config, text: str, instance_id: str) -
     settings = config.recall
     if not text.strip() or not active(settings):
         return None
-    _configure(settings)
+    host = socket_path()
+    if host is not None:  # the host's recall embeds and searches (bot/recall_host.py)
+        memory.start_embedder(instance_id, settings, embeds=False)
+        return Asked(text, host)
+    configure(settings)
     memory.start_embedder(instance_id, settings)
     found = _cached(text)  # on the loop first: a hit costs no hop to the encoder thread
     if found is None:
@@ -208,8 +216,8 @@ async def meaning(memory: Memory, config: Config, text: str, instance_id: str) -
 async def preload(config: Config) -> None:
     """Load the encoder in a thread when recall by meaning is on, so that the first turn
     does not wait for it (an entrance calls this while it connects to its platform)."""
-    if active(config.recall):
-        _configure(config.recall)
+    if active(config.recall) and (socket_path() is None or _shared):
+        configure(config.recall, shared=_shared)
         from bot.embedding import encoder
 
         loop = asyncio.get_running_loop()
@@ -217,15 +225,31 @@ async def preload(config: Config) -> None:
         _release_when_idle(loop)
 
 
-def _configure(settings: RecallConfig) -> None:
+_shared = False  # this process embeds for the host's entrances (bot/recall_host.py)
+
+
+def configure(settings: RecallConfig, *, shared: bool = False) -> None:
     """What this process's config says about embedding, before the encoder first loads:
-    one BLAS thread, which encoder (`[recall] encoder`), when to give its pages back."""
-    global _release_after_s
+    one BLAS thread, which encoder (`[recall] encoder`; "auto": int8 where installed for
+    the host's `shared` encoder, numpy for a process's own), when to give its pages back."""
+    global _release_after_s, _shared
     from bot.embedding import choose
 
+    _shared = _shared or shared
     one_blas_thread()
-    choose(settings.encoder)
+    choose(encoder_for(settings.encoder, shared=_shared))
     _release_after_s = settings.release_after_s
+
+
+def encoder_for(wanted: str, *, shared: bool) -> str:
+    """The backend `[recall] encoder = wanted` means in this process."""
+    if wanted != "auto":
+        return wanted
+    if not shared:
+        return "numpy"
+    from bot import embedding_onnx
+
+    return "int8" if embedding_onnx.unusable() is None else "numpy"
 
 
 def one_blas_thread() -> None:

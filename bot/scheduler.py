@@ -113,14 +113,30 @@ class Scheduler:
             coalesce=True,
         )
         jobs.start()
+        host = self._recall_host()
         try:
             await self.run_tick()
             await self._stop.wait()
         finally:
+            if host is not None:
+                host.cancel()
+                await asyncio.gather(host, return_exceptions=True)
             jobs.shutdown(wait=False)
             await self.memory.stop_instance(self.name)
             await self.close()
             log.info("scheduler %s stopped", self.holder)
+
+    def _recall_host(self) -> asyncio.Task[None] | None:
+        """Under `mirror up`, recall by meaning for the host's entrances (leader or not:
+        each host's scheduler serves its own entrances; bot/recall_host.py)."""
+        from bot import recall
+        from bot.recall_host import RecallHost, socket_path
+
+        path = socket_path()
+        if path is None or not recall.active(self.config.recall):
+            return None
+        host = RecallHost(self.memory, self.config, path)
+        return asyncio.get_running_loop().create_task(host.serve(), name="recall host")
 
     async def run_tick(self) -> None:
         """One tick; while due promises fill whole batches (10 000 falling due in the same

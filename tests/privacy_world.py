@@ -26,6 +26,8 @@ never decides what the persona should say; it only reports what leaked.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import shutil
 import time
@@ -228,9 +230,14 @@ class PrivacyWorld:
         entrances: tuple[str, ...] = ENTRANCES,
         recall: bool | None = None,
         deliver: bool = False,
+        host: bool = False,
     ) -> None:
         self.directory = directory
         self.recall = recall  # [recall] enabled: None leaves the default ("auto")
+        # Recall by meaning served by one host process for every instance, as under `mirror
+        # up` (bot/recall_host.py): here a RecallHost on the world's own Memory.
+        self.host = host
+        self._host_task: asyncio.Task[None] | None = None
         # Couriers on: each instance hands its outbox and due follow-ups to a platform that
         # records them (`sent`), and `time_passes` can move the clock.
         self.deliver = deliver
@@ -274,6 +281,8 @@ class PrivacyWorld:
             self.memory.clock = self._clock
             await self.memory.open()
             await sync_soul_file(self.memory, soul)
+            if self.host:
+                await self._start_host(config)
             for entrance in self.entrances:
                 instance = Instance(
                     config,
@@ -301,9 +310,38 @@ class PrivacyWorld:
     ) -> None:
         await self._close()
 
+    async def _start_host(self, config: Any) -> None:
+        from bot import recall
+        from bot.recall_host import SOCKET_ENV, RecallHost
+
+        assert self.memory is not None
+        path = str(self.directory / "recall.sock")
+        self._host_was = (os.environ.get(SOCKET_ENV), recall._shared)
+        os.environ[SOCKET_ENV] = path
+        self._host_task = asyncio.get_running_loop().create_task(
+            RecallHost(self.memory, config, path).serve()
+        )
+        for _ in range(200):  # listening (the encoder may still load: a turn then waits)
+            if Path(path).exists():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the recall host never listened")
+
     async def _close(self) -> None:
         for instance in self.instances.values():
             await instance.stop()
+        if self._host_task is not None:
+            from bot import recall
+            from bot.recall_host import SOCKET_ENV
+
+            self._host_task.cancel()
+            await asyncio.gather(self._host_task, return_exceptions=True)
+            self._host_task = None
+            socket_was, recall._shared = self._host_was
+            if socket_was is None:
+                os.environ.pop(SOCKET_ENV, None)
+            else:
+                os.environ[SOCKET_ENV] = socket_was
         if self.memory is not None:
             await self.memory.close()
         if self._original_complete is not None:
@@ -435,6 +473,9 @@ class PrivacyWorld:
         """The background embedders have written every vector and score so far."""
         for instance in self.instances.values():
             assert await instance.memory.flush_embedder(), "the embedder did not catch up"
+        if self.host:  # after the instances': the host embeds what they wrote
+            assert self.memory is not None
+            assert await self.memory.flush_embedder(), "the host's embedder did not catch up"
 
     # The ledger ------------------------------------------------------------------------
 

@@ -35,8 +35,17 @@ FACT = "I'm allergic to peanuts"
 QUESTION = "is there anything I can't eat?"  # not one word in common with FACT
 
 
-async def test_fact_told_on_telegram_is_recalled_on_discord_by_meaning(tmp_path: Path) -> None:
-    async with PrivacyWorld(tmp_path, entrances=("telegram", "discord")) as world:
+@pytest.fixture(params=["own", "host"])
+def host(request: pytest.FixtureRequest) -> bool:
+    """Each process embeds and searches for itself (a process run alone), or one process
+    does for every entrance of the host (under `mirror up`, bot/recall_host.py)."""
+    return bool(request.param == "host")
+
+
+async def test_fact_told_on_telegram_is_recalled_on_discord_by_meaning(
+    tmp_path: Path, host: bool
+) -> None:
+    async with PrivacyWorld(tmp_path, entrances=("telegram", "discord"), host=host) as world:
         await world.link(SAM, SAM_ON_DISCORD)
         await world.say(SAM, private_chat(SAM), FACT)
         await world.settle_embedders()
@@ -44,9 +53,12 @@ async def test_fact_told_on_telegram_is_recalled_on_discord_by_meaning(tmp_path:
         await world.settle_embedders()
         assert world.memory is not None and asked.reply is not None
         scores = await world.memory.recall_scores(asked.reply.message_id or 0)
+        # Under a host's recall, no entrance holds an index (nor embeds).
+        indexes = [i.memory._vector_index is not None for i in world.instances.values()]
 
     assert "peanuts" in asked.text
     assert "peanuts" in recalled_section(asked.prompt)
+    assert any(indexes) is not host
     # Found by meaning alone (no word in common), and the provenance says so.
     by_meaning = [s for s in scores if s["vector_rank"] is not None]
     assert by_meaning and all(s["fts_rank"] is None for s in by_meaning)
@@ -64,11 +76,27 @@ async def test_without_recall_by_meaning_the_same_question_finds_nothing(tmp_pat
     assert "peanuts" not in asked.text
 
 
+async def test_when_the_hosts_recall_does_not_answer_the_turn_recalls_by_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot import recall_host
+
+    monkeypatch.setenv(recall_host.SOCKET_ENV, str(tmp_path / "nobody-listens.sock"))
+    monkeypatch.setattr(recall_host, "_said_at", -recall_host._QUIET_S)  # said once a minute
+    async with PrivacyWorld(tmp_path, entrances=("telegram", "discord")) as world:
+        await world.link(SAM, SAM_ON_DISCORD)
+        await world.say(SAM, private_chat(SAM), FACT)
+        asked = await world.say(SAM_ON_DISCORD, private_chat(SAM_ON_DISCORD), "any peanuts?")
+
+    assert "peanuts" in recalled_section(asked.prompt)  # by words: the turn went on
+    assert any("recall by words only" in r.getMessage() for r in caplog.records)
+
+
 async def test_recall_by_meaning_keeps_a_private_fact_from_other_audiences(
-    tmp_path: Path,
+    tmp_path: Path, host: bool
 ) -> None:
     lunch = group_chat("discord", "lunch")
-    async with PrivacyWorld(tmp_path, entrances=("telegram", "discord")) as world:
+    async with PrivacyWorld(tmp_path, entrances=("telegram", "discord"), host=host) as world:
         await world.link(SAM, SAM_ON_DISCORD)
         await world.say(SAM, private_chat(SAM), FACT)
         await world.settle_embedders()

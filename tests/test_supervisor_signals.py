@@ -25,6 +25,7 @@ import pytest
 from bot.supervisor import ChildSpec, Supervisor
 from tests.conftest import run_mirror
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
+from tests.privacy_world import needs_recall
 from tests.processes import MirrorProcess
 from tests.waiting import wait_until
 
@@ -152,6 +153,26 @@ async def test_mirror_up_supervises_from_a_lean_process(telegram_config: Path) -
         assert "pydantic_core" not in mapped
         modules = [line for line in mapped.splitlines() if "/typer/" in line]
         assert not modules, modules
+
+
+@needs_recall
+async def test_under_mirror_up_the_scheduler_recalls_by_meaning_for_the_entrances(
+    telegram_config: Path, fake: FakeTelegram
+) -> None:
+    """One encoder and one index for the host (bot/recall_host.py): the fact is found by
+    meaning, and the entrance never loaded numpy or the model."""
+    async with mirror_up(telegram_config) as up:
+        pids = await running(up)
+        fake.push_message(77, "I'm allergic to peanuts", user_id=77)
+        await fake.wait_for_sent(count=1, timeout=30)
+        await asyncio.sleep(1.5)  # the host's embedder writes the fact's vector (0.5 s poll)
+        fake.push_message(77, "is there anything I can't eat?", user_id=77)
+        sent = await fake.wait_for_sent(count=2, timeout=30)
+        mapped = Path(f"/proc/{pids['telegram']}/maps").read_text()
+        host_mapped = Path(f"/proc/{pids['scheduler']}/maps").read_text()
+    assert "peanuts" in sent[1]["text"], sent
+    assert "numpy" not in mapped and "minilm" not in mapped.lower()
+    assert "numpy" in host_mapped
 
 
 async def test_children_of_a_killed_mirror_up_stop_and_let_the_next_one_in(

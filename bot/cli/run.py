@@ -169,6 +169,14 @@ def up(
             typer.echo(line, err=True)
         specs += console_children(cfg, flags)  # [console] enabled: its sign-in link is printed
         typer.echo(f"running {', '.join(runnable)} and the scheduler; Ctrl-C stops them", err=True)
+        from bot import recall
+
+        if recall.active(cfg.recall):  # the scheduler embeds and searches for the entrances
+            import os
+
+            from bot.recall_host import SOCKET_ENV, new_socket_path
+
+            os.environ.setdefault(SOCKET_ENV, new_socket_path())
         if common.own_process:  # not a test's CliRunner: the supervisor sheds typer & co
             exec_lean(specs, log_settings(cfg))
         logger = quiet_terminal(cfg, service=True)

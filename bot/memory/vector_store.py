@@ -1,9 +1,11 @@
 """Vectors beside the rows they embed (schema 008), the index each process searches, and
 the embedder that writes them.
 
-The only SQL of recall by meaning. Who writes a vector: the process that wrote the row.
-Each process runs one embedder task for its own instance's rows (incoming messages, notes,
-intentions; never the persona's replies): a turn's incoming message needs no second pass
+The only SQL of recall by meaning. Who writes a vector: under `mirror up`, the host's
+recall (the scheduler process, bot/recall_host.py) for every instance's rows, with the one
+index; for a process run alone, the process that wrote the row: it runs one embedder task
+for its own instance's rows (incoming messages, notes, intentions; never the persona's
+replies): a turn's incoming message needs no second pass
 (its vector is the query's, handed over by `bot.recall.meaning`), and whatever else the
 turn wrote is embedded in the background, off the turn, within a poll (`mirror memory
 reindex` catches up anything else: rows from before recall was on, or of a process that
@@ -33,7 +35,7 @@ from bot.models import Audience, ViewIntention, ViewMessage, ViewNote, from_epoc
 
 if TYPE_CHECKING:
     from bot.config import RecallConfig
-    from bot.recall import Scored, VectorIndex
+    from bot.recall import Hit, Scored, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +172,8 @@ class VectorStore(Database):
     _recall_settings: RecallConfig | None = None
     _vector_index: VectorIndex | None = None
     _embedder: asyncio.Task[None] | None = None
-    _embedder_instance: str | None = None
+    _embedder_instance: str | None = None  # None: every instance's rows (the host's recall)
+    _embeds = True  # False: the host's recall embeds this process's rows
     _version_seen: int | None = None  # data_version_now() just before the turn's snapshot
     _embedder_wake: asyncio.Event | None = None
     _handed: list[tuple[str, int, Any]] | None = None  # vectors computed in the turn
@@ -178,18 +181,49 @@ class VectorStore(Database):
 
     # The turn's side --------------------------------------------------------------------
 
-    def start_embedder(self, instance_id: str, settings: RecallConfig) -> None:
-        """Recall by meaning for this process: the index, and the embedder of its rows.
-        Called before each turn's read (it notes memory's change counter for the index)."""
+    def start_embedder(
+        self, instance_id: str | None, settings: RecallConfig, *, embeds: bool = True
+    ) -> None:
+        """Recall by meaning for this process: the index, and the embedder of its rows
+        (`instance_id` None: every instance's, as the host's recall does, bot/recall_host.py;
+        `embeds` False: none, the host embeds them, and the embedder only writes the turns'
+        recall provenance). Called before each turn's read (it notes memory's change counter
+        for the index)."""
         self._recall_settings = settings
         self._version_seen = self.data_version_now()
         if self._embedder is None:
             self._handed, self._scores = [], []
             self._embedder_wake = asyncio.Event()
             self._embedder_instance = instance_id
+            self._embeds = embeds
             self._embedder = asyncio.get_running_loop().create_task(
-                self._embed_own_rows(instance_id), name=f"embedder:{instance_id}"
+                self._embed_own_rows(instance_id), name=f"embedder:{instance_id or 'host'}"
             )
+
+    async def search_by_meaning(
+        self,
+        query: Any,
+        audience: Audience,
+        *,
+        here: int,
+        limit: int,
+        floor: float,
+        words: dict[str, list[int]],
+    ) -> tuple[dict[str, list[Hit]], dict[str, dict[int, float]]]:
+        """For the host's recall: the nearest rows `audience` may see (the index brought up
+        to date first) and the similarities of the turn's word matches `words`."""
+        index = self._index()
+        if index is None:
+            raise RuntimeError("recall by meaning is not started here")
+        version = self.data_version_now()
+        await self.read(refresh_index_in, index, version)
+        hits = index.search(query, audience, here=here, limit=limit, floor=floor)
+        similarities = {
+            kind: index.shelves[kind].similarities(query, ids)
+            for kind, ids in words.items()
+            if kind in index.shelves
+        }
+        return hits, similarities
 
     def recall_by_meaning_in(
         self,
@@ -213,14 +247,30 @@ class VectorStore(Database):
         embedder, and the scores are kept as the reply's provenance (written by the
         embedder, off the turn)."""
         from bot.recall import fuse
+        from bot.recall_host import Asked, unanswered
 
         settings = self._recall_settings
-        index = self._index()
-        if settings is None or index is None:
+        if settings is None:
             return words, word_notes, []
-        refresh_index_in(conn, index, self._version_seen)
         floor = settings.min_similarity
-        hits = index.search(query, audience, here=here, limit=limit * 2, floor=floor)
+        word_ids = {"message": [m.id for m in words], "note": [n.id for n in word_notes]}
+        if isinstance(query, Asked):  # the host's recall searches its index (its own mask)
+            try:
+                hits, word_similarities = query.search(
+                    audience, here=here, limit=limit * 2, floor=floor, words=word_ids
+                )
+            except OSError as exc:
+                unanswered(exc)
+                return words, word_notes, []
+        else:
+            index = self._index()
+            if index is None:
+                return words, word_notes, []
+            refresh_index_in(conn, index, self._version_seen)
+            hits = index.search(query, audience, here=here, limit=limit * 2, floor=floor)
+            word_similarities = {
+                kind: index.shelves[kind].similarities(query, ids) for kind, ids in word_ids.items()
+            }
         terms = _meaningful_words(text)
         # Read back through the one privacy rule before anything is ranked: the index's view
         # of who may see a row is as of its loading; the rows' own columns decide.
@@ -254,15 +304,15 @@ class VectorStore(Database):
                 kind,
                 count,
                 overlap=_overlaps(terms, texts),
-                word_similarity=index.shelves[kind].similarities(query, word_ids),
+                word_similarity=word_similarities.get(kind, {}),
                 floor=floor,
             )
 
         fused_messages = ranked(
-            "message", [m.id for m in words], {i: m.text or "" for i, m in known.items()}, limit
+            "message", word_ids["message"], {i: m.text or "" for i, m in known.items()}, limit
         )
         fused_notes = ranked(
-            "note", [n.id for n in word_notes], {i: n.text for i, n in known_notes.items()}, limit
+            "note", word_ids["note"], {i: n.text for i, n in known_notes.items()}, limit
         )
         fused_intentions = ranked(
             "intention",
@@ -271,7 +321,8 @@ class VectorStore(Database):
             INTENTIONS_RECALLED,
         )
         if self._handed is not None and self._scores is not None:
-            self._handed.append(("message", incoming_id, query))
+            if not isinstance(query, Asked):  # (the host embeds the message itself)
+                self._handed.append(("message", incoming_id, query))
             # Written with the next poll's batch (within POLL_S), never in the turn's way.
             self._scores.append((incoming_id, fused_messages + fused_notes + fused_intentions))
         return (
@@ -305,7 +356,7 @@ class VectorStore(Database):
 
     # The embedder -----------------------------------------------------------------------
 
-    async def _embed_own_rows(self, instance_id: str) -> None:
+    async def _embed_own_rows(self, instance_id: str | None) -> None:
         """Every POLL_S (sooner when `flush_embedder` asks), until closed: write what turns
         handed over in one transaction, then embed this instance's rows that have no vector
         (when memory changed since the last look)."""
@@ -346,7 +397,7 @@ class VectorStore(Database):
                 if handed or scores:
                     await self.write(_store_handed_in, self.now, MODEL_NAME, handed, scores)
                 version = self.data_version_now()
-                if version is not None and version == seen_version:
+                if not self._embeds or (version is not None and version == seen_version):
                     continue
                 seen_version = version
                 embedded = 0
@@ -381,10 +432,10 @@ class VectorStore(Database):
         """Wait (up to 20 s) until what turns handed over and this instance's rows so far are
         embedded and written; False if they were not (for tests: a turn never waits)."""
         instance = self._embedder_instance
-        if self._embedder is None or self._embedder_wake is None or instance is None:
+        if self._embedder is None or self._embedder_wake is None:
             return True
         for _ in range(400):
-            pending = await self.read(
+            pending = self._embeds and await self.read(
                 lambda conn: any(missing_in(conn, kind, 0, 1, instance) for kind in _SOURCES)
             )
             if not pending and not self._handed and not self._scores:
@@ -506,10 +557,11 @@ async def _embed(kind: str, rows: list[tuple[int, str]]) -> list[tuple[str, int,
 
 
 def _look_in(
-    conn: sqlite3.Connection, after: dict[str, int], limit: int, instance: str
+    conn: sqlite3.Connection, after: dict[str, int], limit: int, instance: str | None
 ) -> dict[str, tuple[list[tuple[int, str]], int]]:
-    """For each kind: this instance's rows after `after[kind]` that have no vector yet
-    (oldest first, up to `limit`), and the kind's newest id in this snapshot."""
+    """For each kind: this instance's rows (None: every instance's) after `after[kind]`
+    that have no vector yet (oldest first, up to `limit`), and the kind's newest id in this
+    snapshot."""
     return {
         kind: (
             missing_in(conn, kind, after[kind], limit, instance),
@@ -519,9 +571,12 @@ def _look_in(
     }
 
 
-def _newest_of(conn: sqlite3.Connection, kind: str, instance_id: str) -> int:
+def _newest_of(conn: sqlite3.Connection, kind: str, instance_id: str | None) -> int:
     alias = _ALIAS[kind]
     table = _TABLE[kind]
+    if instance_id is None:  # every instance's (the host's recall)
+        found = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()
+        return int(found[0])
     found = conn.execute(
         f"SELECT coalesce(max({alias}.id), 0) FROM {table} {alias} WHERE {_OWNER[kind]} = ?",
         (instance_id,),

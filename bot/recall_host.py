@@ -1,0 +1,208 @@
+"""One encoder and one vector index per host, for every entrance `mirror up` runs there.
+
+Recall by meaning in each entrance meant an encoder and a numpy index in each process:
+three entrances held three copies of the index (1.8 KiB a row) and mapped the weights three
+times, and each embedded its own messages (bench/lean.py: 400-470 MiB in all for three
+entrances and the scheduler at 10k messages, against 250 with recall off). Under `mirror
+up`, the scheduler process of the host (one per `mirror up`, leader or not) serves recall
+by meaning for all of them instead: it embeds every row that has no vector yet (any
+instance's), keeps the one index, and answers each turn's question over a Unix socket
+(`MIRROR_RECALL_HOST`, set by `mirror up` for its children): the question's text, who it
+is for, the word matches of the turn; back come the nearest rows that audience may see and
+the word matches' similarities. The entrance reads those rows back through
+`bot.memory.mirror_store.visible`, the one privacy rule, exactly as it reads its own
+index's hits, and fuses them with its word matches as before (bot/memory/vector_store.py).
+
+Nothing but the question crosses the socket, which only this user can open (a 0700
+folder). When the host cannot answer (restarting, not started yet), the turn recalls by
+words only and says so in the log; the host's embedder catches the turn's message up later.
+A process run alone (`mirror chat`, `mirror run NAME` outside `mirror up`) embeds for
+itself, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.memory import Memory
+    from bot.models import Audience
+    from bot.recall import Hit
+
+log = logging.getLogger(__name__)
+
+SOCKET_ENV = "MIRROR_RECALL_HOST"
+ASK_TIMEOUT_S = 2.0  # a question waits this long at most (the encoder answers in ~5-15 ms)
+_QUIET_S = 60.0  # "the host's recall does not answer" at most once a minute
+
+
+def socket_path() -> str | None:
+    """The host's recall socket, when this process runs under `mirror up` (None: embed
+    here)."""
+    return os.environ.get(SOCKET_ENV) or None
+
+
+def new_socket_path() -> str:
+    """A socket path for a new `mirror up`: in a folder only this user may enter."""
+    folder = Path(tempfile.gettempdir()) / f"mirroros-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    return str(folder / f"recall-{os.getpid()}.sock")
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A turn's question for the host's recall, in place of a vector computed here."""
+
+    text: str
+    path: str
+
+    def search(
+        self,
+        audience: Audience,
+        *,
+        here: int,
+        limit: int,
+        floor: float,
+        words: dict[str, list[int]],
+    ) -> tuple[dict[str, list[Hit]], dict[str, dict[int, float]]]:
+        """The nearest rows this audience may see, by kind, and the similarities of the word
+        matches `words` (by kind) to the question. Blocking (it runs in the turn's read, in
+        memory's thread); OSError when the host does not answer."""
+        from bot.recall import Hit
+
+        answer = ask(
+            self.path,
+            {
+                "text": self.text,
+                "audience": audience.model_dump(),
+                "here": here,
+                "limit": limit,
+                "floor": floor,
+                "words": words,
+            },
+        )
+        hits = {
+            kind: [Hit(kind, int(row), float(similarity)) for row, similarity in found]
+            for kind, found in answer["hits"].items()
+        }
+        similarities = {
+            kind: {int(row): float(similarity) for row, similarity in found}
+            for kind, found in answer["similarities"].items()
+        }
+        return hits, similarities
+
+
+def ask(path: str, request: dict[str, Any], timeout: float = ASK_TIMEOUT_S) -> dict[str, Any]:
+    """One question, one answer: a JSON line each way on a fresh connection (~0.1 ms)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(path)
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        received = b""
+        while not received.endswith(b"\n"):
+            part = conn.recv(65536)
+            if not part:
+                raise ConnectionError("the host's recall closed the connection")
+            received += part
+    answer: dict[str, Any] = json.loads(received)
+    if "error" in answer:
+        raise ConnectionError(f"the host's recall: {answer['error']}")
+    return answer
+
+
+_said_at = -_QUIET_S
+
+
+def unanswered(exc: Exception) -> None:
+    """Log (at most once a minute) that a turn recalled by words only."""
+    global _said_at
+    now = time.monotonic()
+    if now - _said_at >= _QUIET_S:
+        _said_at = now
+        log.warning("recall by words only: the host's recall did not answer (%s)", exc)
+
+
+class RecallHost:
+    """The server side, in the scheduler process: the host's encoder, index and embedder."""
+
+    def __init__(self, memory: Memory, config: Config, path: str) -> None:
+        self.memory = memory
+        self.config = config
+        self.path = path
+
+    async def serve(self) -> None:
+        """Embed every instance's new rows and answer questions until cancelled."""
+        from bot import recall
+
+        settings = self.config.recall
+        recall.configure(settings, shared=True)
+        self.memory.start_embedder(None, settings)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a previous scheduler's, of this `mirror up`
+        try:
+            server = await asyncio.start_unix_server(self._answer_client, path=self.path)
+        except OSError as exc:  # the entrances recall by words only, and say so
+            log.error("recall by meaning cannot serve this host at %s: %s", self.path, exc)
+            return
+        os.chmod(self.path, 0o600)
+        log.info("recall by meaning for this host's entrances at %s", self.path)
+        try:
+            await recall.preload(self.config)
+            await server.serve_forever()
+        finally:
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    async def _answer_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            line = await reader.readline()
+            if line:
+                try:
+                    answer = await self.answer(json.loads(line))
+                except Exception as exc:  # a bad question or memory gone: say so, stay up
+                    log.warning("recall host: %r", exc)
+                    answer = {"error": repr(exc)}
+                writer.write(json.dumps(answer).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the turn gave up waiting
+        finally:
+            writer.close()
+
+    async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        from bot import recall
+        from bot.models import Audience
+
+        vector = (await recall.vectors([str(request["text"])]))[0]
+        hits, similarities = await self.memory.search_by_meaning(
+            vector,
+            Audience.model_validate(request["audience"]),
+            here=int(request["here"]),
+            limit=int(request["limit"]),
+            floor=float(request["floor"]),
+            words={kind: [int(i) for i in ids] for kind, ids in request["words"].items()},
+        )
+        return {
+            "hits": {
+                kind: [[h.row_id, h.similarity] for h in found] for kind, found in hits.items()
+            },
+            "similarities": {
+                kind: [[row, value] for row, value in found.items()]
+                for kind, found in similarities.items()
+            },
+        }
