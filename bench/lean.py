@@ -16,8 +16,11 @@ talking starts a new conversation):
 - resident memory (VmRSS) per process and in total (supervisor included), idle (every
   entrance ready) and after MESSAGES messages (goal: total <= 300 MiB), and QUIET_S later
   (the encoder's weight pages given back);
-- CPU per message of each entrance process ((utime + stime) / messages, from /proc), one
-  person per entrance, the entrances talked to at the same time (goal at 10k: <= 15 ms).
+- CPU per message ((utime + stime) from /proc, over the messages): of each entrance
+  process, and of all processes together over all messages (goal at 10k: <= 15 ms; under
+  `mirror up` the scheduler embeds and searches for the entrances, bot/recall_host.py, so
+  the whole is what a message costs); one person per entrance, the entrances talked to at
+  the same time.
 Then what each import costs: one more `mirror up` with PYTHONPROFILEIMPORTTIME=1 (every
 child prints `-X importtime`), up to its first reply; per process the total and the
 costliest top-level packages (self time summed per package; the top 15 for the process
@@ -572,13 +575,20 @@ def up_figures(run: UpRun) -> list[Figure]:
         )
     for name, count in run.messages.items():
         per = run.cpu_ms.get(name, float("nan")) / count
-        goal = run.label.startswith("10k") and name == "telegram"
+        rows.append(
+            Figure(f"lean [{run.label}]: CPU per message, {name} ({count} msgs)", f"{per:.1f} ms")
+        )
+    # The goal is on what a message costs the host: under `mirror up` the scheduler embeds
+    # and searches for the entrances (bot/recall_host.py), so no one process says it.
+    if run.messages:
+        whole = sum(run.cpu_ms.values()) / sum(run.messages.values())
+        goal = run.label.startswith("10k")
         rows.append(
             Figure(
-                f"lean [{run.label}]: CPU per message, {name} ({count} msgs)",
-                f"{per:.1f} ms",
+                f"lean [{run.label}]: CPU per message, all processes (supervisor + 4)",
+                f"{whole:.1f} ms",
                 f"<= {CPU_GOAL_MS:.0f} ms" if goal else "",
-                per <= CPU_GOAL_MS if goal else None,
+                whole <= CPU_GOAL_MS if goal else None,
             )
         )
     for name in ("supervisor", "scheduler"):
