@@ -62,37 +62,53 @@ def new_socket_path() -> str:
 
 
 @dataclass(frozen=True)
+class Search:
+    """What a turn's recall by meaning looks for, beside the question itself: rows
+    `audience` may see (less conversation `here`'s messages), up to `limit` a kind above
+    `floor`, and the similarities of the turn's word matches (`words`, ids by kind)."""
+
+    audience: Audience
+    here: int
+    limit: int
+    floor: float
+    words: dict[str, list[int]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "audience": self.audience.model_dump(),
+            "here": self.here,
+            "limit": self.limit,
+            "floor": self.floor,
+            "words": self.words,
+        }
+
+    @classmethod
+    def from_json(cls, found: dict[str, Any]) -> Search:
+        from bot.models import Audience
+
+        return cls(
+            Audience.model_validate(found["audience"]),
+            int(found["here"]),
+            int(found["limit"]),
+            float(found["floor"]),
+            {kind: [int(i) for i in ids] for kind, ids in found["words"].items()},
+        )
+
+
+@dataclass(frozen=True)
 class Asked:
     """A turn's question for the host's recall, in place of a vector computed here."""
 
     text: str
     path: str
 
-    def search(
-        self,
-        audience: Audience,
-        *,
-        here: int,
-        limit: int,
-        floor: float,
-        words: dict[str, list[int]],
-    ) -> tuple[dict[str, list[Hit]], dict[str, dict[int, float]]]:
-        """The nearest rows this audience may see, by kind, and the similarities of the word
-        matches `words` (by kind) to the question. Blocking (it runs in the turn's read, in
+    def search(self, search: Search) -> tuple[dict[str, list[Hit]], dict[str, dict[int, float]]]:
+        """The nearest rows, by kind, and the word matches' similarities to the question
+        (`Memory.search_by_meaning` in the host). Blocking (it runs in the turn's read, in
         memory's thread); OSError when the host does not answer."""
         from bot.recall import Hit
 
-        answer = ask(
-            self.path,
-            {
-                "text": self.text,
-                "audience": audience.model_dump(),
-                "here": here,
-                "limit": limit,
-                "floor": floor,
-                "words": words,
-            },
-        )
+        answer = ask(self.path, {"text": self.text, **search.as_json()})
         hits = {
             kind: [Hit(kind, int(row), float(similarity)) for row, similarity in found]
             for kind, found in answer["hits"].items()
@@ -186,17 +202,9 @@ class RecallHost:
 
     async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         from bot import recall
-        from bot.models import Audience
 
         vector = (await recall.vectors([str(request["text"])]))[0]
-        hits, similarities = await self.memory.search_by_meaning(
-            vector,
-            Audience.model_validate(request["audience"]),
-            here=int(request["here"]),
-            limit=int(request["limit"]),
-            floor=float(request["floor"]),
-            words={kind: [int(i) for i in ids] for kind, ids in request["words"].items()},
-        )
+        hits, similarities = await self.memory.search_by_meaning(vector, Search.from_json(request))
         return {
             "hits": {
                 kind: [[h.row_id, h.similarity] for h in found] for kind, found in hits.items()

@@ -36,6 +36,7 @@ from bot.models import Audience, ViewIntention, ViewMessage, ViewNote, from_epoc
 if TYPE_CHECKING:
     from bot.config import RecallConfig
     from bot.recall import Hit, Scored, VectorIndex
+    from bot.recall_host import Search
 
 log = logging.getLogger(__name__)
 
@@ -201,29 +202,14 @@ class VectorStore(Database):
             )
 
     async def search_by_meaning(
-        self,
-        query: Any,
-        audience: Audience,
-        *,
-        here: int,
-        limit: int,
-        floor: float,
-        words: dict[str, list[int]],
+        self, query: Any, search: Search
     ) -> tuple[dict[str, list[Hit]], dict[str, dict[int, float]]]:
-        """For the host's recall: the nearest rows `audience` may see (the index brought up
-        to date first) and the similarities of the turn's word matches `words`."""
+        """For the host's recall: `_search` in the index, brought up to date first."""
         index = self._index()
         if index is None:
             raise RuntimeError("recall by meaning is not started here")
-        version = self.data_version_now()
-        await self.read(refresh_index_in, index, version)
-        hits = index.search(query, audience, here=here, limit=limit, floor=floor)
-        similarities = {
-            kind: index.shelves[kind].similarities(query, ids)
-            for kind, ids in words.items()
-            if kind in index.shelves
-        }
-        return hits, similarities
+        await self.read(refresh_index_in, index, self.data_version_now())
+        return _search(index, query, search)
 
     def recall_by_meaning_in(
         self,
@@ -247,18 +233,17 @@ class VectorStore(Database):
         embedder, and the scores are kept as the reply's provenance (written by the
         embedder, off the turn)."""
         from bot.recall import fuse
-        from bot.recall_host import Asked, unanswered
+        from bot.recall_host import Asked, Search, unanswered
 
         settings = self._recall_settings
         if settings is None:
             return words, word_notes, []
         floor = settings.min_similarity
         word_ids = {"message": [m.id for m in words], "note": [n.id for n in word_notes]}
+        search = Search(audience, here, limit * 2, floor, word_ids)
         if isinstance(query, Asked):  # the host's recall searches its index (its own mask)
             try:
-                hits, word_similarities = query.search(
-                    audience, here=here, limit=limit * 2, floor=floor, words=word_ids
-                )
+                hits, word_similarities = query.search(search)
             except OSError as exc:
                 unanswered(exc)
                 return words, word_notes, []
@@ -267,10 +252,7 @@ class VectorStore(Database):
             if index is None:
                 return words, word_notes, []
             refresh_index_in(conn, index, self._version_seen)
-            hits = index.search(query, audience, here=here, limit=limit * 2, floor=floor)
-            word_similarities = {
-                kind: index.shelves[kind].similarities(query, ids) for kind, ids in word_ids.items()
-            }
+            hits, word_similarities = _search(index, query, search)
         terms = _meaningful_words(text)
         # Read back through the one privacy rule before anything is ranked: the index's view
         # of who may see a row is as of its loading; the rows' own columns decide.
@@ -494,6 +476,22 @@ class VectorStore(Database):
             ]
 
         return await self.read(run)
+
+
+def _search(
+    index: VectorIndex, query: Any, search: Search
+) -> tuple[dict[str, list[Hit]], dict[str, dict[int, float]]]:
+    """The nearest rows the audience may see, by kind, and the word matches'
+    similarities."""
+    hits = index.search(
+        query, search.audience, here=search.here, limit=search.limit, floor=search.floor
+    )
+    similarities = {
+        kind: index.shelves[kind].similarities(query, ids)
+        for kind, ids in search.words.items()
+        if kind in index.shelves
+    }
+    return hits, similarities
 
 
 def _meaningful_words(text: str) -> list[str]:
