@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -157,15 +158,21 @@ async def test_mirror_up_supervises_from_a_lean_process(telegram_config: Path) -
 
 @needs_recall
 async def test_under_mirror_up_the_scheduler_recalls_by_meaning_for_the_entrances(
-    telegram_config: Path, fake: FakeTelegram
+    telegram_config: Path, fake: FakeTelegram, memory_location: Path
 ) -> None:
     """One encoder and one index for the host (bot/recall_host.py): the fact is found by
     meaning, and the entrance never loaded numpy or the model."""
+
+    def noted() -> int:  # the vectors of the persona's notes (the fact, noted)
+        with contextlib.closing(sqlite3.connect(f"file:{memory_location}?mode=ro", uri=True)) as db:
+            return int(db.execute("SELECT count(*) FROM vectors WHERE kind = 'note'").fetchone()[0])
+
     async with mirror_up(telegram_config) as up:
         pids = await running(up)
         fake.push_message(77, "I'm allergic to peanuts", user_id=77)
         await fake.wait_for_sent(count=1, timeout=30)
-        await asyncio.sleep(1.5)  # the host's embedder writes the fact's vector (0.5 s poll)
+        # The host's embedder writes the note's vector (within its 0.5 s poll).
+        await wait_until(lambda: noted() >= 1, 30, lambda: "no note's vector" + up.tail())
         fake.push_message(77, "is there anything I can't eat?", user_id=77)
         sent = await fake.wait_for_sent(count=2, timeout=30)
         mapped = Path(f"/proc/{pids['telegram']}/maps").read_text()
