@@ -14,8 +14,9 @@ the word matches' similarities. The entrance reads those rows back through
 index's hits, and fuses them with its word matches as before (bot/memory/vector_store.py).
 
 Nothing but the question crosses the socket, which only this user can open (a 0700
-folder). When the host cannot answer (restarting, not started yet), the turn recalls by
-words only and says so in the log; the host's embedder catches the turn's message up later.
+folder, the socket 0600). When the host cannot answer (restarting, not started yet), the
+turn recalls by words only and says so in the log; the host's embedder catches the turn's
+message up later.
 A process run alone (`mirror chat`, `mirror run NAME` outside `mirror up`) embeds for
 itself, as before.
 """
@@ -54,11 +55,14 @@ def socket_path() -> str | None:
 
 
 def new_socket_path() -> str:
-    """A socket path for a new `mirror up`: in a folder only this user may enter."""
-    folder = Path(tempfile.gettempdir()) / f"mirroros-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(folder, 0o700)
-    return str(folder / f"recall-{os.getpid()}.sock")
+    """A socket path for a new `mirror up`, in a folder only this user may enter: the
+    session's runtime folder ($XDG_RUNTIME_DIR, made so by the login manager), else a new
+    private folder of its own in the temporary folder (mkdtemp: created 0700, never one
+    another user prepared)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and os.stat(runtime).st_uid == os.getuid():
+        return str(Path(runtime) / f"mirroros-recall-{os.getpid()}.sock")
+    return str(Path(tempfile.mkdtemp(prefix="mirroros-recall-")) / "recall.sock")
 
 
 @dataclass(frozen=True)
