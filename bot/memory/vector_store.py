@@ -5,11 +5,10 @@ The only SQL of recall by meaning. Who writes a vector: under `mirror up`, the h
 recall (the scheduler process, bot/recall_host.py) for every instance's rows, with the one
 index; for a process run alone, the process that wrote the row: it runs one embedder task
 for its own instance's rows (incoming messages, notes, intentions; never the persona's
-replies): a turn's incoming message needs no second pass
-(its vector is the query's, handed over by `bot.recall.meaning`), and whatever else the
-turn wrote is embedded in the background, off the turn, within a poll (`mirror memory
-reindex` catches up anything else: rows from before recall was on, or of a process that
-died first). Numbers behind that choice: one sentence costs 11-25 ms to embed on this
+replies): a turn's incoming message needs no second pass (its vector is the query's,
+handed over by `bot.recall.meaning`), and whatever else the turn wrote is embedded in the
+background, off the turn, within a poll (`mirror memory reindex` catches up anything else:
+rows from before recall was on, or of a process that died first). Numbers behind that choice: one sentence costs 11-25 ms to embed on this
 host, about the whole budget of a turn (bench/recall.py).
 
 Each process keeps the newest vectors in a numpy `VectorIndex` (bot/recall.py), loaded in
