@@ -8,16 +8,18 @@ for its own instance's rows (incoming messages, notes, intentions; never the per
 replies): a turn's incoming message needs no second pass (its vector is the query's,
 handed over by `bot.recall.meaning`), and whatever else the turn wrote is embedded in the
 background, off the turn, within a poll (`mirror memory reindex` catches up anything else:
-rows from before recall was on, or of a process that died first). Numbers behind that choice: one sentence costs 11-25 ms to embed on this
-host, about the whole budget of a turn (bench/recall.py).
+rows from before recall was on, or of a process that died first). Numbers behind that
+choice: one sentence costs 11-25 ms to embed on this host, about the whole budget of a turn
+(bench/recall.py).
 
-Each process keeps the newest vectors in a numpy `VectorIndex` (bot/recall.py), loaded in
-the turn's own read snapshot and refreshed when memory changed (PRAGMA data_version, the
-pollers' check): only vectors after the last one held are read. Who may see a row is read
-from the row itself (conversation, person, visibility) when its vector is loaded, so the
-audience mask applies before ranking; an identity link moves rows to another person, so a
-new link reloads the index; and the rows the search returns are read back through
-`bot.memory.mirror_store.visible`, the one privacy rule, before anything is returned.
+Each process (the host's recall under `mirror up`) keeps the newest vectors in a numpy
+`VectorIndex` (bot/recall.py), loaded in the turn's own read snapshot and refreshed when
+memory changed (PRAGMA data_version, the pollers' check): only vectors after the last one
+held are read. Who may see a row is read from the row itself (conversation, person,
+visibility) when its vector is loaded, so the audience mask applies before ranking; an
+identity link moves rows to another person, so a new link reloads the index; and the rows
+the search returns are read back through `bot.memory.mirror_store.visible`, the one
+privacy rule, before anything is returned.
 """
 
 from __future__ import annotations
