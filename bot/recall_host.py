@@ -65,6 +65,19 @@ def new_socket_path() -> str:
     return str(Path(tempfile.mkdtemp(prefix="mirroros-recall-")) / "recall.sock")
 
 
+def remove_socket_folder(path: str | None) -> None:
+    """After `mirror up`'s children stopped: the private folder `new_socket_path` made in
+    the temporary folder (empty by then: the host removes its socket), so that each run
+    leaves nothing behind."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if folder.name.startswith("mirroros-recall-"):
+        with contextlib.suppress(OSError):
+            (folder / "recall.sock").unlink(missing_ok=True)
+            folder.rmdir()
+
+
 @dataclass(frozen=True)
 class Search:
     """What a turn's recall by meaning looks for, beside the question itself: rows

@@ -289,6 +289,7 @@ def main() -> int:
     from pathlib import Path
 
     from bot.log_setup import quiet_terminal, to_stderr
+    from bot.recall_host import remove_socket_folder, socket_path
     from bot.service_loop import serve_until_stopped
 
     plan = json.loads(os.environ.pop(PLAN_ENV))
@@ -306,6 +307,8 @@ def main() -> int:
         asyncio.run(serve_until_stopped(supervisor))
     except KeyboardInterrupt:
         return 130
+    finally:
+        remove_socket_folder(socket_path())  # the children have stopped
     if supervisor.nothing_running:  # every entrance given up: not healthy, say why
         sys.stderr.write(f"mirror: {supervisor.nothing_running}\n")
         return 1

@@ -134,11 +134,17 @@ async def test_closing_the_terminal_stops_mirror_up_and_its_children(
     async with mirror_up(telegram_config) as up:
         pids = await running(up)
         assert up.proc is not None
+        environ = Path(f"/proc/{pids['scheduler']}/environ").read_bytes().split(b"\0")
+        recall_host = [e.split(b"=", 1)[1].decode() for e in environ if b"RECALL_HOST=" in e]
         os.kill(up.proc.pid, signal.SIGHUP)  # what the terminal sends to its process
         code = await exit_code(up, 30)
         await all_gone(pids, up)
         assert code == 0, up.tail()  # a stop, not a death by signal
     assert any("[telegram]" in line and "instance telegram stopped" in line for line in up.stderr)
+    # The host's recall socket and its private folder are gone with them.
+    assert all(not Path(path).exists() for path in recall_host)
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        assert all(not Path(path).parent.exists() for path in recall_host)
 
 
 async def test_mirror_up_supervises_from_a_lean_process(telegram_config: Path) -> None:
