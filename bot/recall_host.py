@@ -194,6 +194,8 @@ class RecallHost:
         try:
             await recall.preload(self.config)
             await server.serve_forever()
+        except Exception:  # the encoder failed to load: the entrances fall back to words
+            log.exception("recall by meaning stopped serving this host")
         finally:
             server.close()
             with contextlib.suppress(FileNotFoundError):
