@@ -293,15 +293,9 @@ def main() -> int:
     from bot.service_loop import serve_until_stopped
 
     plan = json.loads(os.environ.pop(PLAN_ENV))
-    log_settings = plan["log"]
-    to_stderr(bool(log_settings["verbose"]))
-    logger = quiet_terminal(
-        Path(log_settings["path"]),
-        int(log_settings["max_bytes"]),
-        int(log_settings["backups"]),
-        verbose=bool(log_settings["verbose"]),
-        service=True,
-    )
+    settings = plan["log"]  # bot.cli.common `log_settings`, as `mirror up` would use them
+    to_stderr(settings["verbose"])
+    logger = quiet_terminal(Path(settings.pop("path")), **settings, service=True)
     supervisor = Supervisor([ChildSpec(**child) for child in plan["children"]], logger=logger)
     try:
         asyncio.run(serve_until_stopped(supervisor))

@@ -350,7 +350,8 @@ class VectorStore(Database):
             # A short look back on start: rows a previous run of this instance left.
             return max(await self.read(lambda conn: _newest_of(conn, kind, instance_id)) - 200, 0)
 
-        after = {kind: await start_at(kind) for kind in _SOURCES}
+        # (Under a host's recall this loop embeds nothing: no look back, no looks.)
+        after = {kind: await start_at(kind) if self._embeds else 0 for kind in _SOURCES}
         # Each kind's newest id at the previous poll's first look: once a look finds every
         # missing row, `after` moves up to it. Without that, `after` stayed where the last
         # row embedded here was (a turn's incoming message is handed over, never found
@@ -379,8 +380,10 @@ class VectorStore(Database):
                 # over more turns.
                 if handed or scores:
                     await self.write(_store_handed_in, self.now, MODEL_NAME, handed, scores)
+                if not self._embeds:
+                    continue
                 version = self.data_version_now()
-                if not self._embeds or (version is not None and version == seen_version):
+                if version is not None and version == seen_version:
                     continue
                 seen_version = version
                 embedded = 0
