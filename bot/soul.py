@@ -33,6 +33,10 @@ class SoulError(ValueError):
     """Why a SOUL.md text is not a valid soul (one line)."""
 
 
+class StaleRead(Exception):
+    """SOUL.md changed between reading it and recording what was read: read it again."""
+
+
 @dataclass(frozen=True)
 class Soul:
     """A parsed, valid SOUL.md."""
@@ -141,11 +145,13 @@ async def sync_soul_file(
 
     Returns the version now active (None when the file is invalid and memory has none yet).
     """
-    try:
-        content: bytes | SoulError = await asyncio.to_thread(_read_soul_bytes, path, max_bytes)
-    except SoulError as exc:
-        content = exc
-    return await _record_soul(memory, path, content, max_bytes=max_bytes, actor=actor)
+    while True:
+        try:
+            content: bytes | SoulError = await asyncio.to_thread(_read_soul_bytes, path, max_bytes)
+        except SoulError as exc:
+            content = exc
+        with contextlib.suppress(StaleRead):
+            return await _record_soul(memory, path, content, max_bytes=max_bytes, actor=actor)
 
 
 async def _record_soul(
@@ -160,7 +166,10 @@ async def _record_soul(
     """Make `content` (read from `path`) the active soul, or log and audit why it is not.
 
     `changed`: the caller saw the file change, so the outcome is logged even when another
-    process recorded the same version first."""
+    process recorded the same version first. Raises StaleRead, recording nothing, when the
+    file no longer holds `content` by the time memory is written: a rollback or a console
+    edit may have replaced it (under the same write lock) since it was read, and the stale
+    content must not undo that."""
     reason = content if isinstance(content, SoulError) else None
     soul = None
     if not isinstance(content, SoulError):
@@ -174,23 +183,35 @@ async def _record_soul(
         log.warning("soul: %s rejected, keeping %s: %s", path, kept, reason)
         await memory.audit(actor, "soul.rejected", str(path), reason=str(reason))
         return active
+    read = content
+
+    def still_there() -> None:
+        try:
+            now = _read_soul_bytes(path, max_bytes)
+        except SoulError:
+            raise StaleRead from None
+        if now != read:
+            raise StaleRead
+
     version, created = await memory.record_soul_version(
-        text=soul.text, name=soul.name, sha256=soul.sha256, source="file", author=actor
+        text=soul.text,
+        name=soul.name,
+        sha256=soul.sha256,
+        source="file",
+        author=actor,
+        inside=still_there,
     )
     if created or changed:
         log.info("soul: %s: version %d is active (%s)", path, version.id, version.name)
     return version
 
 
-async def write_soul_file(path: Path, text: str) -> None:
-    """Replace the file atomically (watchers never see a half-written soul)."""
-
-    def write() -> None:
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(path)
-
-    await asyncio.to_thread(write)
+def write_soul_file(path: Path, text: str) -> None:
+    """Replace the file atomically (watchers never see a half-written soul). Blocking: run
+    it as `record_soul_version(inside=…)`, so memory and the file change together."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
 
 
 @dataclass(frozen=True)
@@ -286,18 +307,23 @@ class SoulWatcher:
 
     async def _check(self) -> _Look:
         """Look at the path; record (or reject) its content if it changed since last time."""
-        look = await asyncio.to_thread(_look_at, self.path, self.max_bytes)
-        if look.key != self._seen:
-            await _record_soul(
-                self.memory,
-                self.path,
-                look.content,
-                max_bytes=self.max_bytes,
-                actor="file",
-                changed=self._seen is not None,  # the first look at start is no change
-            )
+        while True:
+            look = await asyncio.to_thread(_look_at, self.path, self.max_bytes)
+            if look.key == self._seen:
+                return look
+            try:
+                await _record_soul(
+                    self.memory,
+                    self.path,
+                    look.content,
+                    max_bytes=self.max_bytes,
+                    actor="file",
+                    changed=self._seen is not None,  # the first look at start is no change
+                )
+            except StaleRead:
+                continue  # replaced since the look (a rollback, say): look again
             self._seen = look.key  # only once handled: a failed write is retried
-        return look
+            return look
 
     async def _watch(self) -> None:
         while True:

@@ -23,9 +23,10 @@ class RollbackError(Exception):
 
 async def rollback_soul(memory: Memory, config: Config, number: int, actor: str) -> SoulVersion:
     """Make soul version `number` active again (a new version, source 'rollback'), audit it,
-    and write it back to SOUL.md so the file and memory agree. Raises RollbackError when
-    there is no such valid version, OSError when SOUL.md cannot be written (memory has the
-    new version by then: every instance uses it from its next turn)."""
+    and write it back to SOUL.md in the same write transaction, so the file and memory agree
+    and no watcher records the file's older content over it. Raises RollbackError when
+    there is no such valid version, OSError when SOUL.md cannot be written (nothing changes:
+    a version the file does not hold would be undone by the next start's look at it)."""
     from bot.soul import SoulError, parse_soul, write_soul_file
 
     old = await memory.soul_version(number)
@@ -36,20 +37,24 @@ async def rollback_soul(memory: Memory, config: Config, number: int, actor: str)
     except SoulError as exc:
         raise RollbackError(f"Version {number} is not a valid soul: {exc}") from None
     version, _ = await memory.record_soul_version(
-        text=soul.text, name=soul.name, sha256=soul.sha256, source="rollback", author=actor
+        text=soul.text,
+        name=soul.name,
+        sha256=soul.sha256,
+        source="rollback",
+        author=actor,
+        inside=lambda: write_soul_file(config.soul.path, soul.text),
     )
     await memory.audit(actor, "soul.rollback", str(version.id), to_version=number)
-    await write_soul_file(config.soul.path, soul.text)
     return version
 
 
 async def save_soul(memory: Memory, config: Config, text: str, actor: str) -> SoulVersion:
     """Make `text` the active soul (an admin's edit in the console): validated by the same
     parser as the file, recorded as a new version (source 'chat': an admin's command, not
-    the file; nothing new when it equals the active one), audited, and written to SOUL.md
-    so the file stays the source every process watches. Raises SoulError (nothing saved,
-    the rejection audited) when the text is not a valid soul, OSError when SOUL.md cannot be
-    written (memory has the new version by then, as with a rollback)."""
+    the file; nothing new when it equals the active one), audited, and written to SOUL.md in
+    the same write transaction, so the file stays the source every process watches. Raises
+    SoulError (nothing saved, the rejection audited) when the text is not a valid soul,
+    OSError when SOUL.md cannot be written (nothing saved, as with a rollback)."""
     from bot.soul import SoulError, parse_soul, write_soul_file
 
     try:
@@ -58,11 +63,15 @@ async def save_soul(memory: Memory, config: Config, text: str, actor: str) -> So
         await memory.audit(actor, "soul.rejected", "edit", reason=str(exc))
         raise
     version, created = await memory.record_soul_version(
-        text=soul.text, name=soul.name, sha256=soul.sha256, source="chat", author=actor
+        text=soul.text,
+        name=soul.name,
+        sha256=soul.sha256,
+        source="chat",
+        author=actor,
+        inside=lambda: write_soul_file(config.soul.path, soul.text),
     )
     if created:
         await memory.audit(actor, "soul.edit", str(version.id), sha256=soul.sha256)
-    await write_soul_file(config.soul.path, soul.text)
     return version
 
 
@@ -99,10 +108,7 @@ async def soul_command(memory: Memory, config: Config, args: list[str], actor: s
         except RollbackError as exc:
             return invalid(str(exc))
         except OSError as exc:
-            return Outcome(
-                f"Soul version {number} is active again, but I could not write SOUL.md: {exc}",
-                changed=True,
-            )
+            return invalid(f"Nothing changed: I could not write SOUL.md: {exc}")
         return Outcome(
             f"Soul version {version.id} is active ({version.name}, from version {number}); "
             "every instance speaks with it from its next turn.",

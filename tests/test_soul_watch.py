@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import shutil
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,8 +20,11 @@ from typing import Any
 
 import pytest
 
+import bot.soul
+from bot.config import Config, SoulConfig
 from bot.memory import Memory
 from bot.soul import SoulWatcher
+from bot.soul_admin import rollback_soul
 from tests.conftest import SOUL_EXAMPLE
 from tests.waiting import wait_until
 
@@ -157,3 +161,59 @@ async def test_stopping_never_waits_for_the_periodic_look(memory: Memory, soul_f
         await watcher.start()
         await wait_until(watcher.ready.is_set, SEEN_S, "the watcher armed")
         await asyncio.wait_for(watcher.stop(), 3)
+
+
+async def test_a_look_overtaken_by_a_rollback_does_not_undo_it(
+    memory: Memory, soul_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process's watcher reads SOUL.md (Robin) just before an admin rolls back to
+    # Wren, and records what it read just after: the stale read must not become a version
+    # over the rollback (CI saw it once in the e2e rollback test: v4 Robin after v3 Wren).
+    config = Config(soul=SoulConfig(path=soul_file))
+    async with watching(memory, soul_file):
+        soul_file.write_text(soul_named("Robin"), encoding="utf-8")
+        await wait_until(active_is(memory, "Robin"), SEEN_S, "Robin recorded")
+
+    look_at = bot.soul._look_at
+    read, go_on = threading.Event(), threading.Event()
+
+    def held_look(path: Path, max_bytes: int) -> bot.soul._Look:
+        look = look_at(path, max_bytes)
+        if not read.is_set():
+            read.set()
+            go_on.wait(10)
+        return look
+
+    monkeypatch.setattr(bot.soul, "_look_at", held_look)
+    # A watcher that last handled Wren: its first look reads Robin and is held there.
+    late = SoulWatcher(memory, soul_file, check_every_s=NO_PERIODIC_LOOK_S)
+    late._seen = "the key of Wren"
+    looking = asyncio.create_task(late._check())
+    await asyncio.to_thread(read.wait, 10)
+    rolled = await rollback_soul(memory, config, 1, "admin")
+    go_on.set()
+    await looking
+
+    versions = [(v.id, v.name, v.source) for v in await memory.soul_history()]
+    assert versions == [(rolled.id, "Wren", "rollback"), (2, "Robin", "file"), (1, "Wren", "file")]
+    assert (await memory.active_soul()) == rolled
+    assert "Robin" not in soul_file.read_text(encoding="utf-8")
+
+
+async def test_a_rollback_that_cannot_write_soul_md_changes_nothing(
+    memory: Memory, soul_file: Path
+) -> None:
+    # Memory and the file change together: a version SOUL.md does not hold would be undone
+    # by the next start's look at the file.
+    config = Config(soul=SoulConfig(path=soul_file))
+    async with watching(memory, soul_file):
+        soul_file.write_text(soul_named("Robin"), encoding="utf-8")
+        await wait_until(active_is(memory, "Robin"), SEEN_S, "Robin recorded")
+    # The rollback writes a temporary file beside SOUL.md, then renames it over: a folder
+    # in its place fails the write (even for root).
+    (soul_file.parent / f".{soul_file.name}.tmp").mkdir()
+    with pytest.raises(IsADirectoryError):
+        await rollback_soul(memory, config, 1, "admin")
+    assert [v.name for v in await memory.soul_history()] == ["Robin", "Wren"]
+    assert await memory.audit_log("soul.rollback") == []
+    assert "Robin" in soul_file.read_text(encoding="utf-8")

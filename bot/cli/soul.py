@@ -121,7 +121,7 @@ def soul_rollback(
         except RollbackError as exc:
             raise CommandError(str(exc)) from None
         except OSError as exc:
-            raise CommandError(f"the version is active; SOUL.md not written: {exc}") from None
+            raise CommandError(f"nothing changed: SOUL.md not written: {exc}") from None
         finally:
             await memory.close()
         typer.echo(

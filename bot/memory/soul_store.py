@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from bot.memory import rows
 from bot.memory.database import Database, audit_in
@@ -13,15 +14,25 @@ _LATEST = "SELECT * FROM soul_versions ORDER BY id DESC LIMIT 1"
 
 class SoulStore(Database):
     async def record_soul_version(
-        self, *, text: str, name: str, sha256: str, source: str, author: str | None = None
+        self,
+        *,
+        text: str,
+        name: str,
+        sha256: str,
+        source: str,
+        author: str | None = None,
+        inside: Callable[[], object] | None = None,
     ) -> tuple[SoulVersion, bool]:
         """Make this text the active soul; returns (version, created).
 
         Nothing is recorded when the active version already has this sha256, so several
-        processes watching one file record one version per save.
+        processes watching one file record one version per save. `inside` runs within the
+        same write transaction, so what it does to SOUL.md is ordered with every other soul
+        write: a watcher checks there that the file still holds what it read, a rollback
+        writes the file there. Whatever it raises undoes the transaction and is raised.
         """
 
-        def run(conn: sqlite3.Connection) -> tuple[SoulVersion, bool]:
+        def decide(conn: sqlite3.Connection) -> tuple[SoulVersion, bool]:
             latest = conn.execute(_LATEST).fetchone()
             if latest is not None and latest["sha256"] == sha256:
                 return rows.soul_version(latest), False
@@ -49,6 +60,12 @@ class SoulStore(Database):
                 "SELECT * FROM soul_versions WHERE id = ?", (cursor.lastrowid,)
             ).fetchone()
             return rows.soul_version(created), True
+
+        def run(conn: sqlite3.Connection) -> tuple[SoulVersion, bool]:
+            decided = decide(conn)
+            if inside is not None:
+                inside()
+            return decided
 
         return await self.write(run)
 

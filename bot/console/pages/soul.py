@@ -150,12 +150,10 @@ async def save(request: Request, user: SignedIn) -> Response:
         status_code = 200 if request.headers.get("HX-Request") else 422
         return _check(request, user, text, before, outcome=outcome, status_code=status_code)
     except OSError as exc:
-        now = await console.memory.active_soul()
-        outcome = Outcome(
-            f"Version {now.id if now else '-'} is active, but SOUL.md could not be written: {exc}",
-            changed=True,
+        outcome = invalid(
+            f"Not saved: SOUL.md could not be written ({exc}). The active version stays."
         )
-        return _check(request, user, text, now, outcome=outcome)
+        return _check(request, user, text, before, outcome=outcome)
     if before is not None and before.id == version.id:
         outcome = Outcome(f"Nothing to save: that is version {version.id} already.")
     else:
