@@ -240,6 +240,33 @@ async def test_a_write_reads_back_rowcounts_ids_and_the_last_of_repeated_rows(
     assert buckets == [("50%", "3.0"), ("j", "5.0"), ("k", "2.0")]
 
 
+async def test_rows_of_one_insert_read_back_as_written(memory: Memory) -> None:
+    """executemany's rows, bound into one INSERT on PostgreSQL, read back as SQLite keeps
+    them, whatever their values hold."""
+    written = [
+        (0.5, "ana", "rows.test", 'it\'s \\ a "quote" -- not a comment; é ✓', None),
+        (-2.25, "bo", "rows.test", "", '{"n": -5}'),
+        (1e300, "%s %(x)s ?", "rows.test", r"\x00ff", "NULL"),
+        (-5, "cy", "rows.test", "-", "0"),
+        (7, "dee", "rows.test", None, None),
+    ]
+
+    def run(conn: Any) -> list[tuple[Any, ...]]:
+        conn.executemany(
+            "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+            written,
+        )
+        return [
+            tuple(row)
+            for row in conn.execute(
+                "SELECT at, actor, action, subject, detail FROM audit"
+                " WHERE action = 'rows.test' ORDER BY id"
+            )
+        ]
+
+    assert await memory.write(run) == written
+
+
 async def test_a_failing_write_undoes_its_whole_transaction(memory: Memory) -> None:
     def run(conn: Any) -> None:
         conn.execute("INSERT INTO audit (at, actor, action) VALUES (1, 'test', 'undone')")

@@ -63,6 +63,15 @@ def identity_in(
     return identity, person
 
 
+def ask_conversation_in(
+    conn: sqlite3.Connection, entrance: str, external_id: str
+) -> sqlite3.Cursor:
+    return conn.execute(
+        "SELECT id, person_id FROM conversations WHERE entrance = ? AND external_id = ?",
+        (entrance, external_id),
+    )
+
+
 def conversation_in(
     conn: sqlite3.Connection,
     now: float,
@@ -71,12 +80,11 @@ def conversation_in(
     kind: str,
     title: str | None,
     person_id: int | None,
+    asked: sqlite3.Cursor | None = None,
 ) -> tuple[int, int | None]:
-    """(conversation id, DM partner) for a platform conversation, creating it on first sight."""
-    row = conn.execute(
-        "SELECT id, person_id FROM conversations WHERE entrance = ? AND external_id = ?",
-        (entrance, external_id),
-    ).fetchone()
+    """(conversation id, DM partner) for a platform conversation, creating it on first sight.
+    `asked`: `ask_conversation_in`'s read for it, issued by the caller with others."""
+    row = (asked or ask_conversation_in(conn, entrance, external_id)).fetchone()
     if row:
         return row["id"], row["person_id"]
     partner = person_id if kind == "dm" else None
@@ -96,6 +104,9 @@ def record_incoming_in(
     instance_id: str,
     status: str = "received",
 ) -> Recorded:
+    # Issued before the identity's read, which it does not depend on: on PostgreSQL both
+    # travel in one message (with the transaction's BEGIN), one round trip fewer.
+    conversation_read = ask_conversation_in(conn, incoming.entrance, incoming.conversation_id)
     identity, person = identity_in(
         conn,
         now,
@@ -112,6 +123,7 @@ def record_incoming_in(
         incoming.conversation_kind,
         incoming.conversation_title,
         person,
+        conversation_read,
     )
     reply_to = None
     if incoming.reply_to_platform_id:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -197,32 +198,30 @@ def recall_query(text: str) -> str | None:
 
 def visible_messages_in(
     conn: sqlite3.Connection, params: dict[str, Any], ids: list[int]
-) -> dict[int, ViewMessage]:
-    """The messages among `ids` the audience in `params` may read (recall by meaning)."""
+) -> Callable[[], dict[int, ViewMessage]]:
+    """The messages among `ids` the audience in `params` may read (recall by meaning): the
+    read is issued now, its rows read when the returned function is called."""
     if not ids:  # no hit to read back (a quarter of turns at 1M): no statement
-        return {}
-    return {
-        row["id"]: _view_message(row)
-        for row in conn.execute(
-            f"{_VIEW_MESSAGE} WHERE m.id IN (SELECT value FROM json_each(:ids)) AND {visible('m')}",
-            {**params, "ids": json.dumps(ids)},
-        )
-    }
+        return dict
+    found = conn.execute(
+        f"{_VIEW_MESSAGE} WHERE m.id IN (SELECT value FROM json_each(:ids)) AND {visible('m')}",
+        {**params, "ids": json.dumps(ids)},
+    )
+    return lambda: {row["id"]: _view_message(row) for row in found}
 
 
 def visible_notes_in(
     conn: sqlite3.Connection, params: dict[str, Any], ids: list[int]
-) -> dict[int, ViewNote]:
-    """The notes among `ids` the audience in `params` may read (recall by meaning)."""
+) -> Callable[[], dict[int, ViewNote]]:
+    """The notes among `ids` the audience in `params` may read (recall by meaning), as
+    `visible_messages_in`."""
     if not ids:  # no hit to read back (4 turns in 10 at 1M): no statement
-        return {}
-    return {
-        row["id"]: _view_note(row)
-        for row in conn.execute(
-            f"{_VIEW_NOTE} WHERE n.id IN (SELECT value FROM json_each(:ids)) AND {visible('n')}",
-            {**params, "ids": json.dumps(ids)},
-        )
-    }
+        return dict
+    found = conn.execute(
+        f"{_VIEW_NOTE} WHERE n.id IN (SELECT value FROM json_each(:ids)) AND {visible('n')}",
+        {**params, "ids": json.dumps(ids)},
+    )
+    return lambda: {row["id"]: _view_note(row) for row in found}
 
 
 # The word indexes recall reads (FTS5 segments: a word query reads each segment's entry for
@@ -363,6 +362,7 @@ class MirrorStore(VectorStore):
                 " AND direction = 'out' AND model = 'mirror/offline') AS notice",
                 params,
             )
+            recall_news = self.ask_recall_news_in(conn, meaning)  # recall's first read
             # Then fetch, in the order they were issued.
             history = [_view_message(row) for row in history_rows][::-1]
             elsewhere = [_view_message(row) for row in elsewhere_rows]
@@ -423,6 +423,7 @@ class MirrorStore(VectorStore):
                     visible_message=lambda conn, ids: visible_messages_in(conn, params, ids),
                     visible_note=lambda conn, ids: visible_notes_in(conn, params, ids),
                     speaker=person_id,
+                    asked=recall_news,
                 )
             sides = {row["id"]: row for row in side_rows}
             decisions = [_view_decision(row, sides) for row in decided]

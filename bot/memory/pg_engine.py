@@ -119,11 +119,23 @@ class Row:
         return f"Row({dict(zip(self._names, self._values, strict=False))!r})"
 
 
+# A result's column names (as the server sent them) -> a Row's names: a turn reads some
+# forty results of a dozen shapes, and psycopg asks for a row maker for each.
+_ROW_NAMES: dict[tuple[bytes | None, ...], dict[str, int]] = {}
+MAX_ROW_SHAPES = 1000
+
+
 def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
-    names: dict[str, int] = {}
-    for index, column in reversed(list(enumerate(cursor.description or []))):
-        names[column.name] = index  # the first of two equal names wins, as in sqlite3
-    ordered = dict(sorted(names.items(), key=lambda item: item[1]))
+    result = cursor.pgresult
+    fields = tuple(result.fname(i) for i in range(result.nfields)) if result is not None else ()
+    ordered = _ROW_NAMES.get(fields)
+    if ordered is None:
+        names: dict[str, int] = {}
+        for index, column in reversed(list(enumerate(cursor.description or []))):
+            names[column.name] = index  # the first of two equal names wins, as in sqlite3
+        ordered = dict(sorted(names.items(), key=lambda item: item[1]))
+        if len(_ROW_NAMES) < MAX_ROW_SHAPES:
+            _ROW_NAMES[fields] = ordered
     return lambda values: Row(values, ordered)
 
 
@@ -203,6 +215,28 @@ class PgCursor:
 
     def __iter__(self) -> Iterator[Row]:
         return iter(self.fetchall())
+
+
+def _bound_rows(cursor: Any, row: str, batch: list[Any]) -> list[str]:
+    """`row` (`%s` placeholders) bound with each of `batch`'s parameter tuples."""
+    pieces = row.split("%s")
+    if "%" in "".join(pieces) or any(len(params) != len(pieces) - 1 for params in batch):
+        return [cursor.mogrify(row, params) for params in batch]  # what it does with these
+    literal = psycopg.adapt.Transformer(cursor).as_literal
+    encoding = cursor.connection.info.encoding
+    head, tail = pieces[0], pieces[1:]
+    bound = []
+    for params in batch:
+        parts = [head]
+        for value, after in zip(params, tail, strict=True):
+            # A non-negative int's literal is its digits (a negative one gets a leading space
+            # from psycopg, against `--`; `bool` is not `int` here).
+            parts.append(
+                str(value) if type(value) is int and value >= 0 else literal(value).decode(encoding)
+            )
+            parts.append(after)
+        bound.append("".join(parts))
+    return bound
 
 
 class PgConnection:
@@ -385,8 +419,10 @@ class PgConnection:
     def _insert_rows(self, cursor: Any, shape: RowsInsert, batch: list[Any]) -> PgCursor:
         """One INSERT of many rows (a statement per MANY_ROWS rows, not per row: a turn's
         two dozen provenance rows cost 5-10 ms one by one), deferred like any write. Each
-        row is bound client-side, as `ClientCursor` binds every statement."""
-        rows = [cursor.mogrify(shape.row, row) for row in batch]
+        row is bound client-side with the literals `ClientCursor` would write, a plain int as
+        its digits: 0.08 ms for a turn's hundred provenance rows, where `mogrify` row by row
+        took 0.37."""
+        rows = _bound_rows(cursor, shape.row, batch)
         if shape.key is not None:  # an upsert: the last row of a key wins
             latest: dict[tuple[str, ...], str] = {}
             for text in rows:
@@ -643,6 +679,9 @@ def connect(url: str, *, application: str = "mirroros") -> psycopg.Connection[An
             url,
             autocommit=True,
             cursor_factory=psycopg.ClientCursor,
+            # Our own PREPAREs (`PreparedRead`); psycopg's would count every text it sends
+            # (ours are bound client-side: nearly every one is new) in an LRU for nothing.
+            prepare_threshold=None,
             row_factory=_row_factory,
             application_name=application,
             connect_timeout=10,

@@ -138,18 +138,36 @@ def store_recall_scores_in(conn: sqlite3.Connection, query_id: int, scores: list
     )
 
 
-def refresh_index_in(conn: sqlite3.Connection, index: VectorIndex, version: int | None) -> None:
-    """Bring the index up to date in the caller's read snapshot. `version`: memory's change
-    counter (`Database.data_version_now`, read just before the snapshot): unchanged since
-    the last refresh, nothing is read at all; None (unknown), two indexed maxima."""
+def ask_index_news_in(
+    conn: sqlite3.Connection, index: VectorIndex, version: int | None
+) -> sqlite3.Cursor | None:
+    """Issue the read `refresh_index_in` starts from (None: nothing to read). Issued with a
+    turn view's other reads, it travels in their message on PostgreSQL: one round trip
+    fewer. `version`: memory's change counter (`Database.data_version_now`, read just
+    before the snapshot): unchanged since the last refresh, nothing is read at all; None
+    (unknown), two indexed maxima."""
     if version is not None and version == index.data_version:
-        return
-    index.data_version = version
+        return None
     # Both maxima in one statement: memory changes with every turn, so this runs each turn.
-    maxima = conn.execute(
+    return conn.execute(
         "SELECT (SELECT coalesce(max(id), 0) FROM audit WHERE action = 'identity.linked'),"
         " (SELECT coalesce(max(id), 0) FROM vectors)"
-    ).fetchone()
+    )
+
+
+def refresh_index_in(
+    conn: sqlite3.Connection,
+    index: VectorIndex,
+    version: int | None,
+    asked: sqlite3.Cursor | bool | None = False,
+) -> None:
+    """Bring the index up to date in the caller's read snapshot (`asked`: what
+    `ask_index_news_in` issued in it for `version`, if the caller did; False if not)."""
+    news = ask_index_news_in(conn, index, version) if asked is False else asked
+    if news is None or isinstance(news, bool):
+        return
+    index.data_version = version
+    maxima = news.fetchone()
     link, newest = maxima[0], maxima[1]
     if link != index.last_link:  # rows moved to another person: read who may see them anew
         from bot.recall import VectorIndex
@@ -202,6 +220,16 @@ class VectorStore(Database):
                 self._embed_own_rows(instance_id), name=f"embedder:{instance_id or 'host'}"
             )
 
+    def ask_recall_news_in(self, conn: sqlite3.Connection, query: Any) -> Any:
+        """Issue the first read of `recall_by_meaning_in(asked=…)` with the caller's other
+        reads (see `ask_index_news_in`); False when there is none to issue."""
+        from bot.recall_host import Asked
+
+        index = self._index() if query is not None and not isinstance(query, Asked) else None
+        if index is None:
+            return False
+        return ask_index_news_in(conn, index, self._version_seen)
+
     async def search_by_meaning(
         self, query: Any, search: Search
     ) -> tuple[dict[str, list[Hit]], dict[str, dict[int, float]]]:
@@ -224,9 +252,12 @@ class VectorStore(Database):
         words: list[ViewMessage],
         word_notes: list[ViewNote],
         limit: int,
-        visible_message: Callable[[sqlite3.Connection, list[int]], dict[int, ViewMessage]],
-        visible_note: Callable[[sqlite3.Connection, list[int]], dict[int, ViewNote]],
+        visible_message: Callable[
+            [sqlite3.Connection, list[int]], Callable[[], dict[int, ViewMessage]]
+        ],
+        visible_note: Callable[[sqlite3.Connection, list[int]], Callable[[], dict[int, ViewNote]]],
         speaker: int | None = None,
+        asked: Any = False,
     ) -> tuple[list[ViewMessage], list[ViewNote], list[ViewIntention]]:
         """Word matches fused with the nearest rows this audience may see (in the turn's
         read snapshot), and the active intentions nearest the text (`speaker`: the person
@@ -252,25 +283,29 @@ class VectorStore(Database):
             index = self._index()
             if index is None:
                 return words, word_notes, []
-            refresh_index_in(conn, index, self._version_seen)
+            refresh_index_in(conn, index, self._version_seen, asked)
             hits, word_similarities = _search(index, query, search)
         terms = _meaningful_words(text)
         # Read back through the one privacy rule before anything is ranked: the index's view
-        # of who may see a row is as of its loading; the rows' own columns decide.
+        # of who may see a row is as of its loading; the rows' own columns decide. The three
+        # reads are issued before any is consumed: one message on PostgreSQL.
         known = {m.id: m for m in words}
-        known.update(
-            visible_message(conn, [h.row_id for h in hits["message"] if h.row_id not in known])
-        )
         known_notes = {n.id: n for n in word_notes}
-        known_notes.update(
-            visible_note(conn, [h.row_id for h in hits["note"] if h.row_id not in known_notes])
-        )
         hits["intention"] = [
             h for h in hits.get("intention", []) if h.similarity >= max(floor, INTENTION_FLOOR)
         ]
-        intentions = _visible_intentions_in(
+        messages_read = visible_message(
+            conn, [h.row_id for h in hits["message"] if h.row_id not in known]
+        )
+        notes_read = visible_note(
+            conn, [h.row_id for h in hits["note"] if h.row_id not in known_notes]
+        )
+        intentions_read = _visible_intentions_in(
             conn, audience, speaker, [h.row_id for h in hits["intention"]]
         )
+        known.update(messages_read())
+        known_notes.update(notes_read())
+        intentions = intentions_read()
         # The same question asked before (elsewhere) is the nearest row of all, and no
         # answer to it: leave it out.
         asked = " ".join(text.lower().split())
@@ -513,10 +548,11 @@ def _overlaps(terms: list[str], texts: dict[int, str]) -> dict[int, float]:
 
 def _visible_intentions_in(
     conn: sqlite3.Connection, audience: Audience, speaker: int | None, ids: list[int]
-) -> dict[int, ViewIntention]:
-    """The active intentions among `ids` the audience may read (recall by meaning)."""
+) -> Callable[[], dict[int, ViewIntention]]:
+    """The active intentions among `ids` the audience may read (recall by meaning): the read
+    is issued now, its rows read when the returned function is called."""
     if not ids:
-        return {}
+        return dict
     from bot.memory.mirror_store import visible
 
     params = {
@@ -525,7 +561,8 @@ def _visible_intentions_in(
         "conversation": audience.conversation_id,
         "ids": json.dumps(ids),
     }
-    return {
+    found = conn.execute(_RECALLED_INTENTIONS.format(visible=visible("i")), params)
+    return lambda: {
         row["id"]: ViewIntention(
             id=row["id"],
             owner_instance=row["owner_instance"],
@@ -538,7 +575,7 @@ def _visible_intentions_in(
             status=row["status"],
             target_entrance=row["target_entrance"],
         )
-        for row in conn.execute(_RECALLED_INTENTIONS.format(visible=visible("i")), params)
+        for row in found
     }
 
 
