@@ -116,8 +116,8 @@ def copy_in(server: Any, size: int) -> tuple[str, float]:
 
     started = time.perf_counter()
     found = databases(server)
-    for stale in found:  # a run that died before dropping its database
-        if stale.startswith(("run_", "test_")):
+    for stale in found:  # a run that died before dropping its database (not this run's)
+        if stale.startswith(("run_", "test_")) and not stale.startswith(f"run_{os.getpid()}_"):
             server.admin(f"DROP DATABASE {stale} WITH (FORCE)")
     wanted = template_name(size)
     sibling = template_name(size, planner=False).removesuffix("_x")

@@ -27,7 +27,7 @@ from bot.gate import Gatekeeper
 from bot.guard import clip_incoming
 from bot.intentions import normalize_subject
 from bot.memory import Memory, NewIntention, Recorded, ReplyDelivery, TurnRecord
-from bot.models import Incoming, IntentionDraft, Reply, SoulVersion
+from bot.models import Incoming, IntentionDraft, Reply
 from bot.reminders import known_timezone
 from bot.soul import parse_soul
 from bot.speaker import Roster, Speaker
@@ -159,8 +159,7 @@ class Mind:
         """
         timings = timings or TurnTimings()
         started = time.perf_counter()
-        soul = await self.memory.active_soul()
-        context = await self.build_context(incoming, speaker, recorded, soul, due=due)
+        context = await self.build_context(incoming, speaker, recorded, due=due)
         built = time.perf_counter()
         model_config = self.config.model
         if offline:
@@ -196,7 +195,7 @@ class Mind:
                 incoming,
                 self.instance_id,
                 reply.text,
-                soul_version=soul.id if soul else None,
+                soul_version=context.soul_version,
                 model=model,
                 answered=answered,
                 context_rows=context.used_rows(),
@@ -244,7 +243,6 @@ class Mind:
         incoming: Incoming,
         speaker: Speaker,
         recorded: Recorded,
-        soul: SoulVersion | None,
         *,
         due: DuePromise | None = None,
     ) -> Context:
@@ -268,6 +266,7 @@ class Mind:
             dead_after_s=self.config.persona.instance_dead_after_s,
             meaning=meaning,
         )
+        soul = view.soul  # read in the view's snapshot: the turn's identity
         if soul is None:
             soul_text, soul_name = _fallback_soul(self.config)
         else:

@@ -350,6 +350,8 @@ class ViewNote(Frozen):
 class TurnView(BaseModel):
     """Everything memory contributes to one turn's context."""
 
+    # The active soul, read in the view's snapshot (None: memory has no valid one yet).
+    soul: SoulVersion | None = None
     instances: list[ViewInstance] = Field(default_factory=list)
     intentions: list[ViewIntention] = Field(default_factory=list)
     decisions: list[ViewDecision] = Field(default_factory=list)

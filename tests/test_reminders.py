@@ -268,9 +268,7 @@ async def test_a_real_model_may_propose_a_reminder_with_a_recurrence_checked_by_
         ).fetchone()
     recorded = Recorded(message_id, conversation_id, person_id, identity_id, False)
     incoming = said("hello", pid="m0")
-    context = await mind.build_context(
-        incoming, mind.gatekeeper.roster.speaker(incoming), recorded, None
-    )
+    context = await mind.build_context(incoming, mind.gatekeeper.roster.speaker(incoming), recorded)
     stored = mind._new_intention(good, incoming, recorded, context)
     assert stored.kind == "reminder" and stored.recurrence is not None
     assert json.loads(stored.recurrence)["timezone"] == "Europe/Lisbon"

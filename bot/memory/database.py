@@ -54,6 +54,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from bot.memory.pg_engine import PgDatabase
+    from bot.models import SoulVersion
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,10 @@ def audit_in(
 
 class Database:
     """Two connections to one memory.db and the primitives every store builds on."""
+
+    # The last active soul read by this process (soul_store's `active_soul`, and the turn
+    # view, which reads it in its own snapshot).
+    _soul: SoulVersion | None = None
 
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000) -> None:
         self._pg: PgDatabase | None = None

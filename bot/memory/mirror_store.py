@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.memory.conversation_store import fts_query
 from bot.memory.records import ViewLimits
+from bot.memory.soul_store import NEWEST_SOUL_ID, active_soul_in
 from bot.memory.vector_store import VectorStore
 from bot.models import (
     Audience,
@@ -315,6 +316,7 @@ class MirrorStore(VectorStore):
                 else []
             )
             instance_rows = conn.execute("SELECT * FROM instances ORDER BY id")
+            soul_row = conn.execute(NEWEST_SOUL_ID)
             # INDEXED BY (here and for decisions): with no statistics (no ANALYZE) the planner
             # picks the status indexes and sorts every active intention, every decision ever
             # made (5 ms at 8 000 decisions); the partial indexes of schema 004 hold exactly
@@ -393,6 +395,8 @@ class MirrorStore(VectorStore):
             notes: list[ViewNote] = [_view_note(row) for row in note_rows]
             about_person: list[ViewNote] = [_view_note(row) for row in about_rows]
             speaker = speaker_row.fetchone()
+            soul = active_soul_in(conn, soul_row.fetchone()[0], self._soul)
+            self._soul = soul
             # The sides of the decisions depend on their rows: issued after them, consumed
             # after recall by meaning (on PostgreSQL it travels with recall's first read).
             side_ids = sorted(
@@ -429,6 +433,7 @@ class MirrorStore(VectorStore):
             decisions = [_view_decision(row, sides) for row in decided]
             notice = speaker["notice"]
             return TurnView(
+                soul=soul,
                 speaker_name=speaker["name"],
                 speaker_timezone=speaker["timezone"],
                 instances=instances,

@@ -10,6 +10,20 @@ from bot.memory.database import Database, audit_in
 from bot.models import AuditEntry, SoulVersion
 
 _LATEST = "SELECT * FROM soul_versions ORDER BY id DESC LIMIT 1"
+NEWEST_SOUL_ID = "SELECT max(id) FROM soul_versions"
+
+
+def active_soul_in(
+    conn: sqlite3.Connection, newest_id: int | None, cached: SoulVersion | None
+) -> SoulVersion | None:
+    """The active soul in the caller's snapshot, where `NEWEST_SOUL_ID` read `newest_id`:
+    `cached` while it is still the newest, so the text is read only after an edit."""
+    if newest_id is None:
+        return None
+    if cached is not None and cached.id == newest_id:
+        return cached
+    row = conn.execute(_LATEST).fetchone()
+    return rows.soul_version(row) if row else None
 
 
 class SoulStore(Database):
@@ -69,14 +83,12 @@ class SoulStore(Database):
 
         return await self.write(run)
 
-    _soul: SoulVersion | None = None  # the last active soul read by this process
-
     async def active_soul(self) -> SoulVersion | None:
-        """The newest soul version. Every turn asks; a peek at the newest id (no thread
-        hand-off) tells whether the one read last is still it, so the text is read only
-        after an edit (by any process)."""
+        """The newest soul version. A peek at the newest id (no thread hand-off) tells
+        whether the one read last is still it, so the text is read only after an edit (by
+        any process). A turn reads it with its view instead (`TurnView.soul`)."""
         cached = self._soul
-        if cached is not None and self.peek("SELECT max(id) FROM soul_versions") == cached.id:
+        if cached is not None and self.peek(NEWEST_SOUL_ID) == cached.id:
             return cached
         row = await self.read(lambda conn: conn.execute(_LATEST).fetchone())
         self._soul = rows.soul_version(row) if row else None
