@@ -260,6 +260,21 @@ def test_the_int8_encoder_gives_its_token_rows_back_and_embeds_the_same_after(
     assert float(np.dot(before, after)) > 0.999999
 
 
+def test_the_int8_encoder_reads_its_token_rows_from_an_int8_table(
+    onnx_encoder: embedding.Encoder,
+) -> None:
+    """A quarter of the float table's pages for the rows a busy host reads: the process maps
+    the int8 table, not the model's float file."""
+    from bot import embedding_onnx
+
+    onnx_encoder.encode(["the heron crossed the harbour at dawn"])
+    source = embedding.model_dir() / "model.safetensors"
+    table = embedding_onnx.token_table_path(source)
+    maps = Path("/proc/self/maps").read_text()
+    assert str(table) in maps
+    assert table.stat().st_size * 3 < source.stat().st_size
+
+
 def test_describe_names_the_encoder_that_runs(
     onnx_encoder: embedding.Encoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -313,12 +328,14 @@ def test_the_int8_model_is_built_once_per_host_in_the_cache(
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("onnxruntime int8 "), done.stdout
         assert float(done.stdout.split()[-1]) >= 0.99
-        found = sorted((tmp_path / "cache" / "mirroros").glob("*.onnx*"))
+        found = sorted((tmp_path / "cache" / "mirroros").glob("*-int8-*"))
         built.append([(path.name, path.stat().st_mtime_ns) for path in found])
     source = embedding.model_dir() / "model.safetensors"
     name = embedding_onnx.model_path(source).name
     assert embedding_onnx.model_key(source) in name and f"-o{embedding_onnx.ONNX_FORMAT}." in name
-    assert [n for n, _ in built[0]] == [name]
+    tokens = embedding_onnx.token_table_path(source).name
+    assert embedding_onnx.model_key(source) in tokens
+    assert [n for n, _ in built[0]] == sorted([name, tokens])
     assert built[1] == built[0]  # loaded, not built again
 
 
