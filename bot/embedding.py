@@ -34,6 +34,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.heap import glibc
+
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
@@ -439,7 +441,7 @@ def tame_malloc() -> None:
     if _tamed or not sys.platform.startswith("linux"):
         return
     _tamed = True
-    libc = _glibc()
+    libc = glibc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
         libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
@@ -448,21 +450,9 @@ def tame_malloc() -> None:
 def release_memory() -> None:
     """Hand freed heap memory back to the system (glibc's malloc_trim; elsewhere nothing):
     called after a backlog of rows was embedded."""
-    libc = _glibc() if sys.platform.startswith("linux") else None
+    libc = glibc()
     if libc is not None:
         libc.malloc_trim(0)
-
-
-def _glibc() -> Any:
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)  # the C library this process already runs on
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        return None
-    return libc
 
 
 _encoder: Encoder | None = None

@@ -238,6 +238,9 @@ def run_entrance(
     db: DbOption = None,
 ) -> None:
     """Run one entrance (or the scheduler) as this process."""
+    from bot.heap import limit_arenas
+
+    limit_arenas()  # before any thread starts: a long-running process
     cfg = get_config(config, db)
     cfg.standby = standby
     if entrance == "scheduler":
