@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -70,7 +71,10 @@ class MirrorProcess:
                         and all(reader.done() for reader in self._readers)
                     ):
                         raise AssertionError(f"process exited: {self.tail()}")
-                    await self._new_line.wait()
+                    # Looked at again every half second: the last notification (end of
+                    # output) may come before the readers are done and the exit is known.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._new_line.wait(), 0.5)
                 return line
 
         try:

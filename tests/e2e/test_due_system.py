@@ -167,7 +167,9 @@ async def test_telegram_killed_during_a_follow_up_sends_it_once_after_restart(
             "run", "scheduler", "--config", str(config), env=shifted
         ).start()
         try:
-            crashing = await polling(telegram(config, MIRROR_CRASH_AT=cell, **shifted))
+            # Not waited for to poll: the follow-up (queued by the scheduler) may be sent,
+            # and the process killed, before it says it polls.
+            crashing = await telegram(config, MIRROR_CRASH_AT=cell, **shifted).start()
             assert crashing.proc is not None
             code = await asyncio.wait_for(crashing.proc.wait(), 60)
             assert code == -signal.SIGKILL, crashing.tail()
