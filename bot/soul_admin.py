@@ -8,10 +8,15 @@ actor is an admin. Never calls the model.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bot.config import Config
 from bot.memory import Memory
 from bot.models import SoulVersion
 from bot.outcome import Outcome, invalid
+
+if TYPE_CHECKING:
+    from bot.soul import Soul
 
 SOUL_USAGE = "Usage: /soul show | /soul history | /soul rollback VERSION"
 SHOW_LIMIT = 3500
@@ -27,7 +32,7 @@ async def rollback_soul(memory: Memory, config: Config, number: int, actor: str)
     and no watcher records the file's older content over it. Raises RollbackError when
     there is no such valid version, OSError when SOUL.md cannot be written (nothing changes:
     a version the file does not hold would be undone by the next start's look at it)."""
-    from bot.soul import SoulError, parse_soul, write_soul_file
+    from bot.soul import SoulError, parse_soul
 
     old = await memory.soul_version(number)
     if old is None:
@@ -36,14 +41,7 @@ async def rollback_soul(memory: Memory, config: Config, number: int, actor: str)
         soul = parse_soul(old.text, max_bytes=max(config.soul.max_bytes, len(old.text) * 4))
     except SoulError as exc:
         raise RollbackError(f"Version {number} is not a valid soul: {exc}") from None
-    version, _ = await memory.record_soul_version(
-        text=soul.text,
-        name=soul.name,
-        sha256=soul.sha256,
-        source="rollback",
-        author=actor,
-        inside=lambda: write_soul_file(config.soul.path, soul.text),
-    )
+    version, _ = await _make_active(memory, config, soul, "rollback", actor)
     await memory.audit(actor, "soul.rollback", str(version.id), to_version=number)
     return version
 
@@ -55,24 +53,34 @@ async def save_soul(memory: Memory, config: Config, text: str, actor: str) -> So
     the same write transaction, so the file stays the source every process watches. Raises
     SoulError (nothing saved, the rejection audited) when the text is not a valid soul,
     OSError when SOUL.md cannot be written (nothing saved, as with a rollback)."""
-    from bot.soul import SoulError, parse_soul, write_soul_file
+    from bot.soul import SoulError, parse_soul
 
     try:
         soul = parse_soul(text, max_bytes=config.soul.max_bytes)
     except SoulError as exc:
         await memory.audit(actor, "soul.rejected", "edit", reason=str(exc))
         raise
-    version, created = await memory.record_soul_version(
-        text=soul.text,
-        name=soul.name,
-        sha256=soul.sha256,
-        source="chat",
-        author=actor,
-        inside=lambda: write_soul_file(config.soul.path, soul.text),
-    )
+    version, created = await _make_active(memory, config, soul, "chat", actor)
     if created:
         await memory.audit(actor, "soul.edit", str(version.id), sha256=soul.sha256)
     return version
+
+
+async def _make_active(
+    memory: Memory, config: Config, soul: Soul, source: str, actor: str
+) -> tuple[SoulVersion, bool]:
+    """Record `soul` as the active version and write it to SOUL.md, in one write
+    transaction (`record_soul_version(inside=…)`): both change, or neither."""
+    from bot.soul import write_soul_file
+
+    return await memory.record_soul_version(
+        text=soul.text,
+        name=soul.name,
+        sha256=soul.sha256,
+        source=source,
+        author=actor,
+        inside=lambda: write_soul_file(config.soul.path, soul.text),
+    )
 
 
 async def soul_command(memory: Memory, config: Config, args: list[str], actor: str) -> Outcome:
