@@ -128,6 +128,14 @@ def test_a_json_list_is_an_array_an_index_can_look_up() -> None:
     assert "WHERE NOT (target = ANY (" in unlisted.sql and "AS text[])" in unlisted.sql
 
 
+def test_each_instances_newest_messages_are_looked_up_by_id() -> None:
+    from bot.memory.mirror_store import RECENT_PER_INSTANCE_SQL
+
+    sql = translate(RECENT_PER_INSTANCE_SQL).sql
+    assert "WHERE m.id = ANY (ARRAY(\n        SELECT r.id FROM instances CROSS JOIN" in sql
+    assert sql.rstrip().endswith("OFFSET %(skip)s), 0)))\n    ORDER BY m.id DESC")
+
+
 def test_writes_that_return_nothing_to_read_may_wait_for_the_commit() -> None:
     upsert = translate(
         "INSERT OR REPLACE INTO rate_buckets (key, tokens, updated_at, warned) VALUES (?, ?, ?, 0)"
@@ -636,6 +644,37 @@ def test_hot_queries_have_index_paths_on_postgresql(pg_url: str) -> None:
             assert "Seq Scan" not in plan, (sql, plan)
             if sql != DUE_IDS_SQL:  # that one sorts the few due rows of two index seeks
                 assert "Sort Key" not in plan, (sql, plan)
+
+
+def test_the_turn_views_recent_messages_never_scan_the_messages(pg_url: str) -> None:
+    """The generic plan of each instance's newest messages (prepared: `PreparedRead`), on
+    10 000 analysed messages: as an IN it hash-joined a sequential scan of them all."""
+    import psycopg
+
+    from bot.memory.mirror_store import RECENT_PER_INSTANCE_SQL
+    from bot.memory.pg_engine import session_options
+
+    with psycopg.connect(pg_url, autocommit=True, options=session_options(pg_url)) as conn:
+        conn.execute(
+            "INSERT INTO instances (id, entrance, host, pid, started_at, last_seen, status_since)"
+            " SELECT 'i' || n, 'telegram', 'h', n, 0, 0, 0 FROM generate_series(1, 5) n"
+        )
+        conn.execute(
+            "INSERT INTO conversations (entrance, external_id, kind, created_at)"
+            " SELECT 'telegram', 'c' || n, 'group', 0 FROM generate_series(1, 50) n"
+        )
+        conn.execute(
+            "INSERT INTO messages (conversation_id, instance_id, entrance, direction, text,"
+            " created_at, visibility) SELECT 1 + n % 50, 'i' || (1 + n % 5), 'telegram', 'in',"
+            " 'note ' || n, n, 'group' FROM generate_series(1, 10000) n"
+        )
+        conn.execute("ANALYZE")
+        sql = translate(RECENT_PER_INSTANCE_SQL).sql.replace("%(skip)s", "$1")
+        for name in ("everyone", "conversation", "person"):
+            sql = sql.replace(f"%({name})s", {"everyone": "true"}.get(name, "NULL"))
+        conn.execute(f"PREPARE recent (bigint) AS {sql}")
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN EXECUTE recent(2)"))
+    assert "Seq Scan on messages" not in plan, plan
 
 
 def test_postgresql_schema_has_every_sqlite_table_column_and_index(pg_url: str) -> None:

@@ -102,6 +102,32 @@ def _newest_matches(match: re.Match[str]) -> str:
     return f"FROM (SELECT * {matches}) {alias}{joins}WHERE "
 
 
+# `m.id IN (SELECT r.id FROM instances CROSS JOIN messages r …)`: each instance's newest
+# messages (mirror_store's RECENT_PER_INSTANCE_SQL). As an IN, the generic plan guessed a
+# third of all messages and hash-joined them against a sequential scan (1.2 ms a turn at
+# 10k messages; at 1M another guess happened to walk the index); as `= ANY (ARRAY(…))` the
+# ids are gathered once (an InitPlan: an index range per instance) and looked up through
+# the primary key: 0.26 ms at 10k, 0.13 ms at 1M.
+_PER_INSTANCE = re.compile(
+    r"\b(\w+\.id)\s+IN\s*\((?=\s*SELECT\s+\w+\.id\s+FROM\s+instances\s+CROSS\s+JOIN\b)",
+    re.IGNORECASE,
+)
+
+
+def _per_instance_ids(text: str) -> str:
+    match = _PER_INSTANCE.search(text)
+    if match is None:
+        return text
+    opened = match.end() - 1
+    close = next(
+        (i for i, char, depth in _characters_outside_literals(text, opened) if depth == 0), None
+    )
+    if close is None:  # unbalanced: left as it is (PostgreSQL will say what is wrong)
+        return text
+    ids = text[opened + 1 : close]
+    return f"{text[: match.start()]}{match.group(1)} = ANY (ARRAY({ids})){text[close + 1 :]}"
+
+
 # `x IN (SELECT value FROM json_each(:list))`: a JSON array bound as one parameter.
 _JSON_EACH = re.compile(
     r"([\w.]+)\s+(NOT\s+)?IN\s+\(\s*SELECT\s+value\s+FROM\s+json_each\((:\w+|\?)\)\s*\)",
@@ -224,6 +250,7 @@ def translate(sql: str, with_params: bool = True) -> Statement:
     text = _JSON_EXTRACT.sub(r"(CAST(\1 AS json) ->> '\2')", text)
     text = _outside_literals(text, _rewrite)
     text = _NEWEST_MATCHES.sub(_newest_matches, text)
+    text = _per_instance_ids(text)
     table = _INSERT_INTO.match(re.sub(r"\bOR\s+REPLACE\s+", "", sql, count=1))
     has_returning = bool(_RETURNING.search(text))
     if ignore_insert:
