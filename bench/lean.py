@@ -128,6 +128,25 @@ class UpRun:
     cpu_ms: dict[str, float] = field(default_factory=dict)
     messages: dict[str, int] = field(default_factory=dict)
     imports: dict[str, list[str]] = field(default_factory=dict)  # child -> importtime lines
+    settled_s: float = float("nan")  # after the ready lines, until all processes went idle
+    settle_cpu_s: float = float("nan")  # the CPU they spent meanwhile
+
+
+IDLE_CORE = 0.05  # all processes together under 5 % of a core: start-up is over
+SETTLE_TIMEOUT_S = 60.0
+
+
+async def settled(pids: list[int], window_s: float = 1.0) -> tuple[float, float]:
+    """Wait until the processes together use under IDLE_CORE of a core over `window_s`
+    (at most SETTLE_TIMEOUT_S): the seconds waited and the CPU spent meanwhile."""
+    started = time.perf_counter()
+    first = sum(cpu_seconds(pid) for pid in pids)
+    while time.perf_counter() - started < SETTLE_TIMEOUT_S:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        await asyncio.sleep(window_s)
+        if sum(cpu_seconds(pid) for pid in pids) - before < IDLE_CORE * window_s:
+            break
+    return time.perf_counter() - started, sum(cpu_seconds(pid) for pid in pids) - first
 
 
 def pss_mib(pid: int) -> float:
@@ -347,6 +366,10 @@ async def run_up(
                 return result
             await asyncio.sleep(3.0)  # start-up's last writes and first heartbeats settle
             children = children_of(up.proc.pid)
+            # Start-up's own work (the host's recall embeds, once, the newest rows of each
+            # kind without a vector: up to 200 a kind, ~2 s of CPU on the prefilled memory,
+            # which has none) is over before idle memory and CPU per message are measured.
+            result.settled_s, result.settle_cpu_s = await settled([c.pid for c in children])
             result.rss_idle = {c.name: rss_mib(c.pid) for c in children}
             result.pss_idle = {c.name: pss_mib(c.pid) for c in children}
             counts = {name: max(1, round(messages * share)) for name, share in SPLIT.items()}
@@ -544,6 +567,10 @@ def up_figures(run: UpRun) -> list[Figure]:
         Figure(
             f"lean [{run.label}]: ready s telegram/discord/email/scheduler",
             "/".join(f"{run.ready_s.get(n, float('nan')):.1f}" for n in SPLIT | {"scheduler": 0}),
+        ),
+        Figure(
+            f"lean [{run.label}]: start-up settled (all idle) after, CPU meanwhile",
+            f"{run.settled_s:.1f} s, {run.settle_cpu_s:.2f} s",
         ),
         Figure(
             f"lean [{run.label}]: RSS total idle (supervisor + 4)",
