@@ -129,7 +129,7 @@ def test_a_json_list_is_an_array_an_index_can_look_up() -> None:
 
 
 def test_each_instances_newest_messages_are_looked_up_by_id() -> None:
-    from bot.memory.mirror_store import RECENT_PER_INSTANCE_SQL
+    from bot.memory.hot_queries import RECENT_PER_INSTANCE_SQL
 
     sql = translate(RECENT_PER_INSTANCE_SQL).sql
     assert "WHERE m.id = ANY (ARRAY(\n        SELECT r.id FROM instances CROSS JOIN" in sql
@@ -651,7 +651,7 @@ def test_the_turn_views_recent_messages_never_scan_the_messages(pg_url: str) -> 
     10 000 analysed messages: as an IN it hash-joined a sequential scan of them all."""
     import psycopg
 
-    from bot.memory.mirror_store import RECENT_PER_INSTANCE_SQL
+    from bot.memory.hot_queries import RECENT_PER_INSTANCE_SQL
     from bot.memory.pg_engine import session_options
 
     with psycopg.connect(pg_url, autocommit=True, options=session_options(pg_url)) as conn:
