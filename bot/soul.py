@@ -166,10 +166,14 @@ async def _record_soul(
     """Make `content` (read from `path`) the active soul, or log and audit why it is not.
 
     `changed`: the caller saw the file change, so the outcome is logged even when another
-    process recorded the same version first. Raises StaleRead, recording nothing, when the
-    file no longer holds `content` by the time memory is written: a rollback or a console
-    edit may have replaced it (under the same write lock) since it was read, and the stale
-    content must not undo that."""
+    process recorded the same version first. Without it (a first look: a process starting,
+    `mirror soul show`), a file last written before memory's active version was recorded is
+    an older copy, not an edit, and is not recorded: with entrances on several hosts
+    (PostgreSQL) a rollback or a console save writes only its own host's SOUL.md, and
+    another host's restart would otherwise make its old file the soul again.
+    Raises StaleRead, recording nothing, when the file no longer holds `content` by the
+    time memory is written: a rollback or a console edit may have replaced it (under the
+    same write lock) since it was read, and the stale content must not undo that."""
     reason = content if isinstance(content, SoulError) else None
     soul = None
     if not isinstance(content, SoulError):
@@ -183,6 +187,23 @@ async def _record_soul(
         log.warning("soul: %s rejected, keeping %s: %s", path, kept, reason)
         await memory.audit(actor, "soul.rejected", str(path), reason=str(reason))
         return active
+    if not changed:
+        active = await memory.active_soul()
+        if active is not None and active.sha256 != soul.sha256:
+            with contextlib.suppress(OSError):
+                written = os.stat(path).st_mtime
+                if written < active.created_at.timestamp():
+                    log.warning(
+                        "soul: %s (%s) was last written before version %d (%s, %s) was made"
+                        " active; keeping version %d. Save the file again to make it active.",
+                        path,
+                        soul.name,
+                        active.id,
+                        active.name,
+                        active.source,
+                        active.id,
+                    )
+                    return active
     read = content
 
     def still_there() -> None:

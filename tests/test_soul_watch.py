@@ -23,7 +23,7 @@ import pytest
 import bot.soul
 from bot.config import Config, SoulConfig
 from bot.memory import Memory
-from bot.soul import SoulWatcher
+from bot.soul import SoulWatcher, parse_soul
 from bot.soul_admin import rollback_soul
 from tests.conftest import SOUL_EXAMPLE
 from tests.waiting import wait_until
@@ -217,3 +217,22 @@ async def test_a_rollback_that_cannot_write_soul_md_changes_nothing(
     assert [v.name for v in await memory.soul_history()] == ["Robin", "Wren"]
     assert await memory.audit_log("soul.rollback") == []
     assert "Robin" in soul_file.read_text(encoding="utf-8")
+
+
+async def test_a_restart_does_not_make_an_older_soul_md_active_again(
+    memory: Memory, soul_file: Path
+) -> None:
+    # Entrances on two hosts (PostgreSQL): a rollback on the other host wrote only its own
+    # SOUL.md. This host's file, older than that decision, is a stale copy when its
+    # processes start again, not an edit; an edit after it still counts.
+    async with watching(memory, soul_file):
+        assert await active_is(memory, "Wren")()
+    robin = parse_soul(soul_named("Robin"))
+    await memory.record_soul_version(
+        text=robin.text, name=robin.name, sha256=robin.sha256, source="rollback", author="bo"
+    )
+    async with watching(memory, soul_file):
+        assert await active_is(memory, "Robin")()
+        assert [v.name for v in await memory.soul_history()] == ["Robin", "Wren"]
+        soul_file.write_text(soul_named("Kestrel"), encoding="utf-8")
+        await wait_until(active_is(memory, "Kestrel"), SEEN_S, "the edit after it recorded")
