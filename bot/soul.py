@@ -167,10 +167,11 @@ async def _record_soul(
 
     `changed`: the caller saw the file change, so the outcome is logged even when another
     process recorded the same version first. Without it (a first look: a process starting,
-    `mirror soul show`), a file last written before memory's active version was recorded is
-    an older copy, not an edit, and is not recorded: with entrances on several hosts
-    (PostgreSQL) a rollback or a console save writes only its own host's SOUL.md, and
-    another host's restart would otherwise make its old file the soul again.
+    `mirror soul show`), a file that holds an earlier version's text and was last written
+    before the active version was recorded is an older copy, not an edit, and is not
+    recorded: with entrances on several hosts (PostgreSQL) a rollback or a console save
+    writes only its own host's SOUL.md, and another host's restart would otherwise make
+    its old file the soul again.
     Raises StaleRead, recording nothing, when the file no longer holds `content` by the
     time memory is written: a rollback or a console edit may have replaced it (under the
     same write lock) since it was read, and the stale content must not undo that."""
@@ -190,14 +191,17 @@ async def _record_soul(
     if not changed:
         active = await memory.active_soul()
         if active is not None and active.sha256 != soul.sha256:
+            earlier = await memory.soul_version_with_sha(soul.sha256)
             with contextlib.suppress(OSError):
                 written = os.stat(path).st_mtime
-                if written < active.created_at.timestamp():
+                if earlier is not None and written < active.created_at.timestamp():
                     log.warning(
-                        "soul: %s (%s) was last written before version %d (%s, %s) was made"
-                        " active; keeping version %d. Save the file again to make it active.",
+                        "soul: %s holds version %d (%s), older than the active version %d"
+                        " (%s, %s): keeping version %d. Save the file again to make it"
+                        " active.",
                         path,
-                        soul.name,
+                        earlier.id,
+                        earlier.name,
                         active.id,
                         active.name,
                         active.source,

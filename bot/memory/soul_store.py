@@ -102,6 +102,16 @@ class SoulStore(Database):
         )
         return rows.soul_version(row) if row else None
 
+    async def soul_version_with_sha(self, sha256: str) -> SoulVersion | None:
+        """The newest version with this text (its sha256), if it was ever a version."""
+        row = await self.read(
+            lambda conn: conn.execute(
+                "SELECT * FROM soul_versions WHERE sha256 = ? ORDER BY id DESC LIMIT 1",
+                (sha256,),
+            ).fetchone()
+        )
+        return rows.soul_version(row) if row else None
+
     async def soul_history(self, limit: int = 100) -> list[SoulVersion]:
         found = await self.read(
             lambda conn: conn.execute(
