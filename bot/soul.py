@@ -197,8 +197,8 @@ async def _record_soul(
                 if earlier is not None and written < active.created_at.timestamp():
                     log.warning(
                         "soul: %s holds version %d (%s), older than the active version %d"
-                        " (%s, %s): keeping version %d. Save the file again to make it"
-                        " active.",
+                        " (%s, %s): keeping version %d (to make the file's text active"
+                        " again: /soul rollback %d, or mirror soul rollback %d)",
                         path,
                         earlier.id,
                         earlier.name,
@@ -206,6 +206,8 @@ async def _record_soul(
                         active.name,
                         active.source,
                         active.id,
+                        earlier.id,
+                        earlier.id,
                     )
                     return active
     read = content
