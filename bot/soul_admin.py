@@ -31,7 +31,7 @@ async def rollback_soul(memory: Memory, config: Config, number: int, actor: str)
     and write it back to SOUL.md in the same write transaction, so the file and memory agree
     and no watcher records the file's older content over it. Raises RollbackError when
     there is no such valid version, OSError when SOUL.md cannot be written (nothing changes:
-    a version the file does not hold would be undone by the next start's look at it)."""
+    memory and this host's file stay in step)."""
     from bot.soul import SoulError, parse_soul
 
     old = await memory.soul_version(number)
