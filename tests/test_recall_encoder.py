@@ -62,8 +62,9 @@ def test_numpy_encoder_agrees_with_sentence_transformers(numpy_encoder: embeddin
 def test_int8_encoder_agrees_with_the_numpy_encoder_on_every_reference_sentence(
     numpy_encoder: embedding.Encoder, onnx_encoder: embedding.Encoder
 ) -> None:
-    """8-bit weights in blocks of 32, activations quantised per row and block: measured
-    0.9983 at the worst sentence (per-tensor dynamic quantisation gave 0.81-0.976)."""
+    """int8 weights per channel, activations smoothed and quantised per token: measured
+    0.9952 at the worst sentence, 0.9982 on average (per-token scales without the
+    smoothing: 0.984 and 0.994; per-tensor dynamic quantisation gave 0.81-0.976)."""
     import numpy as np
 
     sentences = json.loads(REFERENCE.read_text())["sentences"]
@@ -75,6 +76,7 @@ def test_int8_encoder_agrees_with_the_numpy_encoder_on_every_reference_sentence(
     cosines = (got * expected).sum(axis=1)
     worst = int(np.argmin(cosines))
     assert cosines.min() >= 0.99, (sentences[worst], float(cosines[worst]))
+    assert cosines.mean() >= 0.997
 
 
 def test_one_sentence_alone_equals_the_same_sentence_in_a_padded_batch(
