@@ -1,6 +1,6 @@
 """all-MiniLM-L6-v2 on onnxruntime with 8-bit products: the encoder `bot.embedding.encoder()`
 loads with `[recall] encoder = "int8"` (or "auto") where the CPU has int8 dot products,
-for about a fifth of numpy's CPU a query and the same vectors to a cosine of 0.995 (numpy
+for about a seventh of numpy's CPU a query and the same vectors to a cosine of 0.995 (numpy
 stays the reference: see "Memory" below; installed with the `recall-int8` extra).
 
 Why: a chat process embeds every message it answers (under `mirror up`, the host's recall
