@@ -36,17 +36,16 @@ atomically, named by the model's hash and `ONNX_FORMAT` (the token table by
 `TOKENS_FORMAT`); building needs `onnx` (about 1 s, the calibration included), loading
 only onnxruntime (about 0.1 s, 20 ms of it the import).
 
-Memory, the price, measured with the format-1 graph (the int8 weights are the same size
-now; under `mirror up` only the host's recall holds an encoder) in one process beside the
-numpy encoder's: onnxruntime and the
-session add 57 MiB resident once warm (29 MiB anonymous: the prepacked int8 weights, 12
-MiB, and the runtime's own; 29 MiB of files, mostly the library's code, shared by every
-process through the page cache), against numpy's 57 MiB (53 MiB of them the weights'
-file pages). Idle, numpy gives its file pages back (`release_pages`) and keeps 4 MiB;
-this backend keeps 52 MiB (27 anonymous): its weights are not a file's. In bench/lean that
-is 405 -> 514 MiB of RSS in total when idle, PSS 306 -> 370 MiB. onnxruntime's arena and
-memory patterns are off: with them a batch of 8 x 256 tokens left 45 MiB more resident
-for good (and batches of 8 cost x0.62 of numpy's CPU instead of x0.72).
+Memory, the price, measured with the format-1 graph (format 2 holds 3 MiB less) in one
+process beside the numpy encoder's: onnxruntime and the session add 57 MiB resident once
+warm (29 MiB anonymous: the prepacked int8 weights, 12 MiB, and the runtime's own; 29 MiB
+of files, mostly the library's code, shared by every process through the page cache),
+against numpy's 57 MiB (53 MiB of them the weights' file pages). Idle, numpy gives its
+file pages back (`release_pages`) and keeps 4 MiB; this backend keeps 52 MiB (27
+anonymous): its weights are not a file's. When each entrance embedded for itself, that
+was 405 -> 514 MiB of RSS in total in bench/lean (PSS 306 -> 370); under `mirror up` only
+the host's recall holds an encoder now. onnxruntime's arena and memory patterns are off:
+with them a batch of 8 x 256 tokens left 45 MiB more resident for good.
 """
 
 from __future__ import annotations
