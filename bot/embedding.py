@@ -143,7 +143,8 @@ class NumpyEncoder(Encoder):
 
     backend = "numpy"
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, *, transposed: bool = True) -> None:
+        """`transposed=False`: the stored layout only (slower; no copy is written or read)."""
         super().__init__(folder)
         config = json.loads((self.folder / "config.json").read_text())
         self.heads = int(config["num_attention_heads"])
@@ -153,7 +154,7 @@ class NumpyEncoder(Encoder):
         self._map, self.w = model_weights(source)
         # The layers' weights as (in, out), from a transposed copy of the file made once per
         # host (None: it could not be written; then the stored layout serves, slower).
-        self._t_map, self.wt = transposed_layers(source, self.w)
+        self._t_map, self.wt = transposed_layers(source, self.w) if transposed else (None, None)
 
     def release_pages(self) -> None:
         """Give the weights' resident pages back (madvise DONTNEED on the read-only maps):

@@ -1,6 +1,6 @@
 """all-MiniLM-L6-v2 on onnxruntime with 8-bit products: the encoder `bot.embedding.encoder()`
 loads with `[recall] encoder = "int8"` (or "auto") where the CPU has int8 dot products,
-for about a seventh of numpy's CPU a query and the same vectors to a cosine of 0.995 (numpy
+for about a seventh of numpy's CPU a query and the same vectors to a cosine of 0.996 (numpy
 stays the reference: see "Memory" below; installed with the `recall-int8` extra).
 
 Why: a chat process embeds every message it answers (under `mirror up`, the host's recall
@@ -16,17 +16,17 @@ row's vector). Per-token scales alone were too coarse (cosine 0.984 at the worst
 sentence): BERT's activations have outlier channels. So each input is first smoothed
 (SmoothQuant, alpha 0.5): channel c divided by sqrt(its largest value / its weights'
 largest), the weights' column multiplied by the same, measured once at build time on
-CALIBRATION through the float graph; and GELU's output, never below -0.17, is quantised
+CALIBRATION through numpy's forward pass; and GELU's output, never below -0.17, is quantised
 from there (256 steps, not 128), the bias absorbing the shift. Measured (2026-12-03, one
 core): a query of 19 tokens 1.53-1.73 ms of CPU against 3.71 with the format-1 graph
 (com.microsoft's MatMulNBits, 8-bit weights in blocks of 32: on this onnxruntime it ran no
-faster than float32 MatMul) and numpy's ~11; cosine to numpy's vectors 0.9952 at the worst
-reference sentence (tests/data/minilm_reference.json; format 1: 0.9982), 0.9983 at the
-worst of 160 recall-bench lines (mean 0.9990); bench/recall, as a turn fuses them:
-paraphrases 56.7 / 63.7 % (held-out / all, unchanged), word overlap 99.0 / 98.0 % (one of
-200 questions fewer than numpy's and format 1's 98.5). In bench/lean (`mirror up`, 3
-entrances, 10k memory, paired) the scheduler's CPU over 300 messages went 2050-2100 ms ->
-1280-1350, all processes 14.9-15.3 -> 11.9-12.8 ms a message.
+faster than float32 MatMul) and numpy's ~11; cosine to numpy's vectors 0.9962 at the worst
+reference sentence (tests/data/minilm_reference.json; mean 0.9984; format 1: 0.9982),
+0.9987 at the worst of 160 recall-bench lines (mean 0.9991); bench/recall, recall@5 as a
+turn fuses them (held-out / all): paraphrases 57.5 / 65.0 % (format 1 56.7 / 63.7, numpy
+57.5 / 64.2), word overlap 99.0 / 98.5 % (the same for all three). In bench/lean (`mirror
+up`, 3 entrances, 10k memory, paired) the scheduler's CPU over 300 messages went 2050-2100
+ms -> 1280-1350, all processes 14.9-15.3 -> 11.9-12.8 ms a message.
 
 The token table stays out of the graph: its rows are gathered from a memory-mapped file
 (a query reads a few KiB of it; inside the graph it would be 45 MB of anonymous memory a
@@ -58,7 +58,7 @@ import sys
 import threading
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from bot.embedding import (
     DIMENSIONS,
@@ -256,16 +256,6 @@ def int8_graph(folder: Path) -> Any:
     return _encoder_graph(folder, weights, graph, products)
 
 
-def float_graph(folder: Path) -> tuple[Any, dict[str, str]]:
-    """The same graph with float32 products, and the name of each product group's input
-    (by its first product's name), which the graph also outputs."""
-    _, weights = model_weights(folder / "model.safetensors")
-    graph = _Graph()
-    products = _FloatProducts(graph, weights)
-    model = _encoder_graph(folder, weights, graph, products, also=products.inputs)
-    return model, products.inputs
-
-
 # What the products' inputs hold is measured on these (`activation_ranges`): a few lines of
 # the kinds a persona embeds, short and long, not the tests' or the benchmarks' sentences.
 CALIBRATION = (
@@ -289,39 +279,27 @@ CALIBRATION = (
 
 
 def activation_ranges(folder: Path) -> dict[str, Any]:
-    """Each product group's input, its largest magnitude per channel over CALIBRATION
-    (run through the float graph on onnxruntime): what the int8 graph's smoothing is made
-    from."""
+    """Each product's input, its largest magnitude per channel over CALIBRATION (each line
+    alone), by the product's name: what the int8 graph's smoothing is made from. Measured
+    in the reference, numpy's forward pass, on the model file's own memory map: building
+    holds no float copy of the weights (a float graph on onnxruntime did, 110 MiB more at
+    its peak)."""
     import numpy as np
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
 
-    model, inputs = float_graph(folder)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    _, weights = model_weights(folder / "model.safetensors")
-    table = weights["embeddings.word_embeddings.weight"]
-    names = list(inputs)
+    from bot.embedding import NumpyEncoder
+
     ranges: dict[str, Any] = {}
-    for text in CALIBRATION:
-        tokens, mask = padded([tokenizer.encode(text).ids])
-        found = session.run(
-            [inputs[name] for name in names],
-            {"word_embeddings": np.asarray(table[tokens], np.float32), "attention_mask": mask},
-        )
-        for name, values in zip(names, found, strict=True):
-            largest = np.abs(values).reshape(-1, values.shape[-1]).max(axis=0)
+
+    class Measured(NumpyEncoder):
+        def _dense(self, x: Any, name: str) -> Any:
+            largest = np.abs(x).reshape(-1, x.shape[-1]).max(axis=0)
             ranges[name] = np.maximum(ranges[name], largest) if name in ranges else largest
+            return super()._dense(x, name)
+
+    measured = Measured(folder, transposed=False)
+    for text in CALIBRATION:
+        measured.encode([text])
     return ranges
-
-
-class _Products(Protocol):
-    def dense(self, x: str, names: list[str], at_least: float | None = None) -> list[str]: ...
 
 
 # GELU's least value (x·Φ(x) at x = -0.7518 is -0.16997): the second product's input is
@@ -329,15 +307,9 @@ class _Products(Protocol):
 GELU_MIN = -0.17
 
 
-def _encoder_graph(
-    folder: Path,
-    w: dict[str, Any],
-    g: _Graph,
-    products: _Products,
-    also: dict[str, str] | None = None,
-) -> Any:
+def _encoder_graph(folder: Path, w: dict[str, Any], g: _Graph, products: _Int8Products) -> Any:
     """`NumpyEncoder._forward` and its pooling, op for op, on the model's weights `w`, with
-    the layers' products made by `products` (float or int8); `also`: more outputs."""
+    the layers' products made by `products`."""
     import numpy as np
     from onnx import TensorProto, helper
 
@@ -419,8 +391,6 @@ def _encoder_graph(
     )
     g.nodes.append(helper.make_node("Div", [pooled, norm], ["sentence_embedding"], "normalise"))
     outputs = [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["B", width])]
-    for name in (also or {}).values():
-        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     graph = helper.make_graph(
         g.nodes,
         MODEL_NAME,
@@ -462,31 +432,6 @@ class _Graph:
         names = [name] + [f"{name}:{i}" for i in range(1, outputs)]
         self.nodes.append(helper.make_node(kind, inputs, names, name, **attributes))
         return name
-
-
-class _FloatProducts:
-    """The layers' products in float32 (MatMul): the graph `activation_ranges` runs to see
-    what each product's input holds. It remembers each group's input by its first name."""
-
-    def __init__(self, graph: _Graph, weights: dict[str, Any]) -> None:
-        self.graph, self.w = graph, weights
-        self.inputs: dict[str, str] = {}
-
-    def dense(self, x: str, names: list[str], at_least: float | None = None) -> list[str]:
-        import numpy as np
-
-        self.inputs[names[0]] = x
-        g = self.graph
-        return [
-            g.op(
-                "Add",
-                [
-                    g.op("MatMul", [x, g.const(f"{n}.t", np.asarray(self.w[f"{n}.weight"]).T)]),
-                    g.const(f"{n}.bias", self.w[f"{n}.bias"]),
-                ],
-            )
-            for n in names
-        ]
 
 
 class _Int8Products:
