@@ -495,8 +495,8 @@ class _Int8Products:
         """x (`width` channels) times `divide` per channel (the smoothing), quantised per
         token to uint8: each token's largest magnitude to 127, stored offset by 128; or,
         for an input never below `at_least`, its range from there to 255, offset 0. And
-        the tokens' scales ([B, T, 1]). One quantisation per input, however many groups
-        read it."""
+        the tokens' scales ([B, T, 1]). Kept by input: in this graph each input is read by
+        one group (query, key and value are one), whose smoothing it carries."""
         import numpy as np
 
         if x in self._quantised:
