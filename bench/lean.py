@@ -370,7 +370,7 @@ async def run_up(
             await asyncio.sleep(3.0)  # start-up's last writes and first heartbeats settle
             children = children_of(up.proc.pid)
             # Start-up's own work (the host's recall embeds, once, the newest rows of each
-            # kind without a vector: up to 200 a kind, ~2 s of CPU on the prefilled memory,
+            # kind without a vector: up to 200 a kind, ~0.5-2 s of CPU on the prefilled memory,
             # which has none) is over before idle memory and CPU per message are measured.
             result.settled_s, result.settle_cpu_s = await settled([c.pid for c in children])
             result.rss_idle = {c.name: rss_mib(c.pid) for c in children}

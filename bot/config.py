@@ -118,7 +118,7 @@ class RecallConfig(Section):
     # next embedding about 1 ms). 0: keep them.
     release_after_s: float = Field(default=5.0, ge=0)
     # What embeds: "numpy" (float32, the reference; its weights are file pages an idle
-    # process gives back) or "int8" (onnxruntime, the `recall-int8` extra: 2.5x less CPU a
+    # process gives back) or "int8" (onnxruntime, the `recall-int8` extra: ~7x less CPU a
     # query, ~50 MiB more resident a process, kept when idle; bot/embedding_onnx.py).
     # "auto": int8 where one process embeds for a host's entrances (bot/recall_host.py:
     # its memory is paid once) when installed, numpy in a process that embeds for itself.

@@ -6,9 +6,10 @@ the BERT forward pass (6 layers, 384 wide), mean pooling and L2 normalisation, e
 sentence-transformers does, in numpy (`NumpyEncoder`, the default and the reference:
 tests/test_recall_encoder.py checks it against stored reference vectors). With
 `[recall] encoder = "int8"` (and the `recall-int8` extra), `encoder()` runs the same pass
-on onnxruntime with 8-bit weights instead (bot/embedding_onnx.py: 2.5x less CPU a query,
-cosine >= 0.998 to numpy's vectors, but ~50 MiB more resident a process when idle, which
-is why numpy is the default). It never downloads anything and never
+on onnxruntime with int8 products instead (bot/embedding_onnx.py: ~7x less CPU a query,
+cosine >= 0.996 to numpy's vectors, but ~50 MiB more resident a process when idle, which
+is why numpy stays the reference and "auto" picks int8 only where one process embeds for
+a host). It never downloads anything and never
 imports torch. It is imported only when recall is enabled (numpy alone costs ~0.1 s). The
 numpy weights are never copied: they are views on a read-only memory map of the file,
 shared through the page cache by every process (`map_safetensors`), so loading costs the
