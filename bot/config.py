@@ -104,7 +104,7 @@ class RecallConfig(Section):
     `mirroros[recall]` extra and the model package are installed."""
 
     enabled: bool | Literal["auto"] = "auto"
-    # Vectors a process keeps in RAM (float32, 1.8 KiB each), newest first: messages and
+    # Vectors a process keeps in RAM (int8, 0.65 KiB each), newest first: messages and
     # notes (facts) separately, so a flood of chatter never pushes the facts out.
     max_messages: int = Field(default=16_000, ge=0)
     max_notes: int = Field(default=4_000, ge=0)

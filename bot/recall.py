@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from bot.memory import Memory
     from bot.models import Audience
 
-ROW_BYTES = 384 * 4 + 64 * 4 + 25  # a row in RAM: vector, coarse projection, who may see it
+# A row in RAM: its vector in int8 and its scale, coarse projection, who may see it.
+ROW_BYTES = 384 + 4 + 64 * 4 + 25
 # What a turn recalls by meaning: what people wrote, what the persona noted, and the
 # intentions it holds (each through the audience filter, as the rows' own columns say).
 KINDS = ("message", "note", "intention")
@@ -285,11 +286,18 @@ class Shelf:
     Rows are appended in the order they were written; past 1.25 x cap, the oldest are
     dropped in one copy (rare), so an append is a slice assignment, never a reallocation.
 
-    Two passes once the shelf is large: the search reads memory, 1.5 KiB a row, and a
-    20 000-row product took 2.3 ms on an idle core but 11-15 ms while the host's two cores
-    were shared with a dozen processes. So each row also keeps its projection on the 64
-    principal directions of the shelf's first rows (fitted once); the first pass
+    Two passes once the shelf is large: the search reads memory, 1.5 KiB a row in float32,
+    and a 20 000-row product took 2.3 ms on an idle core but 11-15 ms while the host's two
+    cores were shared with a dozen processes. So each row also keeps its projection on the
+    64 principal directions of the shelf's first rows (fitted once); the first pass
     ranks those (a sixth of the reads), the exact pass re-ranks the best 512 candidates.
+
+    Vectors are held in int8, each row with its own scale (its largest component / 127):
+    a quarter of float32's memory (at the default caps, 22 000 rows: 39 -> 14 MiB a
+    process that holds an index), a cosine off by at most a few thousandths
+    (tests/test_recall.py). A product casts its rows to float32 first: the exact pass's 512
+    rows cost ~20 us more, a single-pass shelf of 4096 rows ~0.3 ms more (measured
+    2026-12-03); the coarse projections stay float32.
     """
 
     def __init__(
@@ -302,7 +310,8 @@ class Shelf:
         self.coarse_from = coarse_from
         room = max(cap + cap // 4, 16)
         self.n = 0
-        self.matrix = np.empty((room, dimensions), dtype=np.float32)
+        self.matrix = np.empty((room, dimensions), dtype=np.int8)
+        self.scale = np.empty(room, dtype=np.float32)  # a row's vector: matrix x scale
         self.basis: Any = None  # (dimensions, COARSE_DIMENSIONS), orthonormal columns
         self.coarse = np.empty((room if cap >= coarse_from else 0, COARSE_DIMENSIONS), np.float32)
         self.row_ids = np.empty(room, dtype=np.int64)
@@ -322,23 +331,23 @@ class Shelf:
         if self.n + len(rows) > room:
             keep = max(self.cap - len(rows), 0)
             start = self.n - keep
-            for array in (self.matrix, self.row_ids, self.conversation, self.person, self.group):
+            arrays = (self.matrix, self.scale, self.row_ids, self.conversation, self.person)
+            for array in (*arrays, self.group):
                 array[:keep] = array[start : self.n]
             if self.basis is not None:
                 self.coarse[:keep] = self.coarse[start : self.n]
             self.n = keep
             self.position = {int(row): at for at, row in enumerate(self.row_ids[:keep])}
         end = self.n + len(rows)
-        self.matrix[self.n : end] = np.frombuffer(
-            b"".join(r[4] for r in rows), dtype="<f4"
-        ).reshape(len(rows), -1)
+        vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(len(rows), -1)
+        self.matrix[self.n : end], self.scale[self.n : end] = quantise_rows(vectors)
         self.row_ids[self.n : end] = [r[0] for r in rows]
         self.position.update((r[0], at) for at, r in enumerate(rows, self.n))
         self.conversation[self.n : end] = [r[1] if r[1] is not None else -1 for r in rows]
         self.person[self.n : end] = [r[2] if r[2] is not None else -1 for r in rows]
         self.group[self.n : end] = [r[3] == "group" for r in rows]
         if self.basis is not None:
-            self.coarse[self.n : end] = self.matrix[self.n : end] @ self.basis
+            self.coarse[self.n : end] = vectors @ self.basis
         self.n = end
         if self.basis is None and len(self.coarse) and self.n >= self.coarse_from:
             self._fit_basis()
@@ -348,10 +357,25 @@ class Shelf:
         along which dot products vary most."""
         import numpy as np
 
-        sample = self.matrix[: self.n][:: max(self.n // 4096, 1)]
+        sample = self.rows(np.arange(0, self.n, max(self.n // 4096, 1)))
         _, vectors = np.linalg.eigh(sample.T @ sample)  # ascending eigenvalues
         self.basis = np.ascontiguousarray(vectors[:, ::-1][:, :COARSE_DIMENSIONS], np.float32)
-        self.coarse[: self.n] = self.matrix[: self.n] @ self.basis
+        for start in range(0, self.n, 4096):  # float32 copies of 4096 rows at most
+            at = slice(start, min(start + 4096, self.n))
+            self.coarse[at] = self.rows(at) @ self.basis
+
+    def rows(self, at: Any) -> NDArray[np.float32]:
+        """The vectors of the rows `at` (indexes, or a slice), in float32."""
+        import numpy as np
+
+        return self.matrix[at].astype(np.float32) * self.scale[at, None]
+
+    def _scores(self, at: Any, query: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The cosines of the rows `at` to `query` (a unit vector)."""
+        import numpy as np
+
+        result: NDArray[np.float32] = (self.matrix[at].astype(np.float32) @ query) * self.scale[at]
+        return result
 
     def search(
         self,
@@ -375,7 +399,7 @@ class Shelf:
             # whatever its size). 300 rows, load 3: a private chat's audience 13.7 ->
             # 8.5 µs, a group's (few rows allowed: a small product) 5.0 -> 8.3 µs; at
             # 1000 rows 40 -> 29 and 5 -> 29 µs, hence the bound.
-            scores = self.matrix[:n] @ query
+            scores = self._scores(slice(0, n), query)
             rows = np.flatnonzero(scores >= floor)
             if len(rows) == 0:
                 return []
@@ -385,9 +409,10 @@ class Shelf:
             allowed = self._allowed(slice(0, n), audience, exclude_conversation)
             rows = np.flatnonzero(allowed)
             if len(rows) < n // 4:
-                scores = self.matrix[:n][rows] @ query
+                scores = self._scores(rows, query)
             else:
-                rows, scores = np.arange(n), np.where(allowed, self.matrix[:n] @ query, -np.inf)
+                rows = np.arange(n)
+                scores = np.where(allowed, self._scores(slice(0, n), query), -np.inf)
             keep = scores >= floor
             rows, scores = rows[keep], scores[keep]
         else:
@@ -398,7 +423,7 @@ class Shelf:
             if pool == 0:
                 return []
             rows = np.argpartition(-rough, pool - 1)[:pool]
-            scores = self.matrix[rows] @ query
+            scores = self._scores(rows, query)
             keep = scores >= floor
             rows, scores = rows[keep], scores[keep]
         if len(rows) == 0:
@@ -439,15 +464,25 @@ class Shelf:
         found = [(row, self.position[row]) for row in row_ids if row in self.position]
         if not found:
             return {}
-        scores = self.matrix[[at for _, at in found]] @ query
+        scores = self._scores([at for _, at in found], query)
         return {row: float(score) for (row, _), score in zip(found, scores, strict=True)}
 
     @property
     def nbytes(self) -> int:
         """Bytes of the rows held (the arrays keep room for a quarter more, untouched)."""
-        arrays: list[Any] = [self.matrix, self.coarse, self.row_ids, self.conversation]
+        arrays: list[Any] = [self.matrix, self.scale, self.coarse, self.row_ids, self.conversation]
         per_row = sum(int(a.nbytes // len(a)) for a in [*arrays, self.person] if len(a))
         return self.n * (per_row + 1)  # + the group flag
+
+
+def quantise_rows(vectors: NDArray[np.float32]) -> tuple[NDArray[np.int8], NDArray[np.float32]]:
+    """Rows of int8 and a scale a row (its largest magnitude / 127): row ~= int8 x scale."""
+    import numpy as np
+
+    scale = np.abs(vectors).max(axis=1) / 127
+    scale[scale == 0] = 1  # a zero vector stays zero
+    quantised = np.rint(vectors / scale[:, None]).astype(np.int8)
+    return quantised, scale.astype(np.float32)
 
 
 class VectorIndex:
