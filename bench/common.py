@@ -195,6 +195,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def context_switches(pid: int) -> int:
+    """Context switches of a process so far, all its threads (voluntary and not): each is a
+    wake-up, whose cost depends on the machine (`wakeup_cost_us`)."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            for line in status.read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return total
+
+
+def wakeup_cost_us(rounds: int = 5000) -> tuple[float, float]:
+    """Wall and CPU time (µs) of one round trip between two threads over a socket pair:
+    two wake-ups. On a quiet machine a few µs; where a hypervisor makes wake-ups dear, tens
+    (then every thread hop and every process hop of a turn costs that much)."""
+    import socket
+    import threading
+
+    ours, theirs = socket.socketpair()
+
+    def echo() -> None:
+        while data := theirs.recv(64):
+            theirs.send(data)
+
+    worker = threading.Thread(target=echo, daemon=True)
+    worker.start()
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(rounds):
+        ours.send(b"x")
+        ours.recv(64)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    ours.close()
+    worker.join()
+    theirs.close()
+    return wall / rounds * 1e6, cpu / rounds * 1e6
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory (VmRSS) of a process in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -58,6 +58,7 @@ from bench.common import (
     ROOT,
     Figure,
     child_env,
+    context_switches,
     cpu_seconds,
     emit,
     load_average,
@@ -67,6 +68,7 @@ from bench.common import (
     read_json_line,
     rss_mib,
     run_dir,
+    wakeup_cost_us,
     write_config,
 )
 
@@ -126,6 +128,7 @@ class UpRun:
     rss_quiet: dict[str, float] = field(default_factory=dict)  # QUIET_S after the last
     pss_quiet: dict[str, float] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    switches: dict[str, int] = field(default_factory=dict)  # context switches, the messages'
     messages: dict[str, int] = field(default_factory=dict)
     imports: dict[str, list[str]] = field(default_factory=dict)  # child -> importtime lines
     settled_s: float = float("nan")  # after the ready lines, until all processes went idle
@@ -377,6 +380,7 @@ async def run_up(
             result.pss_idle = {c.name: pss_mib(c.pid) for c in children}
             counts = {name: max(1, round(messages * share)) for name, share in SPLIT.items()}
             before = {c.name: cpu_seconds(c.pid) for c in children}
+            switched = {c.name: context_switches(c.pid) for c in children}
             progress(f"lean [{label}]: {sum(counts.values())} messages {counts}")
 
             async def telegram_turns() -> None:
@@ -416,6 +420,7 @@ async def run_up(
             await asyncio.sleep(1.0)  # the last replies are marked sent
             for child in children:
                 result.cpu_ms[child.name] = (cpu_seconds(child.pid) - before[child.name]) * 1000
+                result.switches[child.name] = context_switches(child.pid) - switched[child.name]
                 result.rss_after[child.name] = rss_mib(child.pid)
                 result.pss_after[child.name] = pss_mib(child.pid)
             await asyncio.sleep(QUIET_S)
@@ -621,6 +626,13 @@ def up_figures(run: UpRun) -> list[Figure]:
                 whole <= CPU_GOAL_MS if goal else None,
             )
         )
+    if run.messages and run.switches:
+        # Each is a wake-up: what they cost is the machine's (`wakeup_cost_us`, printed
+        # with these runs), and part of the CPU per message above.
+        per = sum(run.switches.values()) / sum(run.messages.values())
+        rows.append(
+            Figure(f"lean [{run.label}]: context switches per message, all processes", f"{per:.0f}")
+        )
     for name in ("supervisor", "scheduler"):
         if name in run.cpu_ms:
             rows.append(
@@ -700,7 +712,13 @@ def chosen_runs() -> list[tuple[str, int | None, dict[str, Any]]]:
 
 def run(messages: int = MESSAGES) -> list[Figure]:
     asyncio.run(prefill.ensure([10_000]))
-    figures: list[Figure] = []
+    wall, cpu = wakeup_cost_us()
+    figures = [
+        Figure(
+            "lean: machine, a round trip between two threads (wall / CPU)",
+            f"{wall:.0f} / {cpu:.0f} us",
+        )
+    ]
     runs = chosen_runs()
     if len(runs) < len(RUNS):  # a chosen few: the figures of issue 24's goals only
         for label, size, options in runs:
