@@ -412,16 +412,21 @@ class _Graph:
     def __init__(self) -> None:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
-        self._constants: set[str] = set()
+        self._constants: dict[str, Any] = {}
 
     def const(self, name: str, array: Any) -> str:
-        """A constant, by name: asked for again, the same one (the first value kept)."""
+        """A constant, by name: asked for again with the same value, the same one; with
+        another value, an error (two constants under one name would be a wrong graph)."""
         import numpy as np
         from onnx import numpy_helper
 
-        if name not in self._constants:
-            self._constants.add(name)
-            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        value = np.ascontiguousarray(array)
+        held = self._constants.get(name)
+        if held is None:
+            self._constants[name] = value
+            self.initializers.append(numpy_helper.from_array(value, name))
+        elif held.dtype != value.dtype or not np.array_equal(held, value):
+            raise ValueError(f"two different constants named {name!r}")
         return name
 
     def op(self, kind: str, inputs: list[str], outputs: int = 1, **attributes: Any) -> str:

@@ -371,3 +371,16 @@ def test_without_onnx_to_build_the_model_the_encoder_is_numpy(
     assert done.stdout.strip() == "numpy (1, 384)"
     said = [line for line in done.stderr.splitlines() if "sentence vectors in numpy" in line]
     assert len(said) == 1 and "onnx is broken here" in said[0], done.stderr
+
+
+def test_the_int8_graph_refuses_two_different_constants_under_one_name() -> None:
+    """The graph builder names its constants; the same name asked for again with the same
+    value is shared, with another value it would silently be the first: refused."""
+    pytest.importorskip("onnx")
+    from bot.embedding_onnx import _Graph
+
+    graph = _Graph()
+    assert graph.const("axis", [1]) == graph.const("axis", [1]) == "axis"
+    assert len(graph.initializers) == 1
+    with pytest.raises(ValueError, match="two different constants named 'axis'"):
+        graph.const("axis", [2])
