@@ -332,7 +332,9 @@ async def run_up(
     up: Up | None = None
     try:
         await smtp.start()
-        async with model, telegram, discord:
+        # `mirror up` stops before the fakes it talks to (the stack exits first): a Telegram
+        # entrance whose server vanished logged a failed last get_updates at every stop.
+        async with model, telegram, discord, contextlib.AsyncExitStack() as stops:
             config = write_config(
                 folder,
                 db,
@@ -351,6 +353,7 @@ async def run_up(
             telegram.push_message(TG_PERSON, "hello, are you there?", user_id=TG_PERSON)
             result.load = load_average()
             up = Up(config, env)
+            stops.push_async_callback(up.stop)
             await up.start()
             await telegram.wait_for_sent(lambda s: s["chat_id"] == TG_PERSON, timeout=TURN_S)
             result.cold_start_s = time.perf_counter() - up.started
@@ -429,8 +432,6 @@ async def run_up(
             result.messages = counts
             return result
     finally:
-        if up is not None:
-            await up.stop()
         await smtp.stop()
         await dovecot.stop(wait=False)
         shutil.rmtree(folder, ignore_errors=True)
