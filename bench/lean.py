@@ -59,6 +59,7 @@ from bench.common import (
     Figure,
     child_env,
     context_switches,
+    cpu_ns,
     cpu_seconds,
     emit,
     load_average,
@@ -129,6 +130,8 @@ class UpRun:
     pss_quiet: dict[str, float] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)
     switches: dict[str, int] = field(default_factory=dict)  # context switches, the messages'
+    idle_cpu_ms: dict[str, float] = field(default_factory=dict)  # over IDLE_S after QUIET_S
+    idle_switches: dict[str, int] = field(default_factory=dict)
     messages: dict[str, int] = field(default_factory=dict)
     imports: dict[str, list[str]] = field(default_factory=dict)  # child -> importtime lines
     settled_s: float = float("nan")  # after the ready lines, until all processes went idle
@@ -429,6 +432,15 @@ async def run_up(
             await asyncio.sleep(QUIET_S)
             result.rss_quiet = {c.name: rss_mib(c.pid) for c in children}
             result.pss_quiet = {c.name: pss_mib(c.pid) for c in children}
+            # Then idle, between conversations: what the pollers and timers cost.
+            idle_cpu = {c.name: cpu_ns(c.pid) for c in children}
+            idle_switches = {c.name: context_switches(c.pid) for c in children}
+            await asyncio.sleep(IDLE_S)
+            for child in children:
+                spent = cpu_ns(child.pid) - idle_cpu[child.name]
+                result.idle_cpu_ms[child.name] = spent / 1e6
+                switches = context_switches(child.pid) - idle_switches[child.name]
+                result.idle_switches[child.name] = switches
             result.messages = counts
             return result
     finally:
@@ -561,6 +573,7 @@ async def serve_fake_model() -> None:
 # Quiet again: longer than `[recall] release_after_s` (5 s), after which a process that
 # embedded gives the encoder's weight pages back.
 QUIET_S = 7.0
+IDLE_S = 10.0  # then the idle figures: CPU and wake-ups over this long
 
 
 def up_figures(run: UpRun) -> list[Figure]:
@@ -642,6 +655,24 @@ def up_figures(run: UpRun) -> list[Figure]:
                     f"{run.cpu_ms[name]:.0f} ms",
                 )
             )
+    if run.idle_cpu_ms:
+        # Between conversations, where a persona spends most of its time: what the pollers
+        # and timers cost (outbox couriers, soul watchers, heartbeats), all processes.
+        per_s = sum(run.idle_cpu_ms.values()) / IDLE_S
+        woken = sum(run.idle_switches.values()) / IDLE_S
+        rows.append(
+            Figure(
+                f"lean [{run.label}]: idle, all processes: CPU, wake-ups",
+                f"{per_s:.1f} ms/s, {woken:.0f}/s",
+            )
+        )
+        names = list(run.idle_cpu_ms)
+        rows.append(
+            Figure(
+                f"lean [{run.label}]: idle CPU ms/s {'/'.join(names)}",
+                "/".join(f"{run.idle_cpu_ms[n] / IDLE_S:.1f}" for n in names),
+            )
+        )
     return rows
 
 
