@@ -6,8 +6,9 @@ Three processes on a copy of the 100k prefilled memory (`python -m bench.awarene
   Telegram entrance, and notes the wall-clock time each commit returned;
 - viewer: another instance building its context's mirror view (`Memory.turn_view`) back to
   back, noting when each started and ended and the newest 'aware-writer' message it saw;
-- courier: the Telegram adapter's poller (`bot.outbox.OutboxCourier`: `PRAGMA
-  data_version` every 50 ms), noting when it delivered each row. After the writer and the
+- courier: the Telegram adapter's poller (`bot.outbox.OutboxCourier`: woken by the
+  write-ahead log's writes through inotify, then `PRAGMA data_version`; every 50 ms where
+  changes cannot be heard), noting when it delivered each row. After the writer and the
   viewer have exited, the courier idles while the parent reads its CPU time from /proc.
 
 Figures: (a) commit -> the end of the first view that shows it (p50, p99), and how many
@@ -224,7 +225,7 @@ def run(seconds: float = 10, idle_seconds: float = 5) -> list[Figure]:
             len(rows) == len(delivery_ms),
         ),
         Figure(
-            f"idle poller (50 ms data_version): CPU over {idle_seconds:.0f} s",
+            f"idle poller (outbox courier): CPU over {idle_seconds:.0f} s",
             f"{idle:.2f}% core",
             f"<= {IDLE_GOAL_PERCENT:.0f}%",
             idle <= IDLE_GOAL_PERCENT,

@@ -6,13 +6,15 @@ on failure. `Delivery` owns the rest once for every entrance: the order of the p
 reply-to on the first and the buttons on the last, partial sends (the part that failed and
 everything after it goes to the outbox; what arrived is never sent again), and retries.
 
-An idle courier costs almost nothing: it checks `PRAGMA data_version` (which changes only
-when another connection commits) every `poll_s` without a thread hand-off
-(`Memory.data_version_now`), and looks for due rows only then, or once a `recheck_s` for
-retries that have come due. On PostgreSQL the pause between checks ends as soon as a NOTIFY
-is heard (`Memory.wait_for_change`), so a row goes out at once. Looking is a read; only
-when something is due does it claim (a write), so couriers never take the write lock on
-every commit.
+An idle courier costs almost nothing: it sleeps until memory changes
+(`Memory.wait_for_change`: on SQLite the write-ahead log's writes, heard through inotify,
+bot/memory/wal_watch.py; on PostgreSQL a NOTIFY), then checks `PRAGMA data_version` (which
+changes only when another connection commits) without a thread hand-off
+(`Memory.data_version_now`), and looks for due rows only when it moved, or once a
+`recheck_s` for retries that have come due; a row goes out at once, and a busy memory is
+looked at at most once per `poll_s`. Where changes cannot be heard (not Linux, the LISTEN
+connection down) it checks every `poll_s`. Looking is a read; only when something is due
+does it claim (a write), so couriers never take the write lock on every commit.
 """
 
 from __future__ import annotations
@@ -241,7 +243,16 @@ class OutboxCourier:
                     raise
                 except Exception:
                     log.exception("outbox delivery for %s failed; will retry", self.entrance)
-            await self.memory.wait_for_change(self.poll_s)
+            if self.memory.hears_changes:
+                # Woken by a change or for the next recheck (retries and rows that came
+                # due), and then at most one look per poll_s however busy memory is.
+                left = last_check + self.recheck_s - time.monotonic()
+                await self.memory.wait_for_change(max(left, 0.0), seen=version)
+                pause = now + self.poll_s - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+            else:
+                await self.memory.wait_for_change(self.poll_s)
 
     async def deliver_due(self) -> int:
         """Claim and deliver what is due now; returns how many were sent."""
