@@ -114,3 +114,20 @@ async def test_a_watch_whose_file_is_deleted_says_it_is_no_longer_alive(tmp_path
         assert not watch.alive  # memory opens a new one (`Memory.hears_changes`)
     finally:
         watch.close()
+
+
+async def test_a_cancelled_wait_is_cancelled_even_as_its_event_comes(tmp_path: Path) -> None:
+    # asyncio.wait_for (Python 3.11) returned the event instead, and the courier that was
+    # being stopped went on waiting: `mirror chat` hung at Ctrl-D, children of a killed
+    # `mirror up` outlived it (seen in full test runs).
+    path = tmp_path / "memory.db-wal"
+    path.write_bytes(b"")
+    for _ in range(20):
+        watch = WalWatch.open(path)
+        assert watch is not None
+        waiting = asyncio.create_task(watch.wait(60))
+        await asyncio.sleep(0.001)
+        watch.close()  # sets the event the wait is on...
+        waiting.cancel()  # ...and the stop comes in the same turn of the loop
+        with pytest.raises(asyncio.CancelledError):
+            await waiting

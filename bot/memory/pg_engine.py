@@ -1045,7 +1045,10 @@ class PgDatabase:
         heard = asyncio.Event()
         self.listener.on_change.append(heard.set)
         try:
-            await asyncio.wait_for(heard.wait(), timeout_s)
+            # Not wait_for: on Python 3.11 it swallows a cancellation that comes as the
+            # NOTIFY is heard, and the poller waiting here would never stop.
+            async with asyncio.timeout(timeout_s):
+                await heard.wait()
         except TimeoutError:
             pass
         finally:
