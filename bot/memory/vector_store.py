@@ -400,8 +400,11 @@ class VectorStore(Database):
         seen_version: int | None = None
         assert self._embedder_wake is not None
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # (memory closing) that comes as the wake is set, and this loop would go on.
             try:
-                await asyncio.wait_for(self._embedder_wake.wait(), POLL_S)
+                async with asyncio.timeout(POLL_S):
+                    await self._embedder_wake.wait()
             except TimeoutError:
                 pass
             self._embedder_wake.clear()
