@@ -110,7 +110,7 @@ class WalWatch:
         self._written.set()  # a waiter returns now
 
     def _readable(self) -> None:
-        if self._drain() or not self.alive:
+        if self._drain():  # a deletion or a move is an event too: the waiter sees `alive`
             self._written.set()
 
     def _stop_reading(self) -> None:
