@@ -240,7 +240,7 @@ class Up:
             raise RuntimeError(f"no [{name}] {words!r} in {timeout} s: {self.tail()}") from None
 
     def tail(self) -> str:
-        return "\n".join(line for _, line in self.lines[-60:] if "watchfiles" not in line)
+        return "\n".join(line for _, line in self.lines[-60:])
 
     async def stop(self) -> None:
         if self.proc is None:

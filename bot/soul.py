@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.inotify import FOLDER_CHANGES, IN_ONLYDIR, Event, Inotify
 from bot.memory import Memory
 from bot.models import SoulVersion
 
@@ -290,10 +291,18 @@ def _folders_to_watch(path: Path, target: Path) -> tuple[tuple[str, int, int], .
     return tuple(folders)
 
 
+# Without inotify (not Linux, or the user's watches used up) the watcher looks this often.
+POLL_S = 1.0
+# A look waits until the watched folders are quiet this long (an editor's save is several
+# changes: write a temporary file, rename it over SOUL.md), at most DEBOUNCE_S.
+SETTLE_S = 0.05
+DEBOUNCE_S = 0.2
+
+
 class SoulWatcher:
     """Follows the configured SOUL.md path and records each valid save as a new version.
 
-    It watches (inotify, through watchfiles) the soul's folder (or, until it exists, its
+    It watches (inotify: bot/inotify.py) the soul's folder (or, until it exists, its
     nearest existing ancestor) and the folder of the symlink's target, and moves the watch
     whenever a look at the path shows that one of them was replaced, created or retargeted.
     A look reads the file (at most `max_bytes`) and acts only when its hash differs from the
@@ -369,64 +378,77 @@ class SoulWatcher:
     async def _follow(self, look: _Look) -> None:
         """Watch the folders `look` named, looking again on each change that concerns
         SOUL.md and every `check_every_s`; return once a look names other folders."""
-        from watchfiles import awatch
-
         loop = asyncio.get_running_loop()
-        log.debug("soul: watching %s in %s", self.path, [f for f, _, _ in look.folders])
-        # The watch runs in a thread that a cancellation does not interrupt (anyio shields
-        # it until it returns, up to rust_timeout later): setting this event ends it within
-        # one step, so stopping the watcher never waits for the periodic look.
-        stop = asyncio.Event()
-        changes = awatch(
-            *(folder for folder, _, _ in look.folders),
-            watch_filter=None,  # _concerns filters: the relevant names move with the looks
-            stop_event=stop,
-            debounce=200,
-            # watchfiles wakes every step even when nothing happens: 100 ms keeps an idle
-            # watcher at about 0.1 % of a core (bench/soul_watcher.py).
-            step=100,
-            rust_timeout=int(self.check_every_s * 1000),
-            yield_on_timeout=True,  # an empty batch: time for the periodic look
-            recursive=False,
-        )
-        waiting = asyncio.ensure_future(anext(changes))
+        queue = Inotify.open()
+        if queue is None:
+            await self._poll(look)
+            return
         try:
-            # awatch (1.x) arms its watches in its first step, before its first await: a look
-            # now sees whatever was saved while no watch was armed (a folder created and
-            # filled at once), and every later save is an event.
-            await asyncio.sleep(0)
+            for folder, _, _ in look.folders:
+                try:
+                    queue.add(folder, FOLDER_CHANGES | IN_ONLYDIR)
+                except FileNotFoundError:
+                    raise  # gone since the look: `_watch` looks again
+                except OSError as exc:  # the user's inotify watches used up, say
+                    log.warning("soul: %s; looking every %.0f s instead", exc, POLL_S)
+                    await self._poll(look)
+                    return
+            log.debug("soul: watching %s in %s", self.path, [f for f, _, _ in look.folders])
+            # A look once the watches are armed sees whatever was saved while none was
+            # (a folder created and filled at once); every later save is an event.
             latest = await self._check()
             self.ready.set()
             looked_at = loop.time()
             while latest.folders == look.folders:
                 look = latest
-                # asyncio.wait, not `await waiting`: cancelling us must not be passed on to
-                # the shielded watch (see `stop`), it would hold us until the watch returns.
-                await asyncio.wait({waiting})
-                batch = waiting.result()
-                waiting = asyncio.ensure_future(anext(changes))
+                due_in = self.check_every_s - (loop.time() - looked_at)
+                changes = await queue.wait(due_in)
+                if queue.closed:
+                    return  # the caller arms a new queue
+                if changes:
+                    changes += await self._settle(queue)
                 due = loop.time() - looked_at >= self.check_every_s
-                if batch and not due and not self._concerns(batch, look):
+                if changes and not due and not self._concerns(changes, look):
                     continue  # something else in a watched folder changed
                 latest = await self._check()
                 looked_at = loop.time()
             # A folder was replaced, created or retargeted: the caller re-arms.
         finally:
-            stop.set()
-            await asyncio.wait({waiting}, timeout=5)
-            if waiting.done():
-                if not waiting.cancelled():
-                    waiting.exception()  # retrieved: it is ours to drop (StopAsyncIteration)
-                await changes.aclose()  # releases the inotify watches now, not at collection
+            queue.close()
 
-    def _concerns(self, batch: Iterable[tuple[object, str]], look: _Look) -> bool:
+    async def _settle(self, queue: Inotify) -> list[Event]:
+        """The rest of a burst of changes (an editor's save is several): until the folders
+        are quiet for SETTLE_S, at most DEBOUNCE_S, so a look reads the whole save."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + DEBOUNCE_S
+        more: list[Event] = []
+        while (left := end - loop.time()) > 0:
+            burst = await queue.wait(min(SETTLE_S, left))
+            if not burst:
+                break
+            more += burst
+        return more
+
+    async def _poll(self, look: _Look) -> None:
+        """No watch can be armed here (no inotify, or none left): a look every POLL_S (or
+        `check_every_s`, if sooner) until a look names other folders."""
+        self.ready.set()
+        while True:
+            await asyncio.sleep(min(POLL_S, self.check_every_s))
+            latest = await self._check()
+            if latest.folders != look.folders:
+                return
+
+    def _concerns(self, changes: Iterable[Event], look: _Look) -> bool:
         """Whether a change may be one of SOUL.md: in its folder, to a folder on its path,
-        or to the symlink's target."""
+        or to the symlink's target (or any, when the queue overflowed)."""
         folder = str(self.path.parent)
         path = str(self.path)
-        for _, changed in batch:
+        for change in changes:
+            changed = change.path
             if (
-                changed == look.target
+                change.overflow
+                or changed == look.target
                 or os.path.dirname(changed) == folder
                 or path.startswith(changed.rstrip(os.sep) + os.sep)
             ):

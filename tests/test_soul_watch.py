@@ -1,6 +1,6 @@
 """The soul watcher follows the configured path, whatever happens to the folder, link or inode.
 
-Each test runs a real watcher (inotify through watchfiles) on a real memory.db. The
+Each test runs a real watcher (inotify: bot/inotify.py) on a real memory.db. The
 periodic look is pushed out to a minute in the tests of events, so what they see is the
 watch following the path; the last test shows the periodic look catching what no watched
 folder reports.
@@ -151,6 +151,46 @@ async def test_the_periodic_look_catches_a_change_no_watched_folder_reports(
         (shared / "next").symlink_to("v2")
         os.replace(shared / "next", shared / "current")
         await wait_until(active_is(memory, "Kestrel"), SEEN_S, "the periodic look")
+
+
+@pytest.mark.parametrize("without", ["no inotify", "no watch left"])
+async def test_where_no_watch_can_be_armed_the_watcher_looks_every_second(
+    memory: Memory, soul_file: Path, monkeypatch: pytest.MonkeyPatch, without: str
+) -> None:
+    if without == "no inotify":  # not Linux
+        monkeypatch.setattr(bot.soul.Inotify, "open", classmethod(lambda cls: None))
+    else:  # the user's inotify watches are used up (fs.inotify.max_user_watches)
+
+        def add(self: bot.soul.Inotify, path: str, mask: int) -> None:
+            raise OSError(28, f"cannot watch {path}: No space left on device", path)
+
+        monkeypatch.setattr(bot.soul.Inotify, "add", add)
+    async with watching(memory, soul_file):  # the periodic look a minute away
+        assert await active_is(memory, "Wren")()
+        soul_file.write_text(soul_named("Kestrel"), encoding="utf-8")
+        await wait_until(active_is(memory, "Kestrel"), 3 * bot.soul.POLL_S, "a look")
+
+
+async def test_a_save_in_several_writes_becomes_one_version(
+    memory: Memory, soul_file: Path
+) -> None:
+    # An editor saving in place writes SOUL.md in pieces: the watcher waits for the folder
+    # to be quiet, so the half-written file (valid on its own: its sections are complete)
+    # never becomes a version.
+    text = soul_named("Kestrel")
+    half = text.index("## Boundaries")
+    async with watching(memory, soul_file):
+        versions = len(await memory.soul_history())
+        with soul_file.open("w", encoding="utf-8") as out:
+            out.write(text[:half] + "## Boundaries\n- brief\n")
+            out.flush()
+            await asyncio.sleep(bot.soul.SETTLE_S / 3)
+            out.seek(0)
+            out.write(text)
+            out.truncate()
+        await wait_until(active_is(memory, "Kestrel"), SEEN_S, "the save")
+        await asyncio.sleep(2 * bot.soul.DEBOUNCE_S)
+        assert len(await memory.soul_history()) == versions + 1
 
 
 async def test_stopping_never_waits_for_the_periodic_look(memory: Memory, soul_file: Path) -> None:
