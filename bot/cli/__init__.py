@@ -104,6 +104,35 @@ def _command_in(argv: list[str]) -> str | None:
     return None
 
 
+def plain_run(argv: list[str]) -> dict[str, Any] | None:
+    """The arguments of a `mirror run` command line that needs nothing from Typer (the
+    global -v/--config/--db, then `run NAME` with --standby/--config/--db, each option
+    spelled as `mirror up` and the service units write it), or None."""
+    options: dict[str, Any] = {"verbose": False, "standby": False, "config": None, "db": None}
+    entrance: str | None = None
+    args = iter(argv)
+    seen_run = False
+    for arg in args:
+        if arg in ("-v", "--verbose") and not seen_run:
+            options["verbose"] = True
+        elif arg in ("--config", "-c", "--db"):
+            value = next(args, None)
+            if value is None or value.startswith("-"):
+                return None
+            options["db" if arg == "--db" else "config"] = value
+        elif arg == "--standby" and seen_run:
+            options["standby"] = True
+        elif arg == "run" and not seen_run:
+            seen_run = True
+        elif seen_run and entrance is None and not arg.startswith("-"):
+            entrance = arg
+        else:
+            return None  # --help, --no-standby, a typo...: Typer says what it says
+    if entrance is None:
+        return None
+    return {"entrance": entrance, **options}
+
+
 def _app_for(command: str | None) -> Any:
     """The app to run for this command line: only the modules of a named command (and only
     that command in the app); all of them for help (no command), a mistyped command (its
@@ -121,6 +150,11 @@ def _app_for(command: str | None) -> Any:
 
 
 def main() -> None:
+    plain = plain_run(sys.argv[1:])
+    if plain is not None:  # an entrance or the scheduler, for days: no Typer
+        from bot.cli import child
+
+        sys.exit(child.main(plain))
     from bot.cli import common
 
     app = _app_for(_command_in(sys.argv[1:]))
@@ -128,4 +162,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["COMMANDS", "HOMES", "LOCAL_PERSON", "app", "main"]
+__all__ = ["COMMANDS", "HOMES", "LOCAL_PERSON", "app", "main", "plain_run"]

@@ -218,6 +218,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def global_option(name: str) -> Path | None:
+    """`mirror --config/--db …`, given before the command."""
+    return _global[name]
+
+
 def get_config(config: Path | None, db: Path | None) -> Config:
     from bot.config import ConfigError, load_config  # pydantic: not for `mirror status`
 
@@ -243,9 +248,14 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
 def run_service(service: Service) -> None:
     """Run an entrance or the scheduler until it ends or SIGINT/SIGTERM/SIGHUP asks it to stop
     (bot/service_loop.py)."""
-    from bot.service_loop import serve_until_stopped
+    from bot.cli.child import Refused, serve
 
-    run_async(lambda: serve_until_stopped(service))
+    try:
+        serve(service)
+    except Refused as exc:
+        raise fail(str(exc), code=exc.code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 async def open_memory(config: Config) -> Any:

@@ -238,34 +238,20 @@ def run_entrance(
     db: DbOption = None,
 ) -> None:
     """Run one entrance (or the scheduler) as this process."""
-    from bot.heap import limit_arenas
-
-    limit_arenas()  # before any thread starts: a long-running process
-    cfg = get_config(config, db)
-    cfg.standby = standby
-    if entrance == "scheduler":
-        from bot.scheduler import Scheduler
-
-        run_service(Scheduler(cfg))
-        return
-    from bot.entrance import EntranceFailure, UnknownEntrance, load_entrance, manifest
+    # The same as a supervised child's `mirror run` without Typer (bot/cli/child.py).
+    from bot.cli.child import Refused, run_child
 
     try:
-        found = manifest(entrance)
-    except UnknownEntrance as exc:
-        raise fail(f"{exc}, scheduler") from None
-    if found.terminal:
-        raise fail(f"the {entrance} entrance runs in a terminal: use `mirror chat`")
-    if found.hosted:
-        raise fail(f"the {entrance} entrance runs inside the console: use `mirror console`")
-    secret = found.secret() if found.secret_env is not None else ""
-    if not secret:
-        raise fail(f"{entrance}: set {found.secret_env} in the environment or .env")
-    try:
-        service = load_entrance(entrance, cfg, secret)
-        run_service(service)
-    except EntranceFailure as exc:
-        raise fail(f"{entrance}: {exc}") from None
+        run_child(
+            entrance,
+            standby=standby,
+            config=config or common.global_option("config"),
+            db=db or common.global_option("db"),
+        )
+    except Refused as exc:
+        raise fail(str(exc), code=exc.code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command()
