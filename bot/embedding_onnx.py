@@ -28,10 +28,10 @@ turn fuses them (held-out / all): paraphrases 57.5 / 65.0 % (format 1 56.7 / 63.
 up`, 3 entrances, 10k memory, paired) the scheduler's CPU over 300 messages went 2050-2100
 ms -> 1280-1350, all processes 14.9-15.3 -> 11.9-12.8 ms a message.
 
-The token table stays out of the graph: its rows are gathered from a memory-mapped file
-(a query reads a few KiB of it; inside the graph it would be 45 MB of anonymous memory a
-process), an int8 copy of the model's float table (`build_token_table`: a quarter of the
-pages for the rows a busy host reads). Built once per host and user in `cache_dir()`,
+The token table stays out of the graph: its rows are read from a file as a batch needs
+them (`TokenTable`: a query reads a few KiB of it; inside the graph it would be 45 MB of
+anonymous memory a process), an int8 copy of the model's float table
+(`build_token_table`: a quarter of the bytes). Built once per host and user in `cache_dir()`,
 atomically, named by the model's hash and `ONNX_FORMAT` (the token table by
 `TOKENS_FORMAT`); building needs `onnx` (about 1 s, the calibration included), loading
 only onnxruntime (about 0.1 s, 20 ms of it the import).
@@ -45,7 +45,10 @@ file pages back (`release_pages`) and keeps 4 MiB; this backend keeps 52 MiB (27
 anonymous): its weights are not a file's. When each entrance embedded for itself, that
 was 405 -> 514 MiB of RSS in total in bench/lean (PSS 306 -> 370); under `mirror up` only
 the host's recall holds an encoder now. onnxruntime's arena and memory patterns are off:
-with them a batch of 8 x 256 tokens left 45 MiB more resident for good.
+with them a batch of 8 x 256 tokens left 45 MiB more resident for good. Since then
+(bench/lean, 2026-12-04) the session drops onnxruntime's load-time code pages
+(`bot.heap.drop_library_pages`: 18 -> 8-10 MiB of its code resident once warm) and the
+token table is read, not mapped (9.5 MiB less): the host's recall 117 -> 9x MiB.
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ class OnnxEncoder(Encoder):
         tokens = token_table_path(source)
         if not tokens.exists():
             build_token_table(source, tokens)
-        self._map, self.tokens = map_token_table(tokens)
+        self.tokens = TokenTable(tokens)
         path = model_path(source)
         if not path.exists():
             build_model(self.folder, path)
@@ -165,21 +168,11 @@ class OnnxEncoder(Encoder):
         dropped = drop_library_pages("onnxruntime")
         log.debug("onnxruntime: %.1f MiB of load-time code pages dropped", dropped / 2**20)
 
-    def release_pages(self) -> None:
-        """Give back the token table's pages a query read (a file's, read-only: madvise
-        DONTNEED, as the numpy encoder does with all its weights). The layers' int8
-        weights, ~12 MiB prepacked by onnxruntime, are the process's anonymous memory, not
-        a file's: there is nothing to give back, they stay resident."""
-        import mmap
-
-        if hasattr(self._map, "madvise"):
-            self._map.madvise(mmap.MADV_DONTNEED)
-
     def token_rows(self, tokens: NDArray[np.int64]) -> NDArray[np.float32]:
         """The token table's float32 rows for these ids (its int8 rows times their scale)."""
         import numpy as np
 
-        rows = self.tokens[tokens]
+        rows = self.tokens.rows(tokens)
         scale = np.ascontiguousarray(rows[..., DIMENSIONS:]).view("<f4")
         return rows[..., :DIMENSIONS].astype(np.float32) * scale
 
@@ -220,19 +213,44 @@ def build_token_table(source: Path, path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def map_token_table(path: Path) -> tuple[Any, NDArray[np.int8]]:
-    """The int8 token table's rows (id -> 384 int8 and 4 bytes of scale), memory-mapped."""
-    import mmap
+class TokenTable:
+    """The int8 token table's rows (id -> 384 int8 and 4 bytes of scale), read from the
+    file as a batch needs them: one pread a distinct token, about 1 us each.
 
-    import numpy as np
+    Not memory-mapped: a query reads a few dozen rows of 388 bytes, but each page fault on
+    a mapping maps up to 16 of the file's cached pages (the kernel's fault-around), so a
+    host that embeds every message soon had all 11.8 MB of the table resident (bench/lean:
+    9.5 MiB of the scheduler's RSS) for rows it reads a few at a time."""
 
-    with open(path, "rb") as file:
-        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-    width = DIMENSIONS + 4
-    if len(mapped) == 0 or len(mapped) % width:
-        mapped.close()
-        raise ValueError(f"{path} is not a token table ({len(mapped)} bytes)")
-    return mapped, np.frombuffer(mapped, np.int8).reshape(-1, width)
+    WIDTH = DIMENSIONS + 4
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        size = os.fstat(self.fd).st_size
+        if size == 0 or size % self.WIDTH:
+            os.close(self.fd)
+            raise ValueError(f"{path} is not a token table ({size} bytes)")
+        self.count = size // self.WIDTH
+
+    def rows(self, tokens: NDArray[np.int64]) -> NDArray[np.int8]:
+        """The rows of these ids, in their shape plus one axis of WIDTH bytes."""
+        import numpy as np
+
+        wanted, where = np.unique(tokens, return_inverse=True)
+        if len(wanted) and not 0 <= int(wanted[0]) <= int(wanted[-1]) < self.count:
+            raise IndexError(f"token ids outside 0..{self.count - 1}")
+        width = self.WIDTH
+        data = b"".join(os.pread(self.fd, width, token * width) for token in wanted.tolist())
+        if len(data) != len(wanted) * width:  # the file was cut short under us
+            raise ValueError(f"{self.path}: a short read")
+        table = np.frombuffer(data, np.int8).reshape(-1, width)
+        return table[where.reshape(np.shape(tokens))]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def build_model(folder: Path, path: Path) -> None:

@@ -251,32 +251,49 @@ def test_an_idle_process_gives_the_weights_pages_back_and_embeds_the_same_after(
     assert again > 30_000 and same > 0.999999
 
 
-def test_the_int8_encoder_gives_its_token_rows_back_and_embeds_the_same_after(
+def test_the_int8_encoder_reads_its_token_rows_from_the_int8_table_without_mapping_it(
     onnx_encoder: embedding.Encoder,
 ) -> None:
-    """Its only file-backed weights are the token table's rows (its layers are onnxruntime's
-    anonymous memory): `release_pages` drops them, and the next embedding reads them again."""
+    """A query reads a few rows of the int8 table (a quarter of the model's float one), as
+    it needs them: no page of the table is mapped, so none stays resident (a mapping's
+    faults brought the whole table in, 16 pages at a time)."""
     import numpy as np
 
-    before = onnx_encoder.encode(["the weights are read for this sentence"])[0]
-    onnx_encoder.release_pages()
-    after = onnx_encoder.encode(["the weights are read for this sentence"])[0]
-    assert float(np.dot(before, after)) > 0.999999
-
-
-def test_the_int8_encoder_reads_its_token_rows_from_an_int8_table(
-    onnx_encoder: embedding.Encoder,
-) -> None:
-    """A quarter of the float table's pages for the rows a busy host reads: the process maps
-    the int8 table, not the model's float file."""
     from bot import embedding_onnx
 
-    onnx_encoder.encode(["the heron crossed the harbour at dawn"])
+    before = onnx_encoder.encode(["the heron crossed the harbour at dawn"])[0]
     source = embedding.model_dir() / "model.safetensors"
     table = embedding_onnx.token_table_path(source)
-    maps = Path("/proc/self/maps").read_text()
-    assert str(table) in maps
     assert table.stat().st_size * 3 < source.stat().st_size
+    maps = Path("/proc/self/maps").read_text()
+    assert str(table) not in maps
+    assert any(
+        os.readlink(fd) == str(table) for fd in Path("/proc/self/fd").iterdir() if fd.is_symlink()
+    )
+    again = onnx_encoder.encode(["the heron crossed the harbour at dawn"])[0]
+    assert float(np.dot(before, again)) > 0.999999
+
+
+def test_the_token_table_gives_each_id_its_own_row(tmp_path: Path) -> None:
+    import numpy as np
+
+    from bot.embedding_onnx import TokenTable
+
+    width = TokenTable.WIDTH
+    rows = np.arange(5 * width, dtype=np.int64).reshape(5, width).astype(np.int8)
+    path = tmp_path / "tokens.bin"
+    path.write_bytes(rows.tobytes())
+    table = TokenTable(path)
+    try:
+        ids = np.array([[4, 0, 4], [2, 2, 1]], dtype=np.int64)
+        assert (table.rows(ids) == rows[ids]).all()
+        with pytest.raises(IndexError):
+            table.rows(np.array([[5]], dtype=np.int64))
+    finally:
+        table.close()
+    path.write_bytes(rows.tobytes()[:-1])
+    with pytest.raises(ValueError, match="not a token table"):
+        TokenTable(path)
 
 
 def test_describe_names_the_encoder_that_runs(
