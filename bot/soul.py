@@ -432,6 +432,7 @@ class SoulWatcher:
     async def _poll(self, look: _Look) -> None:
         """No watch can be armed here (no inotify, or none left): a look every POLL_S (or
         `check_every_s`, if sooner) until a look names other folders."""
+        log.debug("soul: no watch here, looking at %s every %.1f s", self.path, POLL_S)
         self.ready.set()
         while True:
             await asyncio.sleep(min(POLL_S, self.check_every_s))
