@@ -48,7 +48,7 @@ the host's recall holds an encoder now. onnxruntime's arena and memory patterns 
 with them a batch of 8 x 256 tokens left 45 MiB more resident for good. Since then
 (bench/lean, 2026-12-04) the session drops onnxruntime's load-time code pages
 (`bot.heap.drop_library_pages`: 18 -> 8-10 MiB of its code resident once warm) and the
-token table is read, not mapped (9.5 MiB less): the host's recall 117 -> 9x MiB.
+token table is read, not mapped (9.5 MiB less): the host's recall 117-124 -> 92-100 MiB.
 """
 
 from __future__ import annotations
@@ -163,8 +163,8 @@ class OnnxEncoder(Encoder):
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         release_memory()  # the model file's parse, freed: 6 MiB that would stay resident
         # Loading ran the library's static initialisers (every kernel registers itself):
-        # 18 of its 28 MiB of code resident, most of it never to run again. An encode
-        # faults back what it runs (about 12 MiB with the kernel's fault-around).
+        # 18 of its 28 MiB of code resident, most of it never to run again. Encodes fault
+        # back what they run (8-10 MiB in bench/lean, with the kernel's fault-around).
         dropped = drop_library_pages("onnxruntime")
         log.debug("onnxruntime: %.1f MiB of load-time code pages dropped", dropped / 2**20)
 
@@ -215,7 +215,8 @@ def build_token_table(source: Path, path: Path) -> None:
 
 class TokenTable:
     """The int8 token table's rows (id -> 384 int8 and 4 bytes of scale), read from the
-    file as a batch needs them: one pread a distinct token, about 1 us each.
+    file as a batch needs them: one pread a distinct token (50 us for a query of 19 tokens
+    on bench/lean's machine, against 2.5 us from a mapping, and an encode's ~3 ms).
 
     Not memory-mapped: a query reads a few dozen rows of 388 bytes, but each page fault on
     a mapping maps up to 16 of the file's cached pages (the kernel's fault-around), so a

@@ -4,8 +4,8 @@
 [--config PATH] [--db PATH]`, and a service unit runs the same line. Typer is about 30
 modules (its click core included) and 1 MiB that such a process would keep resident after
 one parse (bench/lean.py), so `bot.cli.main` hands exactly these command lines here
-(`bot.cli.plain_run`; anything else, help included, still goes through Typer), and `mirror run`
-under Typer calls the same `run_child`: one implementation, two doors.
+(`bot.cli.plain_run`; anything else, help included, still goes through Typer), and
+`mirror run` under Typer calls the same `run_child`: one implementation, two doors.
 """
 
 from __future__ import annotations
