@@ -61,12 +61,19 @@ def write_config(
     memory_location: Path | str,  # noqa: F811
 ) -> Callable[..., Path]:
     """Write a mirror.toml for this test: memory (in tmp_path, or PostgreSQL in a
-    `both_engines` module) and soul in tmp_path, plus extra TOML."""
+    `both_engines` module) and soul in tmp_path, plus extra TOML. On PostgreSQL the log
+    file goes to tmp_path too: by default it is var/log/mirror.log under the working
+    directory, the checkout's own, which `mirror logs` reads."""
 
     def write(extra: str = "", *, name: str = "mirror.toml") -> Path:
         path = tmp_path / name
+        logging = ""
+        if isinstance(memory_location, str) and "[logging]" not in extra:
+            logging = f'[logging]\npath = "{tmp_path / "log" / "mirror.log"}"\n\n'
         path.write_text(
-            f'[memory]\npath = "{memory_location}"\n\n[soul]\npath = "{soul_file}"\n\n' + extra,
+            f'[memory]\npath = "{memory_location}"\n\n[soul]\npath = "{soul_file}"\n\n'
+            + logging
+            + extra,
             encoding="utf-8",
         )
         return path
