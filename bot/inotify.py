@@ -23,6 +23,8 @@ import os
 import struct
 from dataclasses import dataclass
 
+from bot.timeouts import wait_event
+
 log = logging.getLogger(__name__)
 
 # Event bits (linux/inotify.h).
@@ -134,13 +136,8 @@ class Inotify:
         self._heard.clear()
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.fd, self._readable)
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
-        # that comes as the event is set, and whoever waits would never stop.
         try:
-            async with asyncio.timeout(timeout_s):
-                await self._heard.wait()
-        except TimeoutError:
-            pass
+            await wait_event(self._heard, timeout_s)
         finally:
             self._stop_reading()
         return self.drain()

@@ -18,6 +18,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from bot.timeouts import wait_event
+
 if TYPE_CHECKING:
     from bot.memory import Memory
 
@@ -85,9 +87,7 @@ class ChangeFeed:
     async def wait(self, generation: int, within_s: float) -> int:
         """Wait until the generation passes `generation` (or `within_s`); the current one."""
         if self.generation == generation and not self.stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(within_s):
-                    await self._changed.wait()
+            await wait_event(self._changed, within_s)
         return self.generation
 
     async def events(self, gone: Callable[[], Awaitable[bool]]) -> AsyncIterator[str]:

@@ -64,6 +64,7 @@ from psycopg import errors as pg_errors
 
 from bot.memory.pg_dialect import RowsInsert, Statement, top_level_items, translate
 from bot.memory.schema import MemoryDbError, MemoryUnavailable, SchemaTooNew
+from bot.timeouts import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -1045,12 +1046,7 @@ class PgDatabase:
         heard = asyncio.Event()
         self.listener.on_change.append(heard.set)
         try:
-            # Not wait_for: on Python 3.11 it swallows a cancellation that comes as the
-            # NOTIFY is heard, and the poller waiting here would never stop.
-            async with asyncio.timeout(timeout_s):
-                await heard.wait()
-        except TimeoutError:
-            pass
+            await wait_event(heard, timeout_s)
         finally:
             self.listener.on_change.remove(heard.set)
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.memory.database import Database
 from bot.models import Audience, ViewIntention, ViewMessage, ViewNote, from_epoch
+from bot.timeouts import wait_event
 
 if TYPE_CHECKING:
     from bot.config import RecallConfig
@@ -400,13 +401,7 @@ class VectorStore(Database):
         seen_version: int | None = None
         assert self._embedder_wake is not None
         while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
-            # (memory closing) that comes as the wake is set, and this loop would go on.
-            try:
-                async with asyncio.timeout(POLL_S):
-                    await self._embedder_wake.wait()
-            except TimeoutError:
-                pass
+            await wait_event(self._embedder_wake, POLL_S)  # memory closing: cancelled
             self._embedder_wake.clear()
             try:
                 handed, scores = self._handed or [], self._scores or []
