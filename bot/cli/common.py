@@ -248,10 +248,18 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
 def run_service(service: Service) -> None:
     """Run an entrance or the scheduler until it ends or SIGINT/SIGTERM/SIGHUP asks it to stop
     (bot/service_loop.py)."""
-    from bot.cli.child import Refused, serve
+    from bot.cli.child import serve
+
+    run_child_command(lambda: serve(service))
+
+
+def run_child_command(run: Callable[[], None]) -> None:
+    """`run` (bot/cli/child.py) as a Typer command: its Refused is the command's error line
+    and exit code, Ctrl-C exit code 130."""
+    from bot.cli.child import Refused
 
     try:
-        serve(service)
+        run()
     except Refused as exc:
         raise fail(str(exc), code=exc.code) from None
     except KeyboardInterrupt:

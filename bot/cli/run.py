@@ -239,19 +239,16 @@ def run_entrance(
 ) -> None:
     """Run one entrance (or the scheduler) as this process."""
     # The same as a supervised child's `mirror run` without Typer (bot/cli/child.py).
-    from bot.cli.child import Refused, run_child
+    from bot.cli.child import run_child
 
-    try:
-        run_child(
+    common.run_child_command(
+        lambda: run_child(
             entrance,
             standby=standby,
             config=config or common.global_option("config"),
             db=db or common.global_option("db"),
         )
-    except Refused as exc:
-        raise fail(str(exc), code=exc.code) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    )
 
 
 @app.command()

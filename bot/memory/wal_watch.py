@@ -12,9 +12,9 @@ The kernel queues the events while nobody waits (identical ones merge), so the e
 is woken only while a poller waits; a wait first takes what came meanwhile.
 
 Linux only (inotify through libc: bot/inotify.py). `WalWatch.open` returns None elsewhere,
-or when the file cannot be watched, and the pollers keep their fixed pause. A watch whose file is
-deleted or moved (the log is removed only when no connection holds memory.db, which a
-running process always does) says so (`alive`), and the caller opens a new one.
+or when the file cannot be watched, and the pollers keep their fixed pause. A watch whose
+file is deleted or moved (the log is removed only when no connection holds memory.db,
+which a running process always does) says so (`alive`), and the caller opens a new one.
 """
 
 from __future__ import annotations
