@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -30,6 +30,7 @@ from bot.config import Config
 from bot.context import DuePromise
 from bot.entrance import EntranceFailure, manifest
 from bot.gate import Gatekeeper
+from bot.in_flight import InFlight
 from bot.memory import Memory, Outgoing, ReplyDelivery, TurnRecord, Unfinished
 from bot.mind import Mind
 from bot.models import Incoming, OutboxItem, Reply, from_epoch
@@ -41,30 +42,10 @@ from bot.speaker import Roster, Speaker
 log = logging.getLogger(__name__)
 
 LATE_PREFACE = "Sorry for the slow answer: I was away for a while."
+# How long a stop waits for sending, beyond the model's own timeout: a turn that began just
+# before it (or a follow-up the courier is running) finishes its model call, then sends.
+SEND_GRACE_S = 10.0
 DUE_KIND = "due"  # an outbox row asking this entrance to follow up a promise that fell due
-
-
-class TurnTracker:
-    """Counts turns in flight, so a stop can wait until none is half-written."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @contextlib.asynccontextmanager
-    async def track(self) -> AsyncIterator[None]:
-        self.in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            if not self.in_flight:
-                self._idle.set()
-
-    async def idle(self) -> None:
-        await self._idle.wait()
 
 
 class Instance:
@@ -131,7 +112,7 @@ class Instance:
             if self.delivery is not None
             else None
         )
-        self.turns = TurnTracker()
+        self.turns = InFlight()
         self._in_flight: set[str] = set()  # platform ids of the messages being answered
         self._tasks: list[asyncio.Task[Any]] = []
         self.started = False
@@ -202,15 +183,22 @@ class Instance:
             f"v{soul.id} {soul.name}" if soul else "none (check SOUL.md)",
         )
 
+    async def settle(self) -> None:
+        """Let the turns in flight finish (their replies sent) and the outbox rows being
+        sent go out; the courier claims nothing new. An adapter whose platform connection
+        closes before `stop` calls this first; `stop` does it anyway."""
+        if not await self.turns.settled(self.config.model.timeout_s + SEND_GRACE_S):
+            log.warning("stopping with %d turn(s) still running", self.turns.count)
+        if self.courier is not None:
+            await self.courier.finish(timeout_s=self.config.model.timeout_s + SEND_GRACE_S)
+
     async def stop(self) -> None:
-        """Let the current turn finish, cancel every task, mark the instance stopped."""
+        """Settle (turns and the rows in hand finish), cancel every task, mark the instance
+        stopped."""
         if not self.started:
             await self.memory.close()
             return
-        try:
-            await asyncio.wait_for(self.turns.idle(), timeout=self.config.model.timeout_s)
-        except TimeoutError:
-            log.warning("stopping with %d turn(s) still running", self.turns.in_flight)
+        await self.settle()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.crash import crash_point
+from bot.in_flight import InFlight
 from bot.memory import Memory
 from bot.models import OutboxItem
 
@@ -227,11 +228,25 @@ class OutboxCourier:
         self.backoff_s = backoff_s
         self.runs = dict(runs or {})
         self.on_failed = on_failed
+        self.sending = InFlight()  # claims and deliveries under way (a turn's own send too)
+        self.stopping = False
+
+    async def finish(self, *, timeout_s: float) -> None:
+        """Claim nothing more, and let the rows in hand go out (`timeout_s` at most): a stop
+        that cancelled a row mid-send would leave half a reply, the rest sent again by the
+        next holder only when the claim runs out."""
+        self.stopping = True
+        if not await self.sending.settled(timeout_s):
+            log.warning(
+                "stopping with %d outbox send(s) for %s unfinished",
+                self.sending.count,
+                self.entrance,
+            )
 
     async def run(self) -> None:
         last_version: int | None = None
         last_check = 0.0
-        while True:
+        while not self.stopping:
             version = self.memory.data_version_now()
             now = time.monotonic()
             if version is None or version != last_version or now - last_check >= self.recheck_s:
@@ -255,21 +270,30 @@ class OutboxCourier:
                 await self.memory.wait_for_change(self.poll_s)
 
     async def deliver_due(self) -> int:
-        """Claim and deliver what is due now; returns how many were sent."""
+        """Claim and deliver what is due now; returns how many were sent. Stopping, it
+        ends after the row in hand (rows claimed with it go back at the next start)."""
         sent = 0
-        while True:
-            items = await self.memory.claim_outbox(
-                self.entrance, self.claimer, targets=self.targets
-            )
-            if not items:
-                return sent
-            for item in items:
-                sent += await self.deliver_item(item)
+        async with self.sending.track():
+            while not self.stopping:
+                items = await self.memory.claim_outbox(
+                    self.entrance, self.claimer, targets=self.targets
+                )
+                if not items:
+                    break
+                for item in items:
+                    if self.stopping:
+                        break
+                    sent += await self.deliver_item(item)
+        return sent
 
     async def deliver_item(self, item: OutboxItem) -> bool:
         """Send one claimed row and mark it: sent (with the platform's id), or a failed
         attempt to retry with backoff. Between the platform taking it and the mark, a crash
         sends it again on restart: the one window where a message can arrive twice."""
+        async with self.sending.track():
+            return await self._deliver(item)
+
+    async def _deliver(self, item: OutboxItem) -> bool:
         run = self.runs.get(str(item.payload.get("kind")), self.send)
         try:
             platform_id = await run(item)

@@ -4,6 +4,7 @@ and `/help` generated from the command declarations for each speaker."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -55,6 +56,7 @@ class Platform:
         self.sent: list[dict[str, Any]] = []
         self.fail_at: set[int] = set()
         self.calls = 0
+        self.delay_s = 0.0  # how long the platform takes to accept each part
 
     async def send(
         self,
@@ -69,6 +71,7 @@ class Platform:
         self.calls += 1
         if self.calls in self.fail_at:
             raise ConnectionError("the platform is down")
+        await asyncio.sleep(self.delay_s)
         self.sent.append(
             {"target": target, "text": text, "reply_to": reply_to, "buttons": list(buttons)}
         )
@@ -182,6 +185,24 @@ async def test_outbox_rows_go_through_the_same_send_with_buttons_on_the_last_par
     assert [p["text"] for p in platform.sent] == ["one two three", "four five"]
     assert platform.sent[0]["buttons"] == []
     assert platform.sent[1]["buttons"] == [Button("Keep A", "mirror:resolve:1:A")]
+
+
+async def test_a_stopping_entrance_first_finishes_the_row_its_courier_is_sending(
+    config: Config,
+) -> None:
+    platform = Platform()
+    platform.delay_s = 0.1
+    instance = Instance(config, instance_id="tiny", entrance="tiny", send=platform.send)
+    await instance.start()
+    instance.deliver_outbox()
+    await instance.memory.enqueue(
+        entrance="tiny", target="boss", text="one two three four five six seven", dedupe_key="t1"
+    )
+    await wait_until(lambda: platform.sent, what="the courier's first part")
+    await instance.stop()  # mid-row: the rest of it goes out before the entrance stops
+    assert [p["text"] for p in platform.sent] == ["one two three", "four five six", "seven"]
+    with sqlite3.connect(config.memory.path) as conn:
+        assert conn.execute("SELECT status FROM outbox").fetchall() == [("sent",)]
 
 
 async def test_help_shows_each_speaker_what_they_may_use(door: tuple[Instance, Platform]) -> None:

@@ -345,12 +345,8 @@ class DiscordEntrance:
     async def _shutdown(self) -> None:
         """Finish the turns in flight (and their replies), then disconnect and stop."""
         self._stopping = True
-        try:
-            await asyncio.wait_for(self.instance.turns.idle(), self.config.model.timeout_s + 10)
-        except TimeoutError:
-            log.warning(
-                "stopping with %d Discord turn(s) unfinished", self.instance.turns.in_flight
-            )
+        if self.instance.started:
+            await self.instance.settle()  # while the client can still send
         if self._catch_up is not None:
             self._catch_up.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
