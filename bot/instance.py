@@ -309,8 +309,8 @@ class Instance:
                 ),
             )
         log.info("%s: followed up intention %d%s", self.instance_id, intention_id, late * " (late)")
-        if reply.outbox_id is not None:
-            await self._send_now(reply.outbox_id)
+        if reply.outbox is not None:
+            await self._send_now(reply.outbox)
         return None
 
     async def _undeliverable(self, item: OutboxItem, error: str) -> None:
@@ -422,8 +422,8 @@ class Instance:
                     reply = await self._answer(incoming, plan, preface)
                 if reply is None or plan is None or not reply.text.strip():
                     return reply
-            if reply.outbox_id is not None:
-                await self._send_now(reply.outbox_id)
+            if reply.outbox is not None:
+                await self._send_now(reply.outbox)
             elif reply.message_id is None and (reply.answered or self.send_failures):
                 # Said without a stored turn (a guard's refusal, an apology): sent directly,
                 # what fails queued.
@@ -484,15 +484,14 @@ class Instance:
             text=outcome.text,
             model=None,
             message_id=stored.message_id,
-            outbox_id=stored.outbox_id,
+            outbox=stored.outbox,
         )
 
-    async def _send_now(self, outbox_id: int) -> None:
-        """Send a stored reply's outbox row now, instead of waiting for the courier."""
+    async def _send_now(self, item: OutboxItem) -> None:
+        """Send a stored reply's outbox row now. It was stored claimed by this instance, so
+        no courier has it; if this process dies first, its next start gives it back."""
         assert self.courier is not None
-        item = await self.memory.claim_outbox_item(outbox_id, self.instance_id)
-        if item is not None:  # None: the courier took it first, or it went already
-            await self.courier.deliver_item(item)
+        await self.courier.deliver_item(item)
 
     async def observe(self, incoming: Incoming) -> None:
         """Remember a message not addressed to the persona (a group's chatter), so every

@@ -100,8 +100,9 @@ class Mind:
         Nothing to send: the message was handled before, or the guard refused it without a
         word (a bot, an echo, a spent budget). A refusal with words (a pairing code, "slow
         down") comes back as a Reply with `model=None`. `delivery`: queue the reply in the
-        outbox in the turn's own transaction (its `outbox_id` comes back on the Reply);
-        `preface`: a sentence put before the reply (a late answer says so).
+        outbox in the turn's own transaction, claimed for this instance to send at once (the
+        row comes back on the Reply); `preface`: a sentence put before the reply (a late
+        answer says so).
         """
         started = time.perf_counter()
         incoming = self.cleaned(incoming)
@@ -234,7 +235,7 @@ class Mind:
                 "message_id": stored.message_id,
                 "model": model,
                 "answered": answered,
-                "outbox_id": stored.outbox_id,
+                "outbox": stored.outbox,
             }
         )
 

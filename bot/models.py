@@ -121,7 +121,7 @@ class Reply(BaseModel):
     model: str | None = None
     message_id: int | None = None
     answered: bool = True
-    outbox_id: int | None = None  # the stored reply's outbox row, to send now
+    outbox: OutboxItem | None = None  # the stored reply's outbox row, claimed to send now
 
 
 class SoulVersion(Frozen):

@@ -260,13 +260,13 @@ async def test_a_sent_reply_is_marked_sent_with_the_platforms_message_id(
 ) -> None:
     instance, _ = door
     reply = await instance.handle(said("hello, who are you?"))
-    assert reply is not None and reply.message_id is not None
+    assert reply is not None and reply.message_id is not None and reply.outbox is not None
     with sqlite3.connect(config.memory.path) as conn:
         status, platform_id = conn.execute(
             "SELECT status, platform_message_id FROM messages WHERE id = ?", (reply.message_id,)
         ).fetchone()
         outbox_status = conn.execute(
-            "SELECT status FROM outbox WHERE id = ?", (reply.outbox_id,)
+            "SELECT status FROM outbox WHERE id = ?", (reply.outbox.id,)
         ).fetchone()[0]
     assert (status, platform_id, outbox_status) == ("sent", "p1", "sent")
 

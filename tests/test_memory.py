@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.memory import Memory, SchemaTooNew
+from bot.memory import Memory, ReplyDelivery, SchemaTooNew, TurnRecord
 from bot.memory.database import schema_files, split_statements
 from bot.models import Author, Incoming
 
@@ -137,6 +137,28 @@ async def test_search_survives_fts_syntax_in_user_text(memory: Memory) -> None:
     await memory.record_incoming(incoming('what about "quotes" AND (parens) NEAR*', pid="1"), "d")
     assert len(await memory.search_messages('"quotes" AND (parens')) == 1
     assert await memory.search_messages("*** ") == []
+
+
+async def test_a_turns_reply_is_stored_claimed_for_its_own_send(memory: Memory) -> None:
+    """No courier takes a reply its turn is about to send (it would race the turn's send);
+    if the turn's process dies first, its next start gives the row back."""
+    message = incoming("what is your name?")
+    recorded = await memory.record_incoming(message, "phone")
+    stored = await memory.store_turn(
+        TurnRecord.answering(
+            recorded, message, "phone", "Wren.", delivery=ReplyDelivery("alice", "reply:m1")
+        )
+    )
+    assert stored.outbox is not None and stored.outbox.status == "sending"
+    assert not await memory.outbox_due("local")
+    assert await memory.claim_outbox("local", "courier") == []
+    assert await memory.release_claims("local", "phone") == 1
+    [again] = await memory.claim_outbox("local", "courier")
+    assert (again.id, again.text, again.payload["out_id"]) == (
+        stored.outbox.id,
+        "Wren.",
+        stored.message_id,
+    )
 
 
 async def test_lease_is_held_by_one_holder_until_it_expires(memory: Memory) -> None:

@@ -15,6 +15,10 @@ from bot.memory import rows
 from bot.memory.database import Database, audit_in
 from bot.models import OutboxItem
 
+# How long a claim holds a row for its deliverer; then another may take it (a deliverer
+# that died mid-send). The claimer's own next start gives its rows back at once.
+CLAIM_S = 60.0
+
 
 def enqueue_in(
     conn: sqlite3.Connection,
@@ -44,6 +48,29 @@ def enqueue_in(
         ),
     )
     return cursor.lastrowid if cursor.rowcount else None
+
+
+def enqueue_claimed_in(
+    conn: sqlite3.Connection,
+    now: float,
+    claimer: str,
+    *,
+    entrance: str,
+    target: str,
+    text: str,
+    payload: dict[str, Any],
+    dedupe_key: str,
+) -> OutboxItem | None:
+    """Queue a message `claimer` sends at once (a turn's reply), stored already claimed by
+    it: no courier takes it meanwhile. None when the dedupe key was already queued."""
+    row = conn.execute(
+        "INSERT INTO outbox (entrance, target, text, payload, status, attempts, next_attempt_at,"
+        " claimed_by, claimed_until, dedupe_key, created_at)"
+        " VALUES (?, ?, ?, ?, 'sending', 1, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING *",
+        (entrance, target, text, json.dumps(payload), now, claimer, now + CLAIM_S, dedupe_key, now),
+    ).fetchone()
+    return rows.outbox_item(row) if row is not None else None
 
 
 # Due rows of one entrance, oldest first: two seeks of the outbox_due index (pending and
@@ -113,7 +140,7 @@ class OutboxStore(Database):
         claimer: str,
         *,
         targets: list[str] | None = None,
-        claim_s: float = 60,
+        claim_s: float = CLAIM_S,
         limit: int = 10,
     ) -> list[OutboxItem]:
         """Atomically take due rows for this entrance (pending, or claimed and abandoned)."""
@@ -133,23 +160,6 @@ class OutboxStore(Database):
 
         claimed = await self.write(run)
         return sorted((rows.outbox_item(row) for row in claimed), key=lambda item: item.id)
-
-    async def claim_outbox_item(
-        self, item_id: int, claimer: str, *, claim_s: float = 60
-    ) -> OutboxItem | None:
-        """Take one pending row now (a reply just stored); None when it is not pending."""
-
-        def run(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            now = self.now
-            row: sqlite3.Row | None = conn.execute(
-                "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_until = ?,"
-                " attempts = attempts + 1 WHERE id = ? AND status = 'pending' RETURNING *",
-                (claimer, now + claim_s, item_id),
-            ).fetchone()
-            return row
-
-        row = await self.write(run)
-        return rows.outbox_item(row) if row is not None else None
 
     async def release_claims(self, entrance: str, claimer: str) -> int:
         """Give back rows a crashed predecessor of this claimer had taken (at start-up)."""

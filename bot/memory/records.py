@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.guard import BotBudget, BotDecision
-from bot.models import Conflict, Incoming, Intention
+from bot.models import Conflict, Incoming, Intention, OutboxItem
 
 # Errors ---------------------------------------------------------------------------------
 
@@ -176,7 +176,9 @@ class StoredTurn:
     intention_ids: list[int]
     conflicts_found: int
     done: list[int]
-    outbox_id: int | None = None  # the reply's outbox row (None: nothing to send, or queued)
+    # The reply's outbox row, claimed by the turn's instance to send at once (None: nothing
+    # to send, or that dedupe key was queued before).
+    outbox: OutboxItem | None = None
 
 
 @dataclass(frozen=True)

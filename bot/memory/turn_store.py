@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from bot.memory.coordinator_store import enqueue_outgoing_in
 from bot.memory.database import Database, audit_in
 from bot.memory.intention_store import add_intention_in
-from bot.memory.outbox_store import enqueue_in
+from bot.memory.outbox_store import enqueue_claimed_in
 from bot.memory.records import Outgoing, Provenance, StoredTurn, TurnRecord, Unfinished
 from bot.memory.reminder_store import set_intention_plan_in
 from bot.models import Author, Incoming
@@ -37,11 +37,12 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
         },
     ).lastrowid
     assert message_id is not None
-    outbox_id = None
+    outbox = None
     if turn.delivery is not None:
-        outbox_id = enqueue_in(
+        outbox = enqueue_claimed_in(
             conn,
             now,
+            turn.instance_id,
             entrance=turn.entrance,
             target=turn.delivery.target,
             text=turn.reply_text,
@@ -115,7 +116,7 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
                 turn.cost_usd,
             ),
         )
-    return StoredTurn(message_id, intention_ids, conflicts, done, outbox_id)
+    return StoredTurn(message_id, intention_ids, conflicts, done, outbox)
 
 
 _UNFINISHED = """
