@@ -13,7 +13,8 @@ changes only when another connection commits) without a thread hand-off
 (`Memory.data_version_now`), and looks for due rows only when it moved, or once a
 `recheck_s` for retries that have come due; a row goes out at once, and a busy memory is
 looked at at most once per `poll_s`. Where changes cannot be heard (not Linux, the LISTEN
-connection down) it checks every `poll_s`. Looking is a read; only when something is due
+connection down) it checks every `poll_s`. Looking is a read (on SQLite an index seek on
+the event loop, `Memory.outbox_due`: no thread hand-off either); only when something is due
 does it claim (a write), so couriers never take the write lock on every commit.
 """
 

@@ -124,6 +124,21 @@ async def test_outbox_due_says_whether_a_claim_would_find_anything(memory: Memor
     assert [item.text for item in await memory.claim_outbox("telegram", "other")] == ["hi"]
 
 
+async def test_the_couriers_check_is_a_peek_on_the_event_loop(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each courier asks `outbox_due` whenever memory changed (in bench/lean about twice a
+    message and entrance): on SQLite a peek, no hop to the reader thread and back."""
+    await memory.enqueue(entrance="telegram", target="42", text="hi", dedupe_key="a")
+
+    async def no_read(*_: object) -> None:
+        raise AssertionError("outbox_due went to the reader thread")
+
+    monkeypatch.setattr(memory, "read", no_read)
+    assert await memory.outbox_due("telegram")
+    assert not await memory.outbox_due("discord")
+
+
 async def test_a_batch_of_items_is_surfaced_in_one_fenced_write(memory: Memory) -> None:
     due = memory.now + 86400
     for n in range(5):

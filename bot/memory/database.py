@@ -24,7 +24,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -360,11 +360,12 @@ class Database:
             if self.data_version_now() not in (None, seen):
                 return
 
-    def peek(self, sql: str) -> Any | None:
+    def peek(self, sql: str, params: Mapping[str, Any] | None = None) -> Any | None:
         """The first column of a one-row read, run on the event loop (None when busy).
 
         The only sqlite3 calls made on the event loop, on purpose, and only for tiny reads
-        (a pragma, the max of a primary key): a WAL reader takes no lock it could wait for,
+        (a pragma, the max of a primary key, an index seek that answers yes or no): a WAL
+        reader takes no lock it could wait for,
         and with busy_timeout 0 SQLite answers BUSY rather than sleep, so a peek costs
         microseconds; through aiosqlite each would wake a thread twice (about 0.2 ms of
         CPU on a small VM: 1% of a core for a poller at 20 checks a second).
@@ -379,7 +380,7 @@ class Database:
             self._peeker = sqlite3.connect(self.path, isolation_level=None)
             self._peeker.execute("PRAGMA busy_timeout = 0")
         try:
-            row = self._peeker.execute(sql).fetchone()
+            row = self._peeker.execute(sql, params or {}).fetchone()
         except sqlite3.OperationalError:  # busy: a checkpoint is resetting the WAL
             return None
         return row[0] if row else None

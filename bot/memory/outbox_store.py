@@ -122,17 +122,18 @@ class OutboxStore(Database):
 
     async def outbox_due(self, entrance: str, *, targets: list[str] | None = None) -> bool:
         """Is anything due for this entrance? A read: the courier's check before it claims
-        (a claim is a write, which would take the write lock every time anyone commits)."""
+        (a claim is a write, which would take the write lock every time anyone commits).
 
-        def run(conn: sqlite3.Connection) -> bool:
-            return (
-                conn.execute(
-                    f"SELECT EXISTS ({DUE_IDS_SQL})", due_params(entrance, targets, self.now, 1)
-                ).fetchone()[0]
-                == 1
-            )
-
-        return await self.read(run)
+        The courier asks each time memory changed (at most every 0.05 s: in bench/lean
+        about twice per message and entrance, nearly always to hear no): on SQLite the
+        indexed check is a `peek`, on the event loop, instead of a hop to the reader thread
+        and back."""
+        sql = f"SELECT EXISTS ({DUE_IDS_SQL})"
+        params = due_params(entrance, targets, self.now, 1)
+        found = self.peek(sql, params)
+        if found is not None:
+            return bool(found == 1)
+        return await self.read(lambda conn: conn.execute(sql, params).fetchone()[0] == 1)
 
     async def claim_outbox(
         self,
