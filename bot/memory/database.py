@@ -365,10 +365,10 @@ class Database:
 
         The only sqlite3 calls made on the event loop, on purpose, and only for tiny reads
         (a pragma, the max of a primary key, an index seek that answers yes or no): a WAL
-        reader takes no lock it could wait for,
-        and with busy_timeout 0 SQLite answers BUSY rather than sleep, so a peek costs
-        microseconds; through aiosqlite each would wake a thread twice (about 0.2 ms of
-        CPU on a small VM: 1% of a core for a poller at 20 checks a second).
+        reader takes no lock it could wait for, and with busy_timeout 0 SQLite answers BUSY
+        rather than sleep, so a peek costs microseconds; through aiosqlite each would wake
+        a thread twice (about 0.2 ms of CPU on a small VM: 1% of a core for a poller at 20
+        checks a second).
 
         On PostgreSQL every read is a network round trip, which must not block the event
         loop: None ("ask again with a real read").
