@@ -161,6 +161,36 @@ async def test_a_turns_reply_is_stored_claimed_for_its_own_send(memory: Memory) 
     )
 
 
+async def test_a_version_9_memory_keeps_its_replies_provenance_in_one_row_each(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, file in schema_files()[:9]:
+        for statement in split_statements(file.read_text(encoding="utf-8")):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute(
+        "INSERT INTO conversations (id, entrance, external_id, kind, created_at)"
+        " VALUES (1, 'telegram', 'c1', 'dm', 0)"
+    )
+    conn.execute(
+        "INSERT INTO messages (id, conversation_id, instance_id, entrance, direction, text,"
+        " created_at, visibility) VALUES (7, 1, 'phone', 'telegram', 'out', 'hi', 0, 'private')"
+    )
+    conn.executemany(
+        "INSERT INTO message_context (message_id, kind, row_id) VALUES (7, ?, ?)",
+        [("soul", 2), ("message", 12), ("message", 3)],
+    )
+    conn.close()
+    async with Memory(path) as memory:
+        assert memory.schema_version == len(schema_files())
+        provenance = await memory.provenance(7)
+        assert await memory.provenance(8) is None
+    assert provenance is not None
+    assert provenance.rows == [("message", 3), ("message", 12), ("soul", 2)]
+
+
 async def test_lease_is_held_by_one_holder_until_it_expires(memory: Memory) -> None:
     now = [1000.0]
     memory.clock = lambda: now[0]

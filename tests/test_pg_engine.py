@@ -74,7 +74,7 @@ async def test_a_newer_database_is_refused(pg_url: str) -> None:
 
 
 def test_sqlite_constructs_become_their_postgresql_counterparts() -> None:
-    insert = translate("INSERT OR IGNORE INTO message_context (message_id, kind) VALUES (?, ?)")
+    insert = translate("INSERT OR IGNORE INTO reply_context (message_id, used) VALUES (?, ?)")
     assert insert.sql.endswith("VALUES (%s, %s) ON CONFLICT DO NOTHING")
     assert not insert.returns_id
     added = translate("INSERT INTO audit (at, actor) VALUES (:at, :actor)")
@@ -551,6 +551,39 @@ def test_mirror_status_reads_a_postgresql_memory(pg_url: str) -> None:
     report = json.loads(result.stdout)
     assert report["schema_version"] == len(schema_files())
     assert report["memory_path"].startswith("postgresql://")
+
+
+async def test_a_version_9_memory_keeps_its_replies_provenance_in_one_row_each(
+    pg_cluster: Cluster,
+) -> None:
+    import psycopg
+
+    from bot.memory.pg_engine import SCHEMA_DIR, migrate
+
+    url = pg_cluster.new_database(empty=True)
+    try:
+        with psycopg.connect(url, autocommit=True) as raw:
+            migrate(raw, schema_files(SCHEMA_DIR)[:9])
+            raw.execute(
+                "INSERT INTO conversations (id, entrance, external_id, kind, created_at)"
+                " VALUES (1, 'telegram', 'c1', 'dm', 0)"
+            )
+            raw.execute(
+                "INSERT INTO messages (id, conversation_id, instance_id, entrance, direction,"
+                " text, created_at, visibility) VALUES (7, 1, 'phone', 'telegram', 'out', 'hi',"
+                " 0, 'private')"
+            )
+            raw.execute(
+                "INSERT INTO message_context (message_id, kind, row_id) VALUES"
+                " (7, 'soul', 2), (7, 'message', 12), (7, 'message', 3)"
+            )
+        async with Memory(url) as memory:
+            assert memory.schema_version == len(schema_files())
+            provenance = await memory.provenance(7)
+        assert provenance is not None
+        assert provenance.rows == [("message", 3), ("message", 12), ("soul", 2)]
+    finally:
+        pg_cluster.drop(url)
 
 
 async def test_a_delivered_reply_is_marked_sent_with_its_platform_id_once(memory: Memory) -> None:

@@ -114,7 +114,7 @@ async def test_a_lived_in_memory_moves_to_postgresql_and_back_unchanged(
         report = {row["table"]: row for row in json.loads(moved.stdout)}
         assert set(report) == {table.name for table in catalog()}
         assert all(row["ok"] for row in report.values())
-        for table in ("soul_versions", "audit", "message_context", "usage_daily", "vectors"):
+        for table in ("soul_versions", "audit", "reply_context", "usage_daily", "vectors"):
             assert report[table]["rows"] > 0, table
         original = checksums(source)
         assert checksums(url) == original

@@ -43,7 +43,6 @@ REPLACE_KEYS = {
     "vectors": ("kind", "row_id"),
     "rate_buckets": ("key",),
     "guard_notices": ("key",),
-    "message_context": ("message_id", "kind", "row_id"),
 }
 
 # Columns compared with a `json_each` list that hold text (every other such column is an id).

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from bot.memory.coordinator_store import enqueue_outgoing_in
@@ -49,10 +50,11 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
             payload={**turn.delivery.payload, "out_id": message_id},
             dedupe_key=turn.delivery.dedupe_key,
         )
-    conn.executemany(
-        "INSERT OR IGNORE INTO message_context (message_id, kind, row_id) VALUES (?, ?, ?)",
-        [(message_id, kind, row_id) for kind, row_id in turn.context_rows],
-    )
+    if turn.context_rows:
+        conn.execute(
+            "INSERT INTO reply_context (message_id, used) VALUES (?, ?)",
+            (message_id, pack_context(turn.context_rows)),
+        )
     conn.execute(
         "UPDATE messages SET status = ? WHERE id = ?",
         ("answered" if turn.answered else "unanswered", turn.incoming_id),
@@ -117,6 +119,22 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
             ),
         )
     return StoredTurn(message_id, intention_ids, conflicts, done, outbox)
+
+
+def pack_context(rows: Iterable[tuple[str, int]]) -> str:
+    """A reply's context rows as reply_context keeps them: JSON, {kind: [row ids]}."""
+    used: dict[str, set[int]] = {}
+    for kind, row_id in rows:
+        used.setdefault(kind, set()).add(row_id)
+    return json.dumps(
+        {kind: sorted(ids) for kind, ids in sorted(used.items())}, separators=(",", ":")
+    )
+
+
+def unpack_context(packed: str | None) -> list[tuple[str, int]]:
+    """`pack_context` undone, ordered by kind, then row id (none: no row stored)."""
+    used: dict[str, list[int]] = json.loads(packed) if packed else {}
+    return [(kind, row_id) for kind in sorted(used) for row_id in sorted(used[kind])]
 
 
 _UNFINISHED = """
@@ -234,12 +252,10 @@ class TurnStore(Database):
             if row is None:
                 return None
             used = conn.execute(
-                "SELECT kind, row_id FROM message_context WHERE message_id = ?"
-                " ORDER BY kind, row_id",
-                (message_id,),
-            ).fetchall()
+                "SELECT used FROM reply_context WHERE message_id = ?", (message_id,)
+            ).fetchone()
             return Provenance(
-                row["id"], row["soul_version"], row["model"], [(r[0], r[1]) for r in used]
+                row["id"], row["soul_version"], row["model"], unpack_context(used and used[0])
             )
 
         return await self.read(run)

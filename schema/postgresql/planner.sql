@@ -15,9 +15,3 @@ CREATE INDEX IF NOT EXISTS messages_person_said ON messages (person_id, created_
 -- (22 000 notes beside 1M messages: 5-8 ms a turn), with it the conversation's own.
 CREATE INDEX IF NOT EXISTS notes_conversation ON notes (conversation_id, id);
 
--- A reply's provenance (bot/memory/turn_store.py: ~100 rows of message_context a turn, all
--- naming the reply written in the same transaction). PostgreSQL checks a foreign key row
--- by row, each check a lookup and a row lock of that one message: 0.35 ms of a turn's
--- 1.2 ms store at 1M messages. The rows are right by construction; SQLite, which checks
--- the key within its insert, keeps it.
-ALTER TABLE message_context DROP CONSTRAINT IF EXISTS message_context_message_id_fkey;
