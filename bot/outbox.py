@@ -68,6 +68,12 @@ class Send(Protocol):
 Chunks = Callable[[str], list[str]]  # text -> the messages the platform takes, in order
 
 
+class Unreachable(ValueError):
+    """`Send`'s refusal of a target this platform can never deliver to (not one of its ids,
+    not an address): the row fails at once, with no retries, and is reported like any row
+    whose attempts ran out."""
+
+
 class Undelivered(Exception):
     """Sending stopped at part `sent`; `rest` is that part and everything after it."""
 
@@ -305,7 +311,7 @@ class OutboxCourier:
                 item.id,
                 self.claimer,
                 f"{type(exc).__name__}: {exc}",
-                max_attempts=self.max_attempts,
+                max_attempts=0 if isinstance(exc, Unreachable) else self.max_attempts,
                 backoff_s=self.backoff_s,
             )
             log.warning(

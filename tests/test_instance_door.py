@@ -22,7 +22,7 @@ from bot.entrance import EntranceSettings, Manifest, register, unregister
 from bot.instance import Instance
 from bot.memory import Memory
 from bot.models import Author, Incoming
-from bot.outbox import Button
+from bot.outbox import Button, Unreachable
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,7 @@ class Platform:
         self.fail_at: set[int] = set()
         self.calls = 0
         self.delay_s = 0.0  # how long the platform takes to accept each part
+        self.no_such: set[str] = set()  # targets that are no chat of this platform
 
     async def send(
         self,
@@ -69,6 +70,8 @@ class Platform:
         extra: Mapping[str, Any] | None = None,
     ) -> str | None:
         self.calls += 1
+        if target in self.no_such:
+            raise Unreachable(f"{target!r} is no chat here")
         if self.calls in self.fail_at:
             raise ConnectionError("the platform is down")
         await asyncio.sleep(self.delay_s)
@@ -203,6 +206,22 @@ async def test_a_stopping_entrance_first_finishes_the_row_its_courier_is_sending
     assert [p["text"] for p in platform.sent] == ["one two three", "four five six", "seven"]
     with sqlite3.connect(config.memory.path) as conn:
         assert conn.execute("SELECT status FROM outbox").fetchall() == [("sent",)]
+
+
+async def test_a_row_for_a_target_that_cannot_exist_fails_at_once_without_retries(
+    door: tuple[Instance, Platform], config: Config
+) -> None:
+    instance, platform = door
+    platform.no_such = {"tiny-group-7"}
+    courier = instance.courier  # its loop is not started: this test delivers
+    assert courier is not None
+    await instance.memory.enqueue(entrance="tiny", target="tiny-group-7", text="hi", dedupe_key="g")
+    await instance.memory.enqueue(entrance="tiny", target="c-ann", text="hello", dedupe_key="a")
+    assert await courier.deliver_due() == 1
+    with sqlite3.connect(config.memory.path) as conn:
+        rows = conn.execute("SELECT target, status, attempts FROM outbox ORDER BY id").fetchall()
+    assert rows == [("tiny-group-7", "failed", 1), ("c-ann", "sent", 1)]
+    assert platform.calls == 2  # one try each: the first is not tried again later
 
 
 async def test_help_shows_each_speaker_what_they_may_use(door: tuple[Instance, Platform]) -> None:

@@ -205,3 +205,13 @@ def test_the_helpers_see_what_the_properties_need() -> None:
     assert shows_something("a\n```\n```", "a\n```") and shows_something("```\nb\n```", "b")
     assert code_lines("a\n```py\nb\n```") == [("a", None), ("b", "py")]
     assert same_lines([("x", "")], [("x", "p" * 30)]) and not same_lines([("x", "")], [("x", "p")])
+
+
+def test_an_outbox_target_is_a_telegram_chat_id_or_a_channel_name_or_nothing() -> None:
+    from adapters.telegram.splitting import chat_target
+
+    assert chat_target("-1001234") == -1001234
+    assert chat_target("@mirror_news") == "@mirror_news"
+    # None: the courier fails the row at once (bot.outbox.Unreachable), no retries.
+    assert chat_target("telegram-dm-703979702") is None
+    assert chat_target("@x") is None

@@ -38,7 +38,7 @@ from bot.config import Config
 from bot.entrance import EntranceFailure
 from bot.instance import Instance
 from bot.models import Author, ConversationKind, Incoming
-from bot.outbox import Button
+from bot.outbox import Button, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -574,7 +574,7 @@ class DiscordEntrance:
 
     async def _destination(self, target: str) -> discord.abc.Messageable:
         if not target.isdigit():
-            raise ValueError(f"{target!r} is not a Discord user or channel id")
+            raise Unreachable(f"{target!r} is not a Discord user or channel id")
         if target == self.coordinator_user:
             user = self.client.get_user(int(target)) or await self.client.fetch_user(int(target))
             return user.dm_channel or await user.create_dm()

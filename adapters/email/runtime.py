@@ -41,7 +41,7 @@ from bot.config import Config
 from bot.entrance import EntranceFailure
 from bot.instance import Instance
 from bot.models import Author, Incoming
-from bot.outbox import Button, OutboxCourier
+from bot.outbox import Button, OutboxCourier, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ class EmailEntrance:
         elif "@" in target:
             letter = letter_for(target, text, payload, key, self.own_address)
         else:
-            raise ValueError(f"outbox target {target!r} is neither a mail address nor a thread")
+            raise Unreachable(f"outbox target {target!r} is neither a mail address nor a thread")
         message = compose(
             letter, own_address=self.own_address, own_name=await self.instance.soul_name()
         )

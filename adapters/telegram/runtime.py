@@ -66,7 +66,7 @@ from bot.config import Config
 from bot.entrance import EntranceFailure
 from bot.instance import Instance
 from bot.models import Author, Incoming
-from bot.outbox import Button
+from bot.outbox import Button, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -403,9 +403,12 @@ class TelegramEntrance:
         Raises TelegramError once PTB gives up (429s are waited out by the rate limiter);
         `bot.instance` queues what did not arrive.
         """
+        chat_id = chat_target(target)
+        if chat_id is None:
+            raise Unreachable(f"{target!r} is neither a Telegram chat id nor an @channel name")
         replied = message_id_of(reply_to)
         sent = await self.app.bot.send_message(
-            chat_id=chat_target(target),
+            chat_id=chat_id,
             text=text,
             reply_parameters=ReplyParameters(replied, allow_sending_without_reply=True)
             if replied is not None

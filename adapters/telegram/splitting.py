@@ -18,6 +18,7 @@ _SPACE = re.compile(r"\s")
 # (pattern, cut after the match?) from the best place to split to the worst.
 _BOUNDARIES = ((_PARAGRAPH, False), (_LINE, False), (_SENTENCE, True), (_SPACE, False))
 _NUMERIC_CHAT = re.compile(r"^-?\d+$")
+_CHANNEL_NAME = re.compile(r"^@[A-Za-z0-9_]{4,32}$")
 
 
 def telegram_length(text: str) -> int:
@@ -90,6 +91,9 @@ def platform_id(chat_id: int | str, message_id: int) -> str:
     return f"{chat_id}:{message_id}"
 
 
-def chat_target(target: str) -> int | str:
-    """An outbox target as a chat id: a number, or '@channelname'."""
-    return int(target) if _NUMERIC_CHAT.match(target) else target
+def chat_target(target: str) -> int | str | None:
+    """An outbox target as a chat id: a number, or '@channelname' (None: neither, so no
+    chat has it)."""
+    if _NUMERIC_CHAT.match(target):
+        return int(target)
+    return target if _CHANNEL_NAME.match(target) else None
