@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from bot.timeouts import wait_event
+
 log = logging.getLogger(__name__)
 
 PERMANENT_FAILURE = 2
@@ -195,8 +197,7 @@ class Supervisor:
                 f"{state.spec.name}: exited with code {code} after {ran_for:.1f}s; "
                 f"restarting in {delay:.1f}s (try {consecutive} of {self.max_restarts})"
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            await wait_event(self._stopping, delay)
 
     def _stop_if_no_entrance_runs(self) -> None:
         """Stop everything once every entrance is given up: the scheduler alone serves

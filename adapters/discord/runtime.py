@@ -39,6 +39,7 @@ from bot.entrance import EntranceFailure
 from bot.instance import Instance
 from bot.models import Author, ConversationKind, Incoming
 from bot.outbox import Button, Unreachable
+from bot.timeouts import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +300,7 @@ class DiscordEntrance:
             # login() opened an HTTP session; close it, and its connector, before the next try.
             await self.client.http.close()
             self.client.http.connector = discord.utils.MISSING
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+            await wait_event(self._stop, delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
         return False
 

@@ -13,7 +13,6 @@ mail it answers, so even a letter sent twice shows once in the recipient's clien
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -42,6 +41,7 @@ from bot.entrance import EntranceFailure
 from bot.instance import Instance
 from bot.models import Author, Incoming
 from bot.outbox import Button, OutboxCourier, Unreachable
+from bot.timeouts import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,7 @@ class EmailEntrance:
                 await session.close()
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        await wait_event(self._stop, seconds)
 
     async def _serve(self, session: ImapSession) -> None:
         log.info(

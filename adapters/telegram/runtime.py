@@ -67,6 +67,7 @@ from bot.entrance import EntranceFailure
 from bot.instance import Instance
 from bot.models import Author, Incoming
 from bot.outbox import Button, Unreachable
+from bot.timeouts import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,7 @@ class TelegramEntrance:
                     exc,
                     delay,
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+            await wait_event(self._stop, delay)
             delay = min(delay * 2, 30.0)
         return False
 
@@ -371,8 +371,7 @@ class TelegramEntrance:
                     await self.app.bot.send_chat_action(chat_id, ChatAction.TYPING)
                 except TelegramError as exc:
                     log.debug("telegram: typing indicator for %s failed: %s", chat_id, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), self.typing_every_s)
+                await wait_event(done, self.typing_every_s)
 
         task = asyncio.create_task(keep_typing(), name=f"telegram:typing:{chat_id}")
         try:

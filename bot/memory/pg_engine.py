@@ -1075,9 +1075,7 @@ class PgDatabase:
         }
 
     async def _notify_round_trip(self, wait_s: float = 5.0) -> float | None:
-        try:
-            await asyncio.wait_for(self.listener.connected.wait(), wait_s)
-        except TimeoutError:
+        if not await wait_event(self.listener.connected, wait_s):
             return None
         before = self.listener.version
         heard = asyncio.Event()
@@ -1091,10 +1089,8 @@ class PgDatabase:
             await self.writer.call(
                 lambda raw: raw.cursor().execute(f"SELECT pg_notify('{CHANNEL}', 'health')")
             )
-            await asyncio.wait_for(heard.wait(), wait_s)
+            await wait_event(heard, wait_s)
             return time.monotonic() - started if self.listener.version != before else None
-        except TimeoutError:
-            return None
         finally:
             self.listener.on_change.remove(changed)
 
