@@ -387,8 +387,9 @@ class Instance:
         adapter gave a `send`). Returns the reply (None: nothing to say).
 
         The reply is stored with its outbox row in the turn's own transaction and sent from
-        there at once, so a crash anywhere loses nothing: the next holder of the entrance
-        sends what is pending. `reply_target`: where the reply goes (default: the
+        there at once, so a crash anywhere loses nothing: the row is claimed by this
+        instance, which sends it on its next start (any holder of the entrance does once the
+        claim runs out). `reply_target`: where the reply goes (default: the
         conversation); `reply_extra`: what the adapter's `send` gets back with it (mail
         headers); `deliver` False: the caller shows the reply itself (the terminal prints
         it); `while_thinking`: entered around the turn only, not the sending (a platform's
@@ -396,7 +397,7 @@ class Instance:
         before the reply; `attempt`: how many times this message was tried before (its
         earlier apology keeps its outbox row). Commands are answered by code, never by the
         model; the model's output is only ever sent, never read as a command. Shutdown
-        waits for turns in flight.
+        waits for turns in flight and for the rows being sent (`settle`).
         """
         pid = incoming.platform_message_id
         if pid is not None and pid in self._in_flight:

@@ -15,7 +15,10 @@ changes only when another connection commits) without a thread hand-off
 looked at at most once per `poll_s`. Where changes cannot be heard (not Linux, the LISTEN
 connection down) it checks every `poll_s`. Looking is a read (on SQLite an index seek on
 the event loop, `Memory.outbox_due`: no thread hand-off either); only when something is due
-does it claim (a write), so couriers never take the write lock on every commit.
+does it claim (a write), so couriers never take the write lock on every commit. A turn's
+own reply never reaches a courier: it is stored claimed by the turn's instance, which sends
+it at once. Stopping, a courier claims nothing more and lets the row in hand go out
+(`finish`); a target no chat can have fails its row at once (`Unreachable`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Delivery contract: claim due rows atomically (status 'sending' with a claim that expires,
 so a crashed deliverer's rows come back), send, mark sent; on failure retry with backoff,
-and after N attempts mark failed and audit it.
+and after N attempts mark failed and audit it. A turn's reply is inserted already claimed
+by the instance that sends it at once (`enqueue_claimed_in`), so no courier races it.
 """
 
 from __future__ import annotations
