@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,19 @@ def soul_file(tmp_path: Path) -> Path:
     path.parent.mkdir()
     shutil.copy(SOUL_EXAMPLE, path)
     return path
+
+
+def sqlite_memory_at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A SQLite memory.db made by the first `version` schema files only (an older memory,
+    to fill and then upgrade by opening it), open in autocommit."""
+    from bot.memory.database import schema_files, split_statements
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, file in schema_files()[:version]:
+        for statement in split_statements(file.read_text(encoding="utf-8")):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    return conn
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from bot.config import Config
 from bot.context import Context, render_messages
 from bot.instance import Instance
 from bot.scheduler import Scheduler
+from tests.conftest import sqlite_memory_at_version
 from tests.test_instance_door import Platform, said, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,14 +204,10 @@ async def test_upgrading_a_version_5_memory_follows_up_no_promise_already_past_d
     tmp_path: Path, config: Config
 ) -> None:
     from bot.memory import Memory
-    from bot.memory.database import schema_files, split_statements
+    from bot.memory.database import schema_files
 
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for number, file in schema_files()[:5]:
-        for statement in split_statements(file.read_text(encoding="utf-8")):
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {number}")
+    conn = sqlite_memory_at_version(path, 5)
     now = time.time()
     conn.execute(
         "INSERT INTO conversations (id, entrance, external_id, kind, created_at)"

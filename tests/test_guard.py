@@ -36,7 +36,7 @@ from bot.guard_config import AccessConfig, GuardConfig, LimitsConfig
 from bot.memory import BucketSpec, Memory, TurnRecord
 from bot.memory.hot_queries import BOT_HOUR_SQL, GRANTED_SQL, RECENT_INCOMING_SQL, SENT_SINCE_SQL
 from bot.models import Author, Incoming
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sqlite_memory_at_version
 from tests.pg import sql_rows
 
 # Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
@@ -386,14 +386,10 @@ async def test_outgoing_messages_are_logged_for_the_echo_window(memory: Memory) 
 
 
 async def test_upgrading_a_version_2_memory_backfills_the_guard_tables(tmp_path: Path) -> None:
-    from bot.memory.database import schema_files, split_statements
+    from bot.memory.database import schema_files
 
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for number, file in schema_files()[:2]:
-        for statement in split_statements(file.read_text(encoding="utf-8")):
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {number}")
+    conn = sqlite_memory_at_version(path, 2)
     now = time.time()
     conn.execute("INSERT INTO people (id, name, created_at) VALUES (1, 'Ann', ?)", (now,))
     conn.execute(

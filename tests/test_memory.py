@@ -13,6 +13,7 @@ import pytest
 from bot.memory import Memory, ReplyDelivery, SchemaTooNew, TurnRecord
 from bot.memory.database import schema_files, split_statements
 from bot.models import Author, Incoming
+from tests.conftest import sqlite_memory_at_version
 
 # Store contract: each test using `memory` runs on SQLite and on PostgreSQL (tests/pg.py).
 pytestmark = pytest.mark.both_engines
@@ -165,11 +166,7 @@ async def test_a_version_9_memory_keeps_its_replies_provenance_in_one_row_each(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for number, file in schema_files()[:9]:
-        for statement in split_statements(file.read_text(encoding="utf-8")):
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {number}")
+    conn = sqlite_memory_at_version(path, 9)
     conn.execute(
         "INSERT INTO conversations (id, entrance, external_id, kind, created_at)"
         " VALUES (1, 'telegram', 'c1', 'dm', 0)"
