@@ -143,6 +143,14 @@ def test_writes_that_return_nothing_to_read_may_wait_for_the_commit() -> None:
     assert upsert.deferrable and upsert.rows is not None
     assert upsert.rows.row == "(%s, %s, %s, 0)" and upsert.rows.key == (0,)
     assert upsert.rows.tail.startswith(" ON CONFLICT (key) DO UPDATE SET")
+    # The key's values are told apart among the parameters, not in the bound text.
+    assert upsert.rows.key_params == (0,)
+    scores = translate(
+        "INSERT OR REPLACE INTO recall_scores (query_id, kind, row_id, fts_rank, vector_rank,"
+        " similarity, fused) VALUES (?, 'note', ?, NULL, ?, ?, ?)"
+    )
+    assert scores.rows is not None and scores.rows.key == (0, 1, 2)
+    assert scores.rows.key_params == (0, 1)  # 'note' is the same in every row
     assert translate("INSERT INTO audit (at, actor) VALUES (?, ?)").deferrable  # lastrowid: lazy
     assert not translate("UPDATE intentions SET status = ? WHERE id = ? RETURNING id").deferrable
     assert not translate("SELECT id FROM audit").deferrable

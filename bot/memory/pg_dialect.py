@@ -176,6 +176,9 @@ class RowsInsert:
     row: str
     tail: str
     key: tuple[int, ...] | None
+    # The key's items as positions among a row's parameters, when each is one `%s` (or a
+    # constant): rows are told apart by their values, not by parsing their bound text.
+    key_params: tuple[int, ...] | None = None
 
 
 def _outside_literals(sql: str, change: Callable[[str], str]) -> str:
@@ -323,7 +326,25 @@ def _rows_insert(sql: str) -> RowsInsert | None:
         if wanted is None or len(items) != len(names) or not set(wanted) <= set(names):
             return None
         key = tuple(names.index(name) for name in wanted)
+        return RowsInsert(head, row, tail, key, _key_params(items, key))
     return RowsInsert(head, row, tail, key)
+
+
+def _key_params(items: list[str], key: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Where the key items' values are among a row's `%s` parameters (a constant item, no
+    placeholder, is the same in every row and left out); None when an item is anything else
+    (two placeholders, a named one)."""
+    if any("%(" in item for item in items):
+        return None
+    before = [sum(item.count("%s") for item in items[:i]) for i in range(len(items))]
+    positions = []
+    for i in key:
+        count = items[i].count("%s")
+        if count > 1:
+            return None
+        if count == 1:
+            positions.append(before[i])
+    return tuple(positions)
 
 
 def _double_percent_in_literals(sql: str) -> str:
