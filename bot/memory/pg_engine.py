@@ -61,6 +61,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import ExecStatus
 
 from bot.memory.pg_dialect import RowsInsert, Statement, top_level_items, translate
 from bot.memory.schema import MemoryDbError, MemoryUnavailable, SchemaTooNew
@@ -140,6 +141,13 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
     return lambda values: Row(values, ordered)
 
 
+def returns_rows(cursor: Any) -> bool:
+    """Whether the cursor's current result holds rows: psycopg's `description`, without
+    building a Column object per column each time it is asked (a turn asks ~50 times)."""
+    result = cursor.pgresult
+    return result is not None and (result.nfields > 0 or result.status == ExecStatus.TUPLES_OK)
+
+
 class PgCursor:
     """What a store reads back from `execute`: rows, rowcount, lastrowid.
 
@@ -199,7 +207,7 @@ class PgCursor:
                 return None
             self._at += 1
             return rows[self._at - 1]
-        if self._cursor is None or self._cursor.description is None:
+        if self._cursor is None or not returns_rows(self._cursor):
             return None
         row: Row | None = self._cursor.fetchone()
         return row
@@ -209,7 +217,7 @@ class PgCursor:
             rows = self._sent_rows()
             rest, self._at = rows[self._at :], len(rows)
             return rest
-        if self._cursor is None or self._cursor.description is None:
+        if self._cursor is None or not returns_rows(self._cursor):
             return []
         found: list[Row] = self._cursor.fetchall()
         return found
@@ -327,9 +335,9 @@ class PgConnection:
                 cursor.nextset()
         for _, waiting, kind in queued:
             if kind == _READ:
-                waiting._hold(cursor.fetchall() if cursor.description else [], cursor.rowcount)
+                waiting._hold(cursor.fetchall() if returns_rows(cursor) else [], cursor.rowcount)
             else:
-                first = cursor.fetchone() if kind == _WRITE_ID and cursor.description else None
+                first = cursor.fetchone() if kind == _WRITE_ID and returns_rows(cursor) else None
                 waiting._settle(cursor.rowcount, first[0] if first is not None else None)
                 if cursor.rowcount > 0:
                     self.changed = True
