@@ -413,6 +413,17 @@ async def test_a_read_is_prepared_on_its_connection_and_answers_as_before(pg_url
         for value in (str(first), first, str(first)):
             assert await memory.read(texts, by_key, {"key": value}) == ["m0"]
         assert sum("WHERE id = $1" in s for s in await memory.read(prepared)) == 1  # by_id
+        # With no parameters too (the same text is planned again each time it is sent)...
+        newest = "SELECT max(id) FROM messages"
+        last = sql_rows(pg_url, newest)[0][0]
+        for _ in range(3):
+            assert await memory.read(lambda conn: conn.execute(newest).fetchone()[0]) == last
+        assert any(s.endswith(f" AS {newest}") for s in await memory.read(prepared))
+        # ...unless a literal holds a % (unbound, it is not doubled as a placeholder's is).
+        pattern = "SELECT count(*) FROM messages WHERE text LIKE 'm%'"
+        for _ in range(3):
+            assert await memory.read(lambda conn: conn.execute(pattern).fetchone()[0]) == 3
+        assert not any("LIKE" in s for s in await memory.read(prepared))
 
 
 async def test_reads_and_writes_go_on_unprepared_when_the_server_lost_the_prepared_reads(

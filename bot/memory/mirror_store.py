@@ -315,7 +315,11 @@ class MirrorStore(VectorStore):
                 if limits.recent_per_instance > 0
                 else []
             )
-            instance_rows = conn.execute("SELECT * FROM instances ORDER BY id")
+            # Columns named, not *: PostgreSQL prepares this read (a prepared * would break
+            # when a migration adds a column).
+            instance_rows = conn.execute(
+                "SELECT id, entrance, status, status_since, last_seen FROM instances ORDER BY id"
+            )
             soul_row = conn.execute(NEWEST_SOUL_ID)
             # INDEXED BY (here and for decisions): with no statistics (no ANALYZE) the planner
             # picks the status indexes and sorts every active intention, every decision ever
@@ -333,7 +337,8 @@ class MirrorStore(VectorStore):
                 {**params, "limit": limits.intentions},
             )
             decided_rows = conn.execute(
-                "SELECT * FROM conflicts INDEXED BY conflicts_decided"
+                "SELECT id, intention_a, intention_b, status, subject, choice, note, resolution,"
+                " resolved_at, resolved_by FROM conflicts INDEXED BY conflicts_decided"
                 " WHERE status IN ('resolved', 'dismissed')"
                 " ORDER BY resolved_at DESC LIMIT :limit",
                 {"limit": limits.decisions},
