@@ -151,6 +151,11 @@ def test_writes_that_return_nothing_to_read_may_wait_for_the_commit() -> None:
     )
     assert scores.rows is not None and scores.rows.key == (0, 1, 2)
     assert scores.rows.key_params == (0, 1)  # 'note' is the same in every row
+    folded = translate(
+        "INSERT OR REPLACE INTO rate_buckets (key, tokens, updated_at, warned)"
+        " VALUES (lower(?), ?, ?, 0)"
+    )
+    assert folded.rows is not None and folded.rows.key_params is None  # 'A', 'a': one key
     assert translate("INSERT INTO audit (at, actor) VALUES (?, ?)").deferrable  # lastrowid: lazy
     assert not translate("UPDATE intentions SET status = ? WHERE id = ? RETURNING id").deferrable
     assert not translate("SELECT id FROM audit").deferrable

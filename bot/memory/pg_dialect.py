@@ -275,6 +275,7 @@ def translate(sql: str, with_params: bool = True) -> Statement:
 
 
 _VALUES = re.compile(r"\bVALUES\s*\(", re.IGNORECASE)
+_ONE_PARAMETER = re.compile(r"%s(?:::\w+)?")  # one parameter, perhaps cast
 _COLUMNS = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\)", re.IGNORECASE)
 
 
@@ -332,18 +333,17 @@ def _rows_insert(sql: str) -> RowsInsert | None:
 
 def _key_params(items: list[str], key: tuple[int, ...]) -> tuple[int, ...] | None:
     """Where the key items' values are among a row's `%s` parameters (a constant item, no
-    placeholder, is the same in every row and left out); None when an item is anything else
-    (two placeholders, a named one)."""
+    placeholder, is the same in every row and left out); None when a key item is anything
+    else (an expression: two values could make one key), or a placeholder is named."""
     if any("%(" in item for item in items):
         return None
     before = [sum(item.count("%s") for item in items[:i]) for i in range(len(items))]
     positions = []
     for i in key:
-        count = items[i].count("%s")
-        if count > 1:
-            return None
-        if count == 1:
+        if _ONE_PARAMETER.fullmatch(items[i]):
             positions.append(before[i])
+        elif "%s" in items[i]:
+            return None
     return tuple(positions)
 
 
