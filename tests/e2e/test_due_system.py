@@ -123,8 +123,14 @@ async def test_with_the_entrance_down_at_the_due_minute_the_follow_up_comes_late
         try:
             [text] = await wait_until(lambda: follow_ups(chat), timeout=60, what="the follow-up")
             assert "late" in text and "you asked me to call you" in text
-            [(sent_at,)] = db_rows(
-                db, "SELECT sent_at FROM outbox WHERE dedupe_key = ?", f"due-reply:{intention_id}"
+            # Marked sent once the platform took it: just after the terminal showed it.
+            [(sent_at,)] = await wait_until(
+                lambda: db_rows(
+                    db,
+                    "SELECT sent_at FROM outbox WHERE dedupe_key = ? AND sent_at IS NOT NULL",
+                    f"due-reply:{intention_id}",
+                ),
+                what="the follow-up marked sent",
             )
             assert isinstance(sent_at, float)
             await ticks_after(db, time.time() + float(env["MIRROR_CLOCK_OFFSET_S"]) + 1.0)
