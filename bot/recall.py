@@ -130,7 +130,12 @@ def vectors_now(texts: list[str]) -> list[Any]:
 
 
 async def vectors(texts: list[str]) -> list[Any]:
-    """`vectors_now` on the encoder thread (off the event loop)."""
+    """`vectors_now` on the encoder thread (off the event loop); texts all in the cache
+    (the host's embedder, after the turn's query embedded the message it now finds) are
+    answered here, without waking that thread."""
+    found = [_cached(text) for text in texts]
+    if all(vector is not None for vector in found):
+        return found
     loop = asyncio.get_running_loop()
     found = await loop.run_in_executor(encoder_thread(), vectors_now, texts)
     _release_when_idle(loop)
@@ -208,10 +213,7 @@ async def meaning(memory: Memory, config: Config, text: str, instance_id: str) -
         return Asked(text, host)
     configure(settings)
     memory.start_embedder(instance_id, settings)
-    found = _cached(text)  # on the loop first: a hit costs no hop to the encoder thread
-    if found is None:
-        found = (await vectors([text]))[0]
-    return found
+    return (await vectors([text]))[0]
 
 
 async def preload(config: Config) -> None:
