@@ -7,9 +7,9 @@ Three processes on a copy of the 100k prefilled memory (`python -m bench.awarene
 - viewer: another instance building its context's mirror view (`Memory.turn_view`) back to
   back, noting when each started and ended and the newest 'aware-writer' message it saw;
 - courier: the Telegram adapter's poller (`bot.outbox.OutboxCourier`: woken by the
-  write-ahead log's writes through inotify, then `PRAGMA data_version`; every 50 ms where
-  changes cannot be heard), noting when it delivered each row. After the writer and the
-  viewer have exited, the courier idles while the parent reads its CPU time from /proc.
+  outbox bell, bot/memory/bell.py; every 50 ms where it cannot be heard), noting when it
+  delivered each row. After the writer and the viewer have exited, the courier idles
+  while the parent reads its CPU time from /proc.
 
 Figures: (a) commit -> the end of the first view that shows it (p50, p99), and how many
 views that started after a commit still missed it (goal 0: every next context sees it);

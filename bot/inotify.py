@@ -3,8 +3,8 @@
 One `Inotify` is one kernel queue with any number of watches, read on the running event
 loop: the kernel queues events while nobody waits (identical ones merge), and the loop is
 woken only while someone waits for them. Two users:
-- memory.db's write-ahead log (bot/memory/wal_watch.py): each commit, by any process on
-  this host, writes to it, so the outbox courier sleeps until memory is written;
+- memory.db's outbox bell (bot/memory/bell.py): a commit that queues outbox rows writes
+  to it, so the outbox couriers sleep until there is something to deliver;
 - the soul's folders (bot/soul.py): a save of SOUL.md, or a folder on its path replaced.
 
 Linux only (`Inotify.open` returns None elsewhere, or when the user's inotify instances

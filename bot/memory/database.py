@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import aiosqlite
 
 from bot import clock
+from bot.memory.bell import Bell, take_ring
 from bot.memory.schema import (
     MemoryDbError,
     MemoryUnavailable,
@@ -40,7 +41,6 @@ from bot.memory.schema import (
     schema_files,
     split_statements,
 )
-from bot.memory.wal_watch import WalWatch
 
 __all__ = [
     "Database",
@@ -64,9 +64,6 @@ T = TypeVar("T")
 # What SQLite says when memory.db cannot be written at all (not a passing lock).
 UNWRITABLE = ("disk is full", "readonly", "read-only", "disk I/O error", "unable to open")
 CHECKPOINT_EVERY_S = 1.0  # a writing process checkpoints in the background this often
-WAL_WATCH_RETRY_S = 5.0  # a log that cannot be watched (yet): tried again this often
-# After a write to the log is heard: when to look whether its commit is visible yet.
-VISIBLE_AFTER_WRITE_S = (0.0, 0.002, 0.01, 0.04)
 
 
 async def run_in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
@@ -143,8 +140,8 @@ class Database:
         self._checkpointer: aiosqlite.Connection | None = None
         self._peeker: sqlite3.Connection | None = None  # `peek`: the event loop's own
         self._checkpoint_task: asyncio.Task[None] | None = None
-        self._wal_watch: WalWatch | None = None  # `hears_changes`: the log's writes, heard
-        self._wal_watch_tried_at = -WAL_WATCH_RETRY_S
+        # The outbox bell (bot/memory/bell.py): rung after commits that queued rows.
+        self._bell = Bell(Path(f"{self.path}-bell")) if self._pg is None else None
         self._checkpointed_at = 0.0  # time.monotonic() of the last background checkpoint
         self.schema_version = 0
 
@@ -208,9 +205,8 @@ class Database:
         if self._peeker is not None:
             self._peeker.close()
             self._peeker = None
-        if self._wal_watch is not None:
-            self._wal_watch.close()
-            self._wal_watch = None
+        if self._bell is not None:
+            self._bell.close()
         for conn in (self._checkpointer, self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -235,6 +231,7 @@ class Database:
 
         def transaction(raw: sqlite3.Connection) -> tuple[T, bool]:
             changes = raw.total_changes
+            take_ring()  # only this transaction's rows ring the outbox bell
             raw.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(raw, *args)
@@ -243,6 +240,8 @@ class Database:
                 if raw.in_transaction:
                     raw.execute("ROLLBACK")
                 raise
+            if take_ring() and self._bell is not None:
+                self._bell.ring()
             return result, raw.total_changes != changes
 
         try:
@@ -312,53 +311,26 @@ class Database:
         return None if value is None else int(value)
 
     @property
-    def hears_changes(self) -> bool:
-        """Whether `wait_for_change` ends when memory changes (so a poller may wait long):
-        on PostgreSQL while the LISTEN connection is up, on SQLite while the write-ahead
-        log is watched (bot/memory/wal_watch.py: Linux); otherwise it only sleeps."""
+    def hears_outbox(self) -> bool:
+        """Whether `wait_for_outbox` ends when rows are queued (so a courier may wait long):
+        on SQLite while the outbox bell is watched (bot/memory/bell.py: Linux), on
+        PostgreSQL while the LISTEN connection is up; otherwise it only sleeps."""
         if self._pg is not None:
             return self._pg.data_version_now() is not None
-        watch = self._wal_watch
-        if watch is not None and watch.alive:
-            return True
-        now = time.monotonic()
-        if self._reader is None or now - self._wal_watch_tried_at < WAL_WATCH_RETRY_S:
-            return False
-        self._wal_watch_tried_at = now
-        if watch is not None:
-            watch.close()
-        self._wal_watch = WalWatch.open(Path(f"{self.path}-wal"))
-        return self._wal_watch is not None
+        assert self._bell is not None
+        return self._reader is not None and self._bell.heard
 
-    async def wait_for_change(self, timeout_s: float, seen: int | None = None) -> None:
-        """A poller's pause: until memory may have changed, `timeout_s` at the latest (at
-        once if `data_version_now()` is no longer `seen`, the version the poller last
-        looked at). Without `hears_changes` it is a plain sleep of `timeout_s`.
-
-        On SQLite a write to the log is heard a moment before its commit is visible
-        (SQLite publishes a commit in the -shm index after writing its pages), so after a
-        write this returns once the version moved, or after a short grace if it did not
-        (the write of a transaction still open). Writes heard before the wait began are
-        ones the poller has seen the commits of when the version is still `seen`; the
-        commit of one whose version was not yet visible at the first look (a window of
-        microseconds) is noticed at the next write or after `timeout_s`."""
-        if seen is not None and self.data_version_now() not in (None, seen):
-            return
+    async def wait_for_outbox(self, timeout_s: float) -> None:
+        """A courier's pause: until a commit queues outbox rows due now (the outbox bell;
+        one rung since the last wait ends it at once), `timeout_s` at the latest. Without
+        `hears_outbox` it is a plain sleep of `timeout_s`."""
         if self._pg is not None:
-            await self._pg.wait_for_change(timeout_s)
-            return
-        watch = self._wal_watch if self.hears_changes else None
-        if watch is None:
+            await self._pg.wait_for_outbox(timeout_s)
+        elif self.hears_outbox:
+            assert self._bell is not None
+            await self._bell.wait(timeout_s)
+        else:
             await asyncio.sleep(timeout_s)
-            return
-        if watch.discard() and seen is None:
-            return  # written meanwhile, and the caller cannot tell whether it looked since
-        if not await watch.wait(timeout_s) or seen is None:
-            return
-        for pause in VISIBLE_AFTER_WRITE_S:
-            await asyncio.sleep(pause)
-            if self.data_version_now() not in (None, seen):
-                return
 
     def peek(self, sql: str, params: Mapping[str, Any] | None = None) -> Any | None:
         """The first column of a one-row read, run on the event loop (None when busy).

@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 from bot.memory import rows
+from bot.memory.bell import ring_after_commit
 from bot.memory.database import Database, audit_in
 from bot.models import OutboxItem
 
@@ -48,7 +49,10 @@ def enqueue_in(
             now,
         ),
     )
-    return cursor.lastrowid if cursor.rowcount else None
+    if not cursor.rowcount:
+        return None
+    ring_after_commit()  # due now: the couriers hear of it (bot/memory/bell.py)
+    return cursor.lastrowid
 
 
 def enqueue_claimed_in(
@@ -63,7 +67,8 @@ def enqueue_claimed_in(
     dedupe_key: str,
 ) -> OutboxItem | None:
     """Queue a message `claimer` sends at once (a turn's reply), stored already claimed by
-    it: no courier takes it meanwhile. None when the dedupe key was already queued."""
+    it: no courier takes it meanwhile (nor is woken for it). None when the dedupe key was
+    already queued."""
     row = conn.execute(
         "INSERT INTO outbox (entrance, target, text, payload, status, attempts, next_attempt_at,"
         " claimed_by, claimed_until, dedupe_key, created_at)"
@@ -165,15 +170,18 @@ class OutboxStore(Database):
 
     async def release_claims(self, entrance: str, claimer: str) -> int:
         """Give back rows a crashed predecessor of this claimer had taken (at start-up)."""
-        return await self.write(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE outbox SET status = 'pending', claimed_until = NULL"
-                    " WHERE entrance = ? AND claimed_by = ? AND status = 'sending'",
-                    (entrance, claimer),
-                ).rowcount
-            )
-        )
+
+        def run(conn: sqlite3.Connection) -> int:
+            released = conn.execute(
+                "UPDATE outbox SET status = 'pending', claimed_until = NULL"
+                " WHERE entrance = ? AND claimed_by = ? AND status = 'sending'",
+                (entrance, claimer),
+            ).rowcount
+            if released:
+                ring_after_commit()
+            return int(released)
+
+        return await self.write(run)
 
     async def mark_sent(self, item_id: int, claimer: str, platform_id: str | None = None) -> bool:
         """The platform took the row: mark it sent and, for a reply, its message sent with

@@ -18,7 +18,8 @@ and the scheduler's fence, token buckets, outbox claims, first-sight identities)
 concurrent writer, and no serialisation failure can reach them. Reads are REPEATABLE READ
 snapshots and never wait for the lock. A commit that changed rows sends NOTIFY on
 `CHANNEL`; the listener connection (opened on first use) turns notifications into the
-`data_version_now` counter the pollers watch.
+`data_version_now` counter the pollers watch. One that queued outbox rows says so in its
+payload ('outbox'): the couriers wait for those alone (bot/memory/bell.py).
 
 Per process: one writer and one reader connection (each owned by its own thread) and a
 listener: three connections, the pool a 2-core host needs (six processes: 18).
@@ -63,6 +64,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import ExecStatus
 
+from bot.memory.bell import take_ring
 from bot.memory.pg_dialect import RowsInsert, Statement, top_level_items, translate
 from bot.memory.schema import MemoryDbError, MemoryUnavailable, SchemaTooNew
 from bot.timeouts import wait_event
@@ -72,6 +74,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHANNEL = "mirror_memory"  # NOTIFY channel: a commit changed memory
+OUTBOX_RUNG = "outbox"  # the payload of one that queued outbox rows (bot/memory/bell.py)
 WRITE_LOCK = (0x4D49, 0x5252)  # pg_advisory_xact_lock(int, int): "MI", "RR"
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema" / "postgresql"
 PLANNER_FILE = SCHEMA_DIR / "planner.sql"  # PostgreSQL-only indexes (not numbered)
@@ -818,6 +821,7 @@ def write_in(raw: psycopg.Connection[Any], fn: Callable[..., T], *args: Any) -> 
         conn = PgConnection(
             raw, f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK[0]}, {WRITE_LOCK[1]})"
         )
+        take_ring()  # only this attempt's rows ring the outbox bell
         try:
             result = fn(conn, *args)
             conn.drop_waiting_reads()  # issued, never consumed: not sent
@@ -826,7 +830,10 @@ def write_in(raw: psycopg.Connection[Any], fn: Callable[..., T], *args: Any) -> 
             # The deferred writes, NOTIFY and COMMIT: one message. Whether a deferred
             # write changed a row is known only once it ran: the server knows it then (a
             # transaction that changed a row has an id; the advisory lock gives none).
-            if conn.changed:
+            # Rows queued for the couriers: the NOTIFY says so (the outbox bell).
+            if take_ring():
+                conn.finish(f"SELECT pg_notify('{CHANNEL}', '{OUTBOX_RUNG}'); COMMIT")
+            elif conn.changed:
                 conn.finish(f"SELECT pg_notify('{CHANNEL}', ''); COMMIT")
             elif conn.deferred:
                 conn.finish(f"{NOTIFY_IF_WRITTEN}; COMMIT")
@@ -962,21 +969,24 @@ class Worker:
 
 
 class Listener:
-    """LISTEN on `CHANNEL` from the event loop; counts notifications (the data version).
+    """LISTEN on `CHANNEL` from the event loop; counts notifications (the data version)
+    and, among them, the outbox bell's (`rings`).
 
     `version` is None while not listening (pollers then check every time). After a
-    (re)connection it moves on by itself: whatever was committed while nobody listened
-    is read again by every poller that watches it.
+    (re)connection both move on by themselves: whatever was committed while nobody
+    listened is read again by every poller that watches it.
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.version: int | None = None
+        self.rings = 0
         self.connected = asyncio.Event()
         self._count = 0
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
-        self.on_change: list[Callable[[], None]] = []
+        self.on_change: list[Callable[[], None]] = []  # at each notification
+        self.on_ring: list[Callable[[], None]] = []  # at each of the outbox bell's
 
     def start(self) -> None:
         if self._task is None:
@@ -991,10 +1001,10 @@ class Listener:
                 )
                 await self._conn.execute(f"LISTEN {CHANNEL}")
                 backoff = 0.1
-                self._bump()
+                self._bump(ring=True)
                 self.connected.set()
-                async for _ in self._conn.notifies():
-                    self._bump()
+                async for heard in self._conn.notifies():
+                    self._bump(ring=heard.payload == OUTBOX_RUNG)
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError) as exc:
@@ -1008,11 +1018,15 @@ class Listener:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    def _bump(self) -> None:
+    def _bump(self, *, ring: bool) -> None:
         self._count += 1
         self.version = self._count
         for callback in self.on_change:
             callback()
+        if ring:
+            self.rings += 1
+            for callback in self.on_ring:
+                callback()
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -1036,6 +1050,7 @@ class PgDatabase:
         self.writer = Worker(url, "writer")
         self.reader = Worker(url, "reader")
         self.listener = Listener(url)
+        self._rings_seen = 0  # the listener's `rings` at the end of the last outbox wait
         self.schema_version = 0
 
     async def open(self) -> int:
@@ -1061,15 +1076,18 @@ class PgDatabase:
         self.listener.start()
         return self.listener.version
 
-    async def wait_for_change(self, timeout_s: float) -> None:
-        """Return when the next NOTIFY is heard, or after `timeout_s` at the latest."""
+    async def wait_for_outbox(self, timeout_s: float) -> None:
+        """Return at the outbox bell's next NOTIFY (at once if one came since the last
+        wait), or after `timeout_s` at the latest."""
         self.listener.start()
-        heard = asyncio.Event()
-        self.listener.on_change.append(heard.set)
-        try:
-            await wait_event(heard, timeout_s)
-        finally:
-            self.listener.on_change.remove(heard.set)
+        if self.listener.rings == self._rings_seen:
+            heard = asyncio.Event()
+            self.listener.on_ring.append(heard.set)
+            try:
+                await wait_event(heard, timeout_s)
+            finally:
+                self.listener.on_ring.remove(heard.set)
+        self._rings_seen = self.listener.rings
 
     async def health(self) -> dict[str, Any]:
         """Connection, schema version and the LISTEN channel, for `mirror doctor`."""
