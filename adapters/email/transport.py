@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import ssl
@@ -33,6 +34,9 @@ from adapters.email.manifest import EmailSettings
 from bot.entrance import EntranceFailure
 
 T = TypeVar("T")
+# aioimaplib says "ignored untagged response" at INFO for each new mail's EXISTS and RECENT
+# (two lines a mail in the log, nothing an operator can act on); its warnings stay.
+logging.getLogger("aioimaplib").setLevel(logging.WARNING)
 _CONNECTION_ERRORS = (OSError, TimeoutError, aioimaplib.AioImapException)
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 SMTP_KEEP_S = 30.0  # an SMTP connection idle longer than this is closed, not reused
