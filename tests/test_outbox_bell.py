@@ -154,3 +154,21 @@ async def test_a_cancelled_wait_is_cancelled_even_as_its_event_comes(tmp_path: P
         waiting.cancel()  # ...and the stop comes in the same turn of the loop
         with pytest.raises(asyncio.CancelledError):
             await waiting
+
+
+async def test_the_bell_file_takes_memory_dbs_permissions(tmp_path: Path) -> None:
+    """As SQLite's -wal and -shm: a group that may write memory.db may ring and hear it."""
+    from bot.memory.bell import Bell
+
+    db = tmp_path / "memory.db"
+    db.write_bytes(b"")
+    db.chmod(0o660)
+    bell = Bell(tmp_path / "memory.db-bell", db)
+    bell.ring()
+    assert (tmp_path / "memory.db-bell").stat().st_mode & 0o777 == 0o660
+    assert bell.heard
+    waiting = asyncio.create_task(bell.wait(10))
+    await asyncio.sleep(0.05)
+    bell.ring()
+    assert await waiting
+    bell.close()

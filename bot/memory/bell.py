@@ -105,8 +105,9 @@ class Bell:
     """The outbox bell of one SQLite memory: `ring` (any thread), `heard` and `wait` (on
     the event loop)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, beside: Path) -> None:
         self.path = path
+        self.beside = beside  # memory.db, whose permissions the bell file takes
         self._watch: FileWatch | None = None
         self._tried_at = -RETRY_S
 
@@ -115,13 +116,32 @@ class Bell:
         file removed meanwhile is made again. A failure only delays the couriers until
         their next look."""
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = self._open()
             try:
                 os.pwrite(fd, b"\n", 0)
             finally:
                 os.close(fd)
         except OSError as exc:
             log.debug("cannot ring the outbox bell %s: %s", self.path, exc)
+
+    def _open(self) -> int:
+        """The bell file for writing, made if missing with memory.db's permissions (as
+        SQLite makes its -wal and -shm files: processes of other users that may write
+        memory.db may ring and hear it too)."""
+        flags = os.O_WRONLY | os.O_CLOEXEC
+        try:
+            return os.open(self.path, flags)
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it meanwhile
+            return os.open(self.path, flags)
+        try:
+            os.fchmod(fd, os.stat(self.beside).st_mode & 0o666)
+        except OSError as exc:
+            log.debug("outbox bell %s keeps mode 0600: %s", self.path, exc)
+        return fd
 
     @property
     def heard(self) -> bool:
@@ -137,7 +157,7 @@ class Bell:
         if watch is not None:
             watch.close()
         try:
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            os.close(self._open())
         except OSError as exc:
             log.debug("cannot make the outbox bell %s: %s", self.path, exc)
         self._watch = FileWatch.open(self.path)

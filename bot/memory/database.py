@@ -141,7 +141,7 @@ class Database:
         self._peeker: sqlite3.Connection | None = None  # `peek`: the event loop's own
         self._checkpoint_task: asyncio.Task[None] | None = None
         # The outbox bell (bot/memory/bell.py): rung after commits that queued rows.
-        self._bell = Bell(Path(f"{self.path}-bell")) if self._pg is None else None
+        self._bell = Bell(Path(f"{self.path}-bell"), self.path) if self._pg is None else None
         self._checkpointed_at = 0.0  # time.monotonic() of the last background checkpoint
         self.schema_version = 0
 
