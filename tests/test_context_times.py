@@ -9,28 +9,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.context import Context
+from tests.test_lean_imports import turn_context
 
 
 @pytest.mark.parametrize(
     "zone", ["UTC", "Europe/Lisbon", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"]
 )
 def test_a_moment_is_written_as_strftime_writes_it(zone: str) -> None:
-    context = Context(
-        soul_name="Mira",
-        soul_text="",
-        soul_version=None,
-        instance_id="telegram-1",
-        entrance="telegram",
-        style="",
-        timezone=zone,
-        now=datetime.now(UTC),
-        person_id=1,
-        person_name=None,
-        conversation_kind="dm",
-        incoming_id=1,
-        text="",
-    )
+    context = turn_context().model_copy(update={"timezone": zone})
     rng = random.Random(zone)
     for _ in range(2000):  # 1906-2096: both sides of many DST changes
         moment = datetime.fromtimestamp(rng.uniform(-2e9, 4e9), UTC)
