@@ -523,6 +523,37 @@ async def test_reads_issued_before_any_is_consumed_go_in_one_message(
             left.fetchone()
 
 
+async def test_a_message_is_recorded_in_two_round_trips_and_once(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording a message from a known author in a known conversation: the BEGIN with the
+    identity's and the conversation's reads, then the INSERT with the COMMIT (its id read
+    after it). Before, the INSERT went alone, its id read before the COMMIT: three. The same
+    platform id again is the same row, not created."""
+    import psycopg
+
+    async with Memory(pg_url) as memory:
+        first = await memory.record_incoming(incoming("one", "q1"), "desk")
+        for n in range(3):  # its reads are prepared by now (`prepared_call`)
+            await memory.record_incoming(incoming("warm", f"w{n}"), "desk")
+        sent: list[str] = []
+        execute = psycopg.ClientCursor.execute
+
+        def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            return execute(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.ClientCursor, "execute", counted)
+        second = await memory.record_incoming(incoming("two", "q2"), "desk")
+        assert len(sent) == 2, sent
+        assert "INSERT INTO messages" in sent[1] and sent[1].endswith("COMMIT")
+        again = await memory.record_incoming(incoming("two", "q2"), "desk")
+
+    assert first.created and second.created and second.message_id > first.message_id
+    assert not again.created and again.message_id == second.message_id
+    assert again.conversation_id == second.conversation_id == first.conversation_id
+
+
 async def test_a_read_left_open_ends_with_the_next_read_or_when_the_reader_is_idle(
     pg_url: str,
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from dataclasses import dataclass
 
 from bot.memory import rows
 from bot.memory.database import Database
@@ -97,13 +98,42 @@ def conversation_in(
     return created, partner
 
 
-def record_incoming_in(
+@dataclass(frozen=True)
+class Inserted:
+    """An incoming message's INSERT (ON CONFLICT DO NOTHING) and where it goes: whether it
+    made a row (`created`) is read from `cursor` once asked, which on PostgreSQL may be
+    after the COMMIT (the INSERT then travels with it: one round trip fewer a turn)."""
+
+    cursor: sqlite3.Cursor
+    conversation_id: int
+    person_id: int
+    identity_id: int
+
+    @property
+    def created(self) -> bool:
+        return bool(self.cursor.rowcount)
+
+    def recorded(self) -> Recorded:
+        """The new row (only when `created`)."""
+        assert self.cursor.lastrowid is not None
+        return Recorded(
+            self.cursor.lastrowid,
+            self.conversation_id,
+            self.person_id,
+            self.identity_id,
+            created=True,
+        )
+
+
+def insert_incoming_in(
     conn: sqlite3.Connection,
     now: float,
     incoming: Incoming,
     instance_id: str,
     status: str = "received",
-) -> Recorded:
+) -> Inserted:
+    """The identity, the conversation and the INSERT of an incoming message, with nothing
+    read back from the INSERT (see `Inserted`)."""
     # Issued before the identity's read, which it does not depend on: on PostgreSQL both
     # travel in one message (with the transaction's BEGIN), one round trip fewer.
     conversation_read = ask_conversation_in(conn, incoming.entrance, incoming.conversation_id)
@@ -152,14 +182,32 @@ def record_incoming_in(
             "status": status,
         },
     )
-    if cursor.rowcount:
-        assert cursor.lastrowid is not None
-        return Recorded(cursor.lastrowid, conversation, person, identity, created=True)
+    return Inserted(cursor, conversation, person, identity)
+
+
+def record_incoming_in(
+    conn: sqlite3.Connection,
+    now: float,
+    incoming: Incoming,
+    instance_id: str,
+    status: str = "received",
+) -> Recorded:
+    """Record a platform message once, inside the caller's transaction: the new row, or
+    the one the same platform id already has."""
+    inserted = insert_incoming_in(conn, now, incoming, instance_id, status)
+    if inserted.created:
+        return inserted.recorded()
     existing = conn.execute(
         "SELECT id FROM messages WHERE entrance = ? AND platform_message_id = ?",
         (incoming.entrance, incoming.platform_message_id),
     ).fetchone()
-    return Recorded(existing["id"], conversation, person, identity, created=False)
+    return Recorded(
+        existing["id"],
+        inserted.conversation_id,
+        inserted.person_id,
+        inserted.identity_id,
+        created=False,
+    )
 
 
 class ConversationStore(Database):
@@ -171,6 +219,11 @@ class ConversationStore(Database):
         `status`: 'received' (to be answered: a turn takes it up, or the next holder of the
         entrance after a crash) or 'observed' (not addressed to the persona: kept so every
         instance sees it, never answered)."""
+        inserted = await self.write(insert_incoming_in, self.now, incoming, instance_id, status)
+        if inserted.created:
+            return inserted.recorded()
+        # Recorded before (a platform's redelivery, rare): its row, read in a write of its
+        # own, as `record_incoming_in` reads it.
         return await self.write(record_incoming_in, self.now, incoming, instance_id, status)
 
     async def record_many(self, incomings: list[Incoming], instance_id: str) -> int:
