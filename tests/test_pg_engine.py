@@ -485,26 +485,32 @@ async def test_reads_issued_before_any_is_consumed_read_what_they_would_one_by_o
     assert await memory.write(run) == (1, 0, 0, ["a"])
 
 
+def statements_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every message psycopg sends from now on (a round trip each), in order."""
+    import psycopg
+
+    sent: list[str] = []
+    execute = psycopg.ClientCursor.execute
+
+    def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.ClientCursor, "execute", counted)
+    return sent
+
+
 async def test_reads_issued_before_any_is_consumed_go_in_one_message(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On PostgreSQL the reads a transaction issues before consuming any travel together:
     the turn view's dozen independent reads cost one round trip, not one each. A read
     never consumed is not sent, and its cursor refuses to read after the transaction."""
-    import psycopg
-
     from bot.memory.schema import MemoryDbError
 
     async with Memory(pg_url) as memory:
         await memory.record_incoming(incoming("one", "q1"), "desk")
-        sent: list[str] = []
-        execute = psycopg.ClientCursor.execute
-
-        def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-            sent.append(str(query))
-            return execute(self, query, *args, **kwargs)
-
-        monkeypatch.setattr(psycopg.ClientCursor, "execute", counted)
+        sent = statements_sent(monkeypatch)
 
         def view(conn: Any) -> tuple[list[Any], Any]:
             issued = [
@@ -530,20 +536,11 @@ async def test_a_message_is_recorded_in_two_round_trips_and_once(
     identity's and the conversation's reads, then the INSERT with the COMMIT (its id read
     after it). Before, the INSERT went alone, its id read before the COMMIT: three. The same
     platform id again is the same row, not created."""
-    import psycopg
-
     async with Memory(pg_url) as memory:
         first = await memory.record_incoming(incoming("one", "q1"), "desk")
         for n in range(3):  # its reads are prepared by now (`prepared_call`)
             await memory.record_incoming(incoming("warm", f"w{n}"), "desk")
-        sent: list[str] = []
-        execute = psycopg.ClientCursor.execute
-
-        def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-            sent.append(str(query))
-            return execute(self, query, *args, **kwargs)
-
-        monkeypatch.setattr(psycopg.ClientCursor, "execute", counted)
+        sent = statements_sent(monkeypatch)
         second = await memory.record_incoming(incoming("two", "q2"), "desk")
         assert len(sent) == 2, sent
         assert "INSERT INTO messages" in sent[1] and sent[1].endswith("COMMIT")
