@@ -363,23 +363,25 @@ async def test_commits_wait_for_no_wal_flush_unless_the_url_asks(pg_url: str) ->
         assert await memory.write(setting) == "on"
 
 
-async def test_no_jit_and_generic_plans_for_prepared_reads_unless_the_url_asks(
-    pg_url: str,
-) -> None:
+async def test_planner_settings_are_the_memorys_unless_the_url_asks(pg_url: str) -> None:
     """JIT off (it compiled the turn view's newest-messages read for 10 ms, to run it in
-    0.3) and generic plans for the prepared reads, by default; a URL keeps its own."""
+    0.3), generic plans for the prepared reads, and a page read priced as cached on an SSD
+    (word recall through the GIN index rather than a walk of 59 000 rows), by default; a
+    URL keeps its own."""
 
-    def settings(conn: Any) -> tuple[str, str]:
+    def settings(conn: Any) -> tuple[str, str, str]:
         row = conn.execute(
-            "SELECT current_setting('jit'), current_setting('plan_cache_mode')"
+            "SELECT current_setting('jit'), current_setting('plan_cache_mode'),"
+            " current_setting('random_page_cost')"
         ).fetchone()
-        return str(row[0]), str(row[1])
+        return str(row[0]), str(row[1]), str(row[2])
 
     async with Memory(pg_url) as memory:
-        assert await memory.read(settings) == ("off", "force_generic_plan")
-        assert await memory.write(settings) == ("off", "force_generic_plan")
-    async with Memory(f"{pg_url}?options=-c%20jit%3Don%20-c%20plan_cache_mode%3Dauto") as memory:
-        assert await memory.read(settings) == ("on", "auto")
+        assert await memory.read(settings) == ("off", "force_generic_plan", "1.1")
+        assert await memory.write(settings) == ("off", "force_generic_plan", "1.1")
+    own = "-c jit=on -c plan_cache_mode=auto -c random_page_cost=4".replace(" ", "%20")
+    async with Memory(f"{pg_url}?options={own.replace('=', '%3D')}") as memory:
+        assert await memory.read(settings) == ("on", "auto", "4")
 
 
 async def test_a_read_is_prepared_on_its_connection_and_answers_as_before(pg_url: str) -> None:
