@@ -365,7 +365,7 @@ async def test_commits_wait_for_no_wal_flush_unless_the_url_asks(pg_url: str) ->
 
 async def test_planner_settings_are_the_memorys_unless_the_url_asks(pg_url: str) -> None:
     """JIT off (it compiled the turn view's newest-messages read for 10 ms, to run it in
-    0.3), generic plans for the prepared reads, and a page read priced as cached on an SSD
+    0.3), generic plans for the prepared reads, and a page read priced as a cached one
     (word recall through the GIN index rather than a walk of 59 000 rows), by default; a
     URL keeps its own."""
 

@@ -689,13 +689,14 @@ def session_options(url: str) -> str:
     does are not prepared). Left to choose (`auto`), the server kept planning them anew
     (its default estimates make a generic plan look dearer), 0.3-0.7 ms each a call.
 
-    Why random_page_cost 1.1 (PostgreSQL's default, 4, prices a disk's seek): a memory's
-    hot pages are cached and its storage is an SSD, as managed PostgreSQL's docs say when
-    they advise this value. At 4, fetching a word's few hundred matches through the GIN
-    index looked dearer than walking the ids backwards until enough of them turn up, and
-    when the audience may see few of them that walk read 59 000 rows (18 ms). Measured on
-    300 word recalls at 1M messages: the slowest 17-17.4 ms -> 7.2-8.2 ms, the mean
-    1.2-1.4 ms -> 1.1-1.4 ms (the median the same)."""
+    Why random_page_cost 1.1: PostgreSQL's default, 4, prices a page read out of order as
+    a disk seek, while the pages a turn reads stay cached (a memory's working set is
+    small), where such a read costs about what one in order does. At 4, fetching a word's
+    few hundred matches through the GIN index looked dearer than walking the ids backwards
+    until enough of them turn up, and when the audience may see few of them that walk read
+    59 000 rows (18 ms). Measured on 300 word recalls at 1M messages, twice each: the
+    slowest 16.9-17.4 ms -> 7.2-8.2 ms, the mean 1.20-1.43 -> 1.08-1.37 ms, the median the
+    same."""
     from psycopg.conninfo import conninfo_to_dict
 
     given = str(conninfo_to_dict(url).get("options") or "")
