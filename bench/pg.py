@@ -51,7 +51,7 @@ from bench.common import (
     run_dir,
     spawn_python,
 )
-from bench.turn import BLOCK, Turner, label
+from bench.turn import BLOCK, PARTS, Turner, label
 
 TURNS = 300
 SIZES = (10_000, 1_000_000)
@@ -214,8 +214,10 @@ async def turns_side_by_side(urls: dict[int, str], turns: int) -> list[Figure]:
                 f"{percentile(lite.total, 0.99):.2f} | {percentile(pg.total, 0.99):.2f} ms",
             ),
             Figure(
-                f"turn @{label(size)} PG p50 guard/ingest/context/store ms",
-                "/".join(pg.part(part, 0.5) for part in ("guard", "ingest", "context", "store")),
+                f"turn @{label(size)} p50 guard/ingest/context/store ms: SQLite | PG",
+                " | ".join(
+                    "/".join(timings.part(part, 0.5) for part in PARTS) for timings in (lite, pg)
+                ),
             ),
             Figure(  # the process's, all threads: what the host's load disturbs least
                 f"turn @{label(size)} CPU p50: SQLite | PostgreSQL (this process)",

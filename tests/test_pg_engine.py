@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +347,18 @@ async def test_a_dropped_listen_connection_listens_again_and_rereads(pg_url: str
         assert [m.text for m in await memory.message_log()] == ["while deaf"]
         health = await memory.health()
         assert health["listen"] is True and health["schema_version"] == len(schema_files())
+
+
+def listen_threads() -> int:
+    return sum(thread.name == "pg-listen" for thread in threading.enumerate())
+
+
+async def test_closing_memory_ends_its_listen_thread(pg_url: str) -> None:
+    before = listen_threads()
+    async with Memory(pg_url) as memory:
+        await wait_until(lambda: memory.data_version_now() is not None, 10, "listening")
+        assert listen_threads() == before + 1
+    assert listen_threads() == before  # joined: gone once close returns
 
 
 async def test_commits_wait_for_no_wal_flush_unless_the_url_asks(pg_url: str) -> None:

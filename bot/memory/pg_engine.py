@@ -21,8 +21,8 @@ snapshots and never wait for the lock. A commit that changed rows sends NOTIFY o
 `data_version_now` counter the pollers watch. One that queued outbox rows says so in its
 payload ('outbox'): the couriers wait for those alone (bot/memory/bell.py).
 
-Per process: one writer and one reader connection (each owned by its own thread) and a
-listener: three connections, the pool a 2-core host needs (six processes: 18).
+Per process: one writer and one reader connection and a listener, each owned by its own
+thread: three connections, the pool a 2-core host needs (six processes: 18).
 
 A turn's cost on PostgreSQL is mostly round trips (bench/pg.py counts them), so a
 transaction sends as few messages as it can: its BEGIN goes with its first statement,
@@ -50,9 +50,13 @@ execution, the planner probing the ends of messages' primary key).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import os
 import re
+import select
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -75,6 +79,7 @@ T = TypeVar("T")
 
 CHANNEL = "mirror_memory"  # NOTIFY channel: a commit changed memory
 OUTBOX_RUNG = "outbox"  # the payload of one that queued outbox rows (bot/memory/bell.py)
+_OUTBOX_RUNG_BYTES = OUTBOX_RUNG.encode()
 WRITE_LOCK = (0x4D49, 0x5252)  # pg_advisory_xact_lock(int, int): "MI", "RR"
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema" / "postgresql"
 PLANNER_FILE = SCHEMA_DIR / "planner.sql"  # PostgreSQL-only indexes (not numbered)
@@ -982,77 +987,113 @@ class Worker:
 
 
 class Listener:
-    """LISTEN on `CHANNEL` from the event loop; counts notifications (the data version)
+    """LISTEN on `CHANNEL` in a thread of its own; counts notifications (the data version)
     and, among them, the outbox bell's (`rings`).
 
     `version` is None while not listening (pollers then check every time). After a
     (re)connection both move on by themselves: whatever was committed while nobody
     listened is read again by every poller that watches it.
+
+    Why a thread and not the event loop: psycopg's async wait registers the socket with
+    the loop and arms a timer for each notification, and wakes the loop ten times a second
+    while idle; a turn's own commits notify while it is under way. Here the thread sleeps
+    in `select` (no wake-up while idle) and bumps `version` without the loop: the loop
+    hears only of rings and of a change someone waits for (`on_change`).
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.version: int | None = None
-        self.rings = 0
+        self.rings = 0  # counted on the loop (`_rang`)
         self.connected = asyncio.Event()
         self._count = 0
-        self._task: asyncio.Task[None] | None = None
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self.on_change: list[Callable[[], None]] = []  # at each notification
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = -1, -1
+        self.on_change: list[Callable[[], None]] = []  # at each notification (on the loop)
         self.on_ring: list[Callable[[], None]] = []  # at each of the outbox bell's
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="pg-listen")
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._wake_r, self._wake_w = os.pipe()
+            self._thread = threading.Thread(target=self._run, name="pg-listen", daemon=True)
+            self._thread.start()
 
-    async def _run(self) -> None:
+    def _run(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._stopping.is_set():
+            conn: psycopg.Connection[Any] | None = None
             try:
-                self._conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, application_name="mirroros-listen"
+                conn = psycopg.connect(
+                    self.url,
+                    autocommit=True,
+                    application_name="mirroros-listen",
+                    connect_timeout=10,
                 )
-                await self._conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(f"LISTEN {CHANNEL}")
                 backoff = 0.1
-                self._bump(ring=True)
-                self.connected.set()
-                async for heard in self._conn.notifies():
-                    self._bump(ring=heard.payload == OUTBOX_RUNG)
-            except asyncio.CancelledError:
-                raise
+                self._heard(ring=True)
+                self._on_loop(self.connected.set)
+                self._listen(conn.pgconn)
             except (psycopg.Error, OSError) as exc:
-                log.warning("memory (PostgreSQL): LISTEN connection lost (%s); again", exc)
+                if not self._stopping.is_set():
+                    log.warning("memory (PostgreSQL): LISTEN connection lost (%s); again", exc)
             finally:
                 self.version = None
-                self.connected.clear()
-                conn, self._conn = self._conn, None
+                self._on_loop(self.connected.clear)
                 if conn is not None:
-                    await _close_quietly(conn)
-            await asyncio.sleep(backoff)
+                    with contextlib.suppress(psycopg.Error, OSError):
+                        conn.close()
+            self._stopping.wait(backoff)
             backoff = min(backoff * 2, 5.0)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
 
-    def _bump(self, *, ring: bool) -> None:
+    def _listen(self, pgconn: Any) -> None:
+        """Until stopped: wait for the socket, take what came (raises when it is lost)."""
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            if any(fd == self._wake_r for fd, _ in poller.poll()):
+                return
+            pgconn.consume_input()
+            while (heard := pgconn.notifies()) is not None:
+                self._heard(ring=heard.extra == _OUTBOX_RUNG_BYTES)
+
+    def _heard(self, *, ring: bool) -> None:
         self._count += 1
         self.version = self._count
-        for callback in self.on_change:
+        if self.on_change:
+            self._on_loop(self._changed)
+        if ring:  # on the loop, so that a wait's look at `rings` and its callback agree
+            self._on_loop(self._rang)
+
+    def _on_loop(self, callback: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(callback)
+
+    def _changed(self) -> None:
+        for callback in list(self.on_change):
             callback()
-        if ring:
-            self.rings += 1
-            for callback in self.on_ring:
-                callback()
+
+    def _rang(self) -> None:
+        self.rings += 1
+        for callback in list(self.on_ring):
+            callback()
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
-async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
-    try:
-        await conn.close()
-    except (psycopg.Error, OSError):
-        pass
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        os.write(self._wake_w, b"x")  # the thread closes the pipe as it ends
+        # One still connecting gives up within connect_timeout (and is a daemon).
+        await asyncio.to_thread(thread.join, 10)
 
 
 class PgDatabase:
