@@ -997,7 +997,7 @@ class Listener:
     Why a thread and not the event loop: psycopg's async wait registers the socket with
     the loop and arms a timer for each notification, and wakes the loop ten times a second
     while idle; a turn's own commits notify while it is under way. Here the thread sleeps
-    in `select` (no wake-up while idle) and bumps `version` without the loop: the loop
+    in `poll` (no wake-up while idle) and bumps `version` without the loop: the loop
     hears only of rings and of a change someone waits for (`on_change`).
     """
 
@@ -1090,8 +1090,10 @@ class Listener:
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        # Woken first, then told to stop: until `_stopping` is set the thread cannot end,
+        # so the pipe (which it closes as it ends) is still open for this write.
+        os.write(self._wake_w, b"x")
         self._stopping.set()
-        os.write(self._wake_w, b"x")  # the thread closes the pipe as it ends
         # One still connecting gives up within connect_timeout (and is a daemon).
         await asyncio.to_thread(thread.join, 10)
 
