@@ -544,6 +544,64 @@ async def test_reads_issued_before_any_is_consumed_go_in_one_message(
             left.fetchone()
 
 
+async def test_a_word_search_runs_beside_the_other_reads_and_survives_its_line(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A word search issued with other reads runs on the reader's side line meanwhile (in
+    its own thread and connection); each read answers as before. The line connects in the
+    background on first use (the reader searches itself until then); when it is lost, the
+    reader reads the search itself and the line connects again."""
+    import psycopg
+
+    def side_backends() -> list[tuple[Any, ...]]:
+        return sql_rows(
+            pg_url,
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'mirroros-reader-side'"
+            " AND datname = current_database()",
+        )
+
+    ran: list[tuple[str, str]] = []  # (thread, statement) of every execute
+    execute = psycopg.ClientCursor.execute
+
+    def traced(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        ran.append((threading.current_thread().name, str(query)))
+        return execute(self, query, *args, **kwargs)
+
+    def view(conn: Any) -> tuple[list[int], int]:
+        found = conn.execute(
+            "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC",
+            ("zebra",),
+        )
+        count = conn.execute("SELECT count(*) FROM messages")
+        return [row[0] for row in found], count.fetchone()[0]
+
+    async with Memory(pg_url) as memory:
+        first = await memory.record_incoming(incoming("a zebra crossing", "z1"), "desk")
+        await memory.record_incoming(incoming("no stripes here", "z2"), "desk")
+        expected = ([first.message_id], 2)
+        assert await memory.read(view) == expected  # the line connects meanwhile
+        await wait_until(lambda: len(side_backends()) == 1, 10, "the side line connected")
+        monkeypatch.setattr(psycopg.ClientCursor, "execute", traced)
+
+        assert await memory.read(view) == expected
+        searched = [thread for thread, text in ran if "@@" in text]
+        assert len(searched) == 1 and searched[0].startswith("mirror-pg-reader-side")
+        assert any(t.startswith("mirror-pg-reader_") and "count" in q for t, q in ran)
+
+        ran.clear()
+        lost = side_backends()
+        sql_rows(pg_url, f"SELECT pg_terminate_backend({lost[0][0]})")
+        assert await memory.read(view) == expected  # read by the reader instead
+        assert [t for t, q in ran if "@@" in q][-1].startswith("mirror-pg-reader_")
+        await memory.read(view)  # finds the line down: it connects again
+        await wait_until(
+            lambda: side_backends() not in ([], lost), 10, "the side line connected again"
+        )
+        ran.clear()
+        assert await memory.read(view) == expected
+        assert [t for t, q in ran if "@@" in q] == ["mirror-pg-reader-side_0"]
+
+
 async def test_a_message_is_recorded_in_two_round_trips_and_once(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -277,7 +277,9 @@ class MirrorStore(VectorStore):
         limits: ViewLimits | None = None,
         meaning: Any | None = None,
     ) -> TurnView:
-        """One consistent read of everything a turn's context draws from memory.
+        """One consistent read of everything a turn's context draws from memory. (On
+        PostgreSQL its first word search runs beside it, in a snapshot taken as the view's
+        is: bot/memory/pg_engine.py, `SideLine`.)
 
         `meaning`: the text's vector (bot.recall.meaning): recall fuses word matches with
         the nearest rows the audience may see (bot/memory/vector_store.py)."""

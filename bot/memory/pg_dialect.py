@@ -163,6 +163,9 @@ class Statement:
     # INSERT, UPDATE or DELETE without the store's own RETURNING: nothing to read back but
     # its rowcount and lastrowid, so it may wait and travel with the next statement.
     deferrable: bool = False
+    # A read that searches words (`@@`): the server's slowest reads in a turn, which a
+    # reader runs beside the rest of its snapshot's reads (bot/memory/pg_engine.SideLine).
+    searches: bool = False
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,8 @@ def translate(sql: str, with_params: bool = True) -> Statement:
     deferrable = (
         head.startswith(("INSERT", "UPDATE", "DELETE")) and not has_returning and not ignore_unique
     )
-    return Statement(text, returns_id, ignore_unique, writes, rows, deferrable)
+    searches = not writes and "@@" in text
+    return Statement(text, returns_id, ignore_unique, writes, rows, deferrable, searches)
 
 
 _VALUES = re.compile(r"\bVALUES\s*\(", re.IGNORECASE)
