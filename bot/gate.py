@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from bot.config import Config
@@ -35,6 +35,7 @@ from bot.memory import (
     Memory,
     Outgoing,
     Recorded,
+    SentSince,
 )
 from bot.models import Incoming
 from bot.people import PAIRING_WAITING, REVOKED_NOTICE, pairing_announcement
@@ -121,6 +122,15 @@ class Gatekeeper:
 
     # The check ------------------------------------------------------------------------
 
+    def sent_wanted(self, incoming: Incoming, speaker: Speaker) -> SentSince | None:
+        """What the persona sent that `check` will compare this message with (the echo
+        window's news since it last looked), for the caller to read when it records the
+        message (`Memory.record_incoming(sent=…)`: one read a turn fewer); None when
+        `check` will not compare it (a trusted speaker, a text too short to be an echo)."""
+        if speaker.trusted or len(normalize_for_echo(incoming.text)) < self.guard.echo_min_chars:
+            return None
+        return SentSince(self.echo.last_id, self.memory.now - self.guard.echo_window_s)
+
     async def check(
         self,
         incoming: Incoming,
@@ -201,21 +211,23 @@ class Gatekeeper:
         )
         want_grant = not vetted and rules.policy == "pairing"
         budget = bool(self.limits.daily_tokens or self.limits.daily_cost_usd)
-        if not echo and not recent and not want_grant and not budget:
-            return GuardFacts()
+        read_sent = echo and recorded.sent is None  # not read when it was recorded
+        if not read_sent and not recent and not want_grant and not budget:
+            return GuardFacts(sent=recorded.sent or [])
         now = self.memory.now
-        return await self.memory.guard_facts(
+        facts = await self.memory.guard_facts(
             FactsRequest(
                 message_id=recorded.message_id,
                 conversation_id=recorded.conversation_id,
                 person_id=recorded.person_id,
-                sent_after=self.echo.last_id if echo else None,
+                sent_after=self.echo.last_id if read_sent else None,
                 sent_since=now - self.guard.echo_window_s,
                 recent_incoming=recent,
                 want_grant=want_grant,
                 usage_day=utc_day(now) if budget else None,
             )
         )
+        return facts if read_sent else replace(facts, sent=recorded.sent or [])
 
     def _echo_of(self, heard: str, recorded: Recorded, facts: GuardFacts) -> tuple[int, str] | None:
         """The persona's message sent elsewhere that this (normalised) text repeats, if any:

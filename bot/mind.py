@@ -107,7 +107,9 @@ class Mind:
         started = time.perf_counter()
         incoming = self.cleaned(incoming)
         speaker = speaker or self.gatekeeper.roster.speaker(incoming)
-        recorded = await self.memory.record_incoming(incoming, self.instance_id)
+        recorded = await self.memory.record_incoming(
+            incoming, self.instance_id, sent=self.gatekeeper.sent_wanted(incoming, speaker)
+        )
         crash_point("after-record")
         if not recorded.created and await self.memory.incoming_status(recorded.message_id) in (
             "answered",

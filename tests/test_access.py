@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from bot.commands import ONLY_ADMINS, ONLY_COORDINATOR, Commands
 from bot.config import Config, CoordinatorConfig, SoulConfig
 from bot.gate import ECHO_ACK, RATE_LIMITED, Gatekeeper, Verdict
 from bot.guard_config import AccessConfig, GuardConfig, LimitsConfig
-from bot.memory import Memory, Recorded, TurnRecord
+from bot.memory import Memory, Recorded, SentSince, TurnRecord
 from bot.models import Author, ConversationKind, Incoming
 from bot.people import approve_pairing, link_accounts, list_people, pending_pairings, unlink_account
 from bot.soul import parse_soul, sync_soul_file
@@ -82,6 +83,9 @@ class Gate:
             incoming, speaker, recorded, places=places or incoming.places
         )
 
+    def sent_wanted(self, incoming: Incoming) -> SentSince | None:
+        return self.gatekeeper.sent_wanted(incoming, self.roster.speaker(incoming))
+
     async def handle_command(self, incoming: Incoming) -> str | None:
         outcome = await self.commands.run_text(self.roster.speaker(incoming), incoming.text)
         return None if outcome is None else outcome.text
@@ -116,7 +120,9 @@ async def turn(
     memory: Memory, gatekeeper: Gate, incoming: Incoming, reply: str | None = "Noted."
 ) -> tuple[Verdict, Recorded]:
     """Record, check, and (when allowed) store a reply as the mind would."""
-    recorded = await memory.record_incoming(incoming, gatekeeper.instance_id)
+    recorded = await memory.record_incoming(
+        incoming, gatekeeper.instance_id, sent=gatekeeper.sent_wanted(incoming)
+    )
     verdict = await gatekeeper.check(incoming, recorded)
     if verdict.allow and reply is not None:
         await answer(memory, gatekeeper, incoming, recorded, reply)
@@ -238,6 +244,46 @@ async def test_persona_telegram_text_echoed_into_discord_is_not_answered(
     # Quoting it back in the same conversation is just conversation, not an echo.
     quoted = message(f"You said: {SAID_ON_TELEGRAM} Which library?")
     assert (await turn(memory, telegram, quoted))[0].allow
+
+
+async def test_what_was_sent_comes_with_the_recording_or_the_check_reads_it(
+    memory: Memory,
+    clock: list[float],
+    gatekeeper_for: Callable[..., Gate],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check compares a message with what the persona sent lately. Asked for when the
+    message is recorded (as the mind records it), those come in the recording's transaction
+    and the check reads nothing itself; recorded without them, the check reads them. The
+    echo is found either way; a text too short to be an echo asks for nothing."""
+    telegram = gatekeeper_for("telegram")
+    await turn(memory, telegram, message("Will you bring the notebook?"), SAID_ON_TELEGRAM)
+    guard_reads = []
+    read_facts = memory.guard_facts
+
+    async def counted(request: Any) -> Any:
+        guard_reads.append(request)
+        return await read_facts(request)
+
+    monkeypatch.setattr(memory, "guard_facts", counted)
+
+    discord = gatekeeper_for("discord")
+    echoed = message(SAID_ON_TELEGRAM, person="bob", entrance="discord")
+    recorded = await memory.record_incoming(
+        echoed, discord.instance_id, sent=discord.sent_wanted(echoed)
+    )
+    assert [sent.text for sent in recorded.sent or []] == [SAID_ON_TELEGRAM]
+    assert (await discord.check(echoed, recorded)).status == "echo"
+    assert guard_reads == []
+
+    unasked = gatekeeper_for("discord")
+    again = message(SAID_ON_TELEGRAM, person="cy", entrance="discord")
+    recorded = await memory.record_incoming(again, unasked.instance_id)
+    assert recorded.sent is None
+    assert (await unasked.check(again, recorded)).status == "echo"
+    assert len(guard_reads) == 1
+
+    assert discord.sent_wanted(message("ok, see you", person="bob", entrance="discord")) is None
 
 
 async def test_old_text_is_no_echo_after_the_window(

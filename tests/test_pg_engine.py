@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bot.config import load_config
-from bot.memory import BucketSpec, Memory, ReplyDelivery, SchemaTooNew, TurnRecord
+from bot.memory import BucketSpec, Memory, ReplyDelivery, SchemaTooNew, SentSince, TurnRecord
 from bot.memory.pg_dialect import translate
 from bot.memory.schema import schema_files
 from bot.models import Author, Incoming
@@ -617,6 +617,11 @@ async def test_a_message_is_recorded_in_two_round_trips_and_once(
         second = await memory.record_incoming(incoming("two", "q2"), "desk")
         assert len(sent) == 2, sent
         assert "INSERT INTO messages" in sent[1] and sent[1].endswith("COMMIT")
+        # What the guard will compare it with (the persona's recent replies) comes along.
+        sent.clear()
+        third = await memory.record_incoming(incoming("three", "q3"), "desk", sent=SentSince(0, 0))
+        assert len(sent) == 2 and "outgoing_log" in sent[0], sent
+        assert third.created and third.sent == []
         again = await memory.record_incoming(incoming("two", "q2"), "desk")
 
     assert first.created and second.created and second.message_id > first.message_id

@@ -24,6 +24,7 @@ from bot.guard import (
     person_spoke,
     take_token,
 )
+from bot.memory.conversation_store import ask_sent_in, sent_messages
 from bot.memory.coordinator_store import enqueue_outgoing_in
 from bot.memory.database import Database, audit_in
 from bot.memory.identity_store import GRANTED_SQL, Refusal, _code_problem
@@ -38,17 +39,9 @@ from bot.memory.records import (
     GuardFacts,
     Outgoing,
     SentMessage,
+    SentSince,
 )
 
-# The persona's outgoing messages committed since a process last looked (every entrance's,
-# in id order): an indexed range over outgoing_log, which a trigger fills and pruning keeps
-# to about two days. Each process keeps its own word index of them (bot.guard.EchoWindow).
-SENT_SINCE_SQL = """
-    SELECT l.message_id, l.at, m.conversation_id, m.text FROM outgoing_log l
-    JOIN messages m ON m.id = l.message_id
-    WHERE l.message_id > :after AND l.at > :since
-    ORDER BY l.message_id
-"""
 RECENT_INCOMING_SQL = """
     SELECT m.text, COALESCE(i.is_bot, 0) AS is_bot FROM messages m
     LEFT JOIN identities i ON i.id = m.identity_id
@@ -210,12 +203,9 @@ class AdmissionStore(Database):
             # Execute all, then fetch: the reads are independent, so all are issued before
             # any is consumed (on PostgreSQL: one message, `PgConnection`).
             sent_rows = (
-                conn.execute(
-                    SENT_SINCE_SQL,
-                    {"after": request.sent_after, "since": request.sent_since},
-                )
+                ask_sent_in(conn, SentSince(request.sent_after, request.sent_since))
                 if request.sent_after is not None
-                else []
+                else None
             )
             recent_rows = (
                 conn.execute(
@@ -243,7 +233,7 @@ class AdmissionStore(Database):
                 if request.usage_day is not None
                 else None
             )
-            sent = [SentMessage(row[0], row[1], row[2], row[3]) for row in sent_rows]
+            sent = sent_messages(sent_rows) if sent_rows is not None else []
             recent = [(row["text"], bool(row["is_bot"])) for row in recent_rows]
             granted = bool(grant_row is not None and grant_row.fetchone())
             tokens, cost = 0, 0.0
@@ -257,13 +247,9 @@ class AdmissionStore(Database):
     async def sent_since(self, after: int, since: float) -> list[SentMessage]:
         """Outgoing messages with an id above `after`, sent after `since`, oldest first."""
 
-        def run(conn: sqlite3.Connection) -> list[SentMessage]:
-            return [
-                SentMessage(row[0], row[1], row[2], row[3])
-                for row in conn.execute(SENT_SINCE_SQL, {"after": after, "since": since})
-            ]
-
-        return await self.read(run)
+        return await self.read(
+            lambda conn: sent_messages(ask_sent_in(conn, SentSince(after, since)))
+        )
 
     async def said_before(
         self, person_id: int, before: int, since: float, *, limit: int = 200

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from bot.memory import rows
 from bot.memory.database import Database
-from bot.memory.records import Recorded
+from bot.memory.records import Recorded, SentMessage, SentSince
 from bot.models import Incoming, Message
 
 _MESSAGE_COLUMNS = """
@@ -64,6 +65,26 @@ def identity_in(
     return identity, person
 
 
+# The persona's outgoing messages committed since a process last looked (every entrance's,
+# in id order): an indexed range over outgoing_log, which a trigger fills and pruning keeps
+# to about two days. Each process keeps its own word index of them (bot.guard.EchoWindow).
+SENT_SINCE_SQL = """
+    SELECT l.message_id, l.at, m.conversation_id, m.text FROM outgoing_log l
+    JOIN messages m ON m.id = l.message_id
+    WHERE l.message_id > :after AND l.at > :since
+    ORDER BY l.message_id
+"""
+
+
+def ask_sent_in(conn: sqlite3.Connection, sent: SentSince) -> sqlite3.Cursor:
+    return conn.execute(SENT_SINCE_SQL, {"after": sent.after, "since": sent.since})
+
+
+def sent_messages(rows: Iterable[sqlite3.Row]) -> list[SentMessage]:
+    """`ask_sent_in`'s rows, oldest first."""
+    return [SentMessage(row[0], row[1], row[2], row[3]) for row in rows]
+
+
 def ask_conversation_in(
     conn: sqlite3.Connection, entrance: str, external_id: str
 ) -> sqlite3.Cursor:
@@ -108,6 +129,7 @@ class Inserted:
     conversation_id: int
     person_id: int
     identity_id: int
+    sent: list[SentMessage] | None = None  # what `SentSince` asked for
 
     @property
     def created(self) -> bool:
@@ -122,6 +144,7 @@ class Inserted:
             self.person_id,
             self.identity_id,
             created=True,
+            sent=self.sent,
         )
 
 
@@ -131,11 +154,13 @@ def insert_incoming_in(
     incoming: Incoming,
     instance_id: str,
     status: str = "received",
+    sent: SentSince | None = None,
 ) -> Inserted:
     """The identity, the conversation and the INSERT of an incoming message, with nothing
-    read back from the INSERT (see `Inserted`)."""
-    # Issued before the identity's read, which it does not depend on: on PostgreSQL both
-    # travel in one message (with the transaction's BEGIN), one round trip fewer.
+    read back from the INSERT (see `Inserted`); and what `sent` asks for."""
+    # Issued before the identity's read, which they do not depend on: on PostgreSQL all
+    # travel in one message (with the transaction's BEGIN), a round trip fewer each.
+    sent_read = ask_sent_in(conn, sent) if sent is not None else None
     conversation_read = ask_conversation_in(conn, incoming.entrance, incoming.conversation_id)
     identity, person = identity_in(
         conn,
@@ -182,7 +207,8 @@ def insert_incoming_in(
             "status": status,
         },
     )
-    return Inserted(cursor, conversation, person, identity)
+    found = sent_messages(sent_read) if sent_read is not None else None
+    return Inserted(cursor, conversation, person, identity, found)
 
 
 def record_incoming_in(
@@ -212,19 +238,28 @@ def record_incoming_in(
 
 class ConversationStore(Database):
     async def record_incoming(
-        self, incoming: Incoming, instance_id: str, *, status: str = "received"
+        self,
+        incoming: Incoming,
+        instance_id: str,
+        *,
+        status: str = "received",
+        sent: SentSince | None = None,
     ) -> Recorded:
         """Record a platform message once: the same platform id twice is one row.
 
         `status`: 'received' (to be answered: a turn takes it up, or the next holder of the
         entrance after a crash) or 'observed' (not addressed to the persona: kept so every
-        instance sees it, never answered)."""
-        inserted = await self.write(insert_incoming_in, self.now, incoming, instance_id, status)
+        instance sees it, never answered). `sent`: the persona's outgoing messages to read
+        in the same transaction (the guard's, `Recorded.sent`)."""
+        inserted = await self.write(
+            insert_incoming_in, self.now, incoming, instance_id, status, sent
+        )
         if inserted.created:
             return inserted.recorded()
         # Recorded before (a platform's redelivery, rare): its row, read in a write of its
         # own, as `record_incoming_in` reads it.
-        return await self.write(record_incoming_in, self.now, incoming, instance_id, status)
+        found = await self.write(record_incoming_in, self.now, incoming, instance_id, status)
+        return replace(found, sent=inserted.sent)
 
     async def record_many(self, incomings: list[Incoming], instance_id: str) -> int:
         """Record a batch in one transaction (imports, benchmarks); returns rows created."""

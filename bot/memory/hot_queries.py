@@ -8,7 +8,8 @@ never hold SQL of its own.
 
 from __future__ import annotations
 
-from bot.memory.admission_store import BOT_HOUR_SQL, RECENT_INCOMING_SQL, SENT_SINCE_SQL
+from bot.memory.admission_store import BOT_HOUR_SQL, RECENT_INCOMING_SQL
+from bot.memory.conversation_store import SENT_SINCE_SQL
 from bot.memory.identity_store import GRANTED_SQL
 from bot.memory.mirror_store import RECENT_PER_INSTANCE_SQL
 from bot.memory.outbox_store import DUE_IDS_SQL, due_params

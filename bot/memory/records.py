@@ -39,13 +39,24 @@ class ReminderError(Exception):
 
 @dataclass(frozen=True)
 class Recorded:
-    """Where an incoming message landed."""
+    """Where an incoming message landed; `sent`: what `SentSince` asked for, read in the
+    recording's transaction (None: not asked)."""
 
     message_id: int
     conversation_id: int
     person_id: int
     identity_id: int
     created: bool
+    sent: list[SentMessage] | None = None
+
+
+@dataclass(frozen=True)
+class SentSince:
+    """The persona's outgoing messages with an id above `after`, sent after `since`: what a
+    guard check compares a message with, asked for when it is recorded (one read fewer)."""
+
+    after: int
+    since: float
 
 
 @dataclass(frozen=True)
