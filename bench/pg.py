@@ -42,6 +42,7 @@ from bench.common import (
     ROOT,
     VAR,
     Figure,
+    cpu_reference_ms,
     cpu_seconds,
     median,
     percentile,
@@ -470,4 +471,8 @@ if __name__ == "__main__":
         asyncio.run(hammer(sys.argv[2], sys.argv[3], float(sys.argv[4])))
     else:
         chosen = tuple(int(a) for a in sys.argv[2:]) or SIZES
-        print_figures(run(float(sys.argv[1]) if sys.argv[1:] else 10, sizes=chosen))
+        # The host's speed drifts (this machine: 1.5-2x within an hour): said with the figures.
+        reference = "machine: CPU reference (3M-step Python loop), start | end"
+        before = cpu_reference_ms()
+        rows = run(float(sys.argv[1]) if sys.argv[1:] else 10, sizes=chosen)
+        print_figures([*rows, Figure(reference, f"{before:.0f} | {cpu_reference_ms():.0f} ms")])
