@@ -731,6 +731,7 @@ async def test_a_delivered_reply_is_marked_sent_with_its_platform_id_once(memory
     claimed = stored.outbox  # stored claimed by the turn's instance, to send at once
     assert claimed is not None and claimed.status == "sending"
     assert claimed.payload["out_id"] == stored.message_id
+    assert [claimed] == await memory.outbox()  # the row as stored (not read back: built)
     assert await memory.claim_outbox("telegram", "courier") == []  # no courier takes it
     # The platform id is already some other row's: the mark still happens, the id stays.
     assert await memory.mark_sent(claimed.id, "phone", "q1")
@@ -738,6 +739,33 @@ async def test_a_delivered_reply_is_marked_sent_with_its_platform_id_once(memory
     assert sent is not None and sent.status == "sent" and sent.platform_message_id is None
     assert not await memory.mark_sent(claimed.id, "phone", "p-2")  # marked once
     assert [item.status for item in await memory.outbox()] == ["sent"]
+
+
+async def test_a_reply_with_its_outbox_row_is_stored_in_two_round_trips(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply's INSERT (its id goes into the outbox row's payload), then everything else
+    with the COMMIT: the outbox row's id is read after it, not in a round trip of its own.
+    The same dedupe key again queues nothing."""
+    async with Memory(pg_url) as memory:
+
+        async def turn(pid: str, dedupe: str) -> Any:
+            message = incoming("what is your name?", pid)
+            recorded = await memory.record_incoming(message, "phone")
+            delivery = ReplyDelivery(target="ana", dedupe_key=dedupe)
+            answer = TurnRecord.answering(recorded, message, "phone", "Wren.", delivery=delivery)
+            sent.clear()
+            return await memory.store_turn(answer)
+
+        sent = statements_sent(monkeypatch)
+        await turn("w1", "reply:w1")  # its statements are known to the connection by now
+        stored = await turn("q1", "reply:q1")
+        assert len(sent) == 2, sent
+        assert "INSERT INTO outbox" in sent[1] and sent[1].endswith("COMMIT")
+        assert stored.outbox is not None and stored.outbox.dedupe_key == "reply:q1"
+        assert stored.outbox == (await memory.outbox())[0]
+        again = await turn("q2", "reply:q1")
+        assert again.outbox is None and len(await memory.outbox()) == 2
 
 
 async def test_recall_by_meaning_works_on_postgresql(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.memory import rows
@@ -55,6 +57,39 @@ def enqueue_in(
     return cursor.lastrowid
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """An outbox row `enqueue_claimed_in` inserted (or not: its dedupe key was queued
+    before), known but for its id, which `cursor` gives once asked: on PostgreSQL that may
+    be after the COMMIT, which the INSERT then travels with (a turn's reply: one round trip
+    fewer than reading the row back at once)."""
+
+    cursor: sqlite3.Cursor
+    entrance: str
+    target: str
+    text: str
+    payload: str  # JSON, as stored
+    dedupe_key: str
+    created_at: float
+
+    def item(self) -> OutboxItem | None:
+        """The row as `rows.outbox_item` reads it; None when nothing was inserted."""
+        if not self.cursor.rowcount:
+            return None
+        assert self.cursor.lastrowid is not None
+        return OutboxItem(
+            id=self.cursor.lastrowid,
+            entrance=self.entrance,
+            target=self.target,
+            text=self.text,
+            payload=json.loads(self.payload),
+            status="sending",
+            attempts=1,
+            dedupe_key=self.dedupe_key,
+            created_at=datetime.fromtimestamp(self.created_at, UTC),
+        )
+
+
 def enqueue_claimed_in(
     conn: sqlite3.Connection,
     now: float,
@@ -65,18 +100,19 @@ def enqueue_claimed_in(
     text: str,
     payload: dict[str, Any],
     dedupe_key: str,
-) -> OutboxItem | None:
+) -> Claimed:
     """Queue a message `claimer` sends at once (a turn's reply), stored already claimed by
-    it: no courier takes it meanwhile (nor is woken for it). None when the dedupe key was
-    already queued."""
-    row = conn.execute(
+    it: no courier takes it meanwhile (nor is woken for it). Its row: `Claimed.item()`
+    (None when the dedupe key was already queued)."""
+    packed = json.dumps(payload)
+    cursor = conn.execute(
         "INSERT INTO outbox (entrance, target, text, payload, status, attempts, next_attempt_at,"
         " claimed_by, claimed_until, dedupe_key, created_at)"
         " VALUES (?, ?, ?, ?, 'sending', 1, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING *",
-        (entrance, target, text, json.dumps(payload), now, claimer, now + CLAIM_S, dedupe_key, now),
-    ).fetchone()
-    return rows.outbox_item(row) if row is not None else None
+        " ON CONFLICT (dedupe_key) DO NOTHING",
+        (entrance, target, text, packed, now, claimer, now + CLAIM_S, dedupe_key, now),
+    )
+    return Claimed(cursor, entrance, target, text, packed, dedupe_key, now)
 
 
 # Due rows of one entrance, oldest first: two seeks of the outbox_due index (pending and

@@ -5,18 +5,28 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from bot.memory.coordinator_store import enqueue_outgoing_in
 from bot.memory.database import Database, audit_in
 from bot.memory.intention_store import add_intention_in
-from bot.memory.outbox_store import enqueue_claimed_in
+from bot.memory.outbox_store import Claimed, enqueue_claimed_in
 from bot.memory.records import Outgoing, Provenance, StoredTurn, TurnRecord, Unfinished
 from bot.memory.reminder_store import set_intention_plan_in
 from bot.models import Author, Incoming
 
 
 def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> StoredTurn:
+    """Store one turn inside the caller's transaction."""
+    stored, claimed = _store_turn_in(conn, now, turn)
+    return replace(stored, outbox=claimed.item()) if claimed is not None else stored
+
+
+def _store_turn_in(
+    conn: sqlite3.Connection, now: float, turn: TurnRecord
+) -> tuple[StoredTurn, Claimed | None]:
+    """`store_turn_in`, its reply's outbox row not read back yet (`Claimed`)."""
     message_id = conn.execute(
         "INSERT INTO messages (conversation_id, instance_id, entrance, direction, person_id,"
         " text, created_at, reply_to, visibility, status, soul_version, model)"
@@ -38,9 +48,9 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
         },
     ).lastrowid
     assert message_id is not None
-    outbox = None
+    claimed = None
     if turn.delivery is not None:
-        outbox = enqueue_claimed_in(
+        claimed = enqueue_claimed_in(
             conn,
             now,
             turn.instance_id,
@@ -118,7 +128,7 @@ def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> Sto
                 turn.cost_usd,
             ),
         )
-    return StoredTurn(message_id, intention_ids, conflicts, done, outbox)
+    return StoredTurn(message_id, intention_ids, conflicts, done), claimed
 
 
 def pack_context(rows: Iterable[tuple[str, int]]) -> str:
@@ -223,7 +233,10 @@ class TurnStore(Database):
         return await self.write(run)
 
     async def store_turn(self, turn: TurnRecord) -> StoredTurn:
-        return await self.write(store_turn_in, self.now, turn)
+        # The reply's outbox row is read back after the COMMIT: on PostgreSQL its INSERT
+        # travels with it rather than in a round trip of its own.
+        stored, claimed = await self.write(_store_turn_in, self.now, turn)
+        return replace(stored, outbox=claimed.item()) if claimed is not None else stored
 
     async def incoming_status(self, message_id: int) -> str | None:
         row = await self.read(
