@@ -233,8 +233,9 @@ class TurnStore(Database):
         return await self.write(run)
 
     async def store_turn(self, turn: TurnRecord) -> StoredTurn:
-        # The reply's outbox row is read back after the COMMIT: on PostgreSQL its INSERT
-        # travels with it rather than in a round trip of its own.
+        # The reply's outbox row is made after the COMMIT, from what was inserted and the
+        # id the INSERT gave: on PostgreSQL that INSERT travels with the COMMIT rather than
+        # in a round trip of its own.
         stored, claimed = await self.write(_store_turn_in, self.now, turn)
         return replace(stored, outbox=claimed.item()) if claimed is not None else stored
 
