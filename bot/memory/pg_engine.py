@@ -46,7 +46,10 @@ that to 14 a turn, but the turn only from 14.8 to 14.3 ms at p50 (its context pa
 left is mostly the server's own work: the turn view's message (3 ms at p50, 2.3 of it the
 two word searches), the reply's commit with its rows (2 ms), and planning the unprepared
 reads that join messages (the guard's outgoing_log read: 2 ms of planning for 0.06 of
-execution, the planner probing the ends of messages' primary key).
+execution, the planner probing the ends of messages' primary key). Since then the word
+search over messages runs beside the view's other reads (`SideLine`), and a production
+turn's remaining round trips are its three write transactions (two each: the BEGIN with
+the first read, then the writes with the COMMIT) and the view's message or two.
 """
 
 from __future__ import annotations
