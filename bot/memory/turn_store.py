@@ -19,7 +19,11 @@ from bot.models import Author, Incoming
 
 def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> StoredTurn:
     """Store one turn inside the caller's transaction."""
-    stored, claimed = _store_turn_in(conn, now, turn)
+    return _with_outbox(*_store_turn_in(conn, now, turn))
+
+
+def _with_outbox(stored: StoredTurn, claimed: Claimed | None) -> StoredTurn:
+    """`stored` with its reply's outbox row, once its INSERT was sent (`Claimed`)."""
     return replace(stored, outbox=claimed.item()) if claimed is not None else stored
 
 
@@ -236,8 +240,7 @@ class TurnStore(Database):
         # The reply's outbox row is made after the COMMIT, from what was inserted and the
         # id the INSERT gave: on PostgreSQL that INSERT travels with the COMMIT rather than
         # in a round trip of its own.
-        stored, claimed = await self.write(_store_turn_in, self.now, turn)
-        return replace(stored, outbox=claimed.item()) if claimed is not None else stored
+        return _with_outbox(*await self.write(_store_turn_in, self.now, turn))
 
     async def incoming_status(self, message_id: int) -> str | None:
         row = await self.read(
