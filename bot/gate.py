@@ -4,9 +4,11 @@
 model: empty text, the persona's own accounts and echoes of its own text, bots, group and
 access policy (open | allowlist | pairing), bot loops and budgets, rate limits and the daily
 model budget. It reads who is speaking from the turn's `Speaker` (decided once, in
-`bot.speaker`) instead of asking again. A refused message keeps its row with status
-'refused' or 'echo' and an audit entry saying why: it is never silently lost. This module
-must never call the model.
+`bot.speaker`) instead of asking again. A person's message that only an echo could still
+stop has its rate limits' tokens taken in the transaction that records it (`tokens_wanted`;
+an echo gives them back). A refused message keeps its row with status 'refused' or 'echo'
+and an audit entry saying why: it is never silently lost. This module must never call the
+model.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bot.guard import (
     utc_day,
 )
 from bot.memory import (
+    PERSON_KEY,
     Account,
     AdmitRequest,
     BucketSpec,
@@ -131,6 +134,31 @@ class Gatekeeper:
             return None
         return SentSince(self.echo.last_id, self.memory.now - self.guard.echo_window_s)
 
+    def tokens_wanted(self, incoming: Incoming, speaker: Speaker) -> list[BucketSpec] | None:
+        """The rate limits' buckets to take a token from when the message is recorded
+        (`Memory.record_incoming(take_tokens=…)`: the admission's write transaction a turn
+        fewer; `Recorded.admission`), or None to leave the admission to `check`.
+
+        Asked only when every check before the admission is known to pass but the echo
+        check (a person's non-empty message, in a place and under a policy that let them
+        in): an echo refusal gives the tokens back. Bots, and people the policy must look
+        up, are admitted by `check` alone."""
+        rules = self.access.entrance(incoming.entrance)
+        if (
+            speaker.own
+            or speaker.is_bot
+            or is_empty(incoming.text)
+            or not (speaker.vetted or rules.policy == "open")
+        ):
+            return None
+        if (
+            not speaker.private
+            and rules.groups
+            and not ({incoming.conversation_id, *incoming.places} & set(rules.groups))
+        ):
+            return None
+        return [] if speaker.trusted else self._buckets(incoming.entrance)
+
     async def check(
         self,
         incoming: Incoming,
@@ -183,7 +211,8 @@ class Gatekeeper:
             if loop is not None:
                 return await self._loop_ended(incoming, recorded, actor, loop)
 
-        admission = await self.memory.admit(
+        # Taken when the message was recorded (`tokens_wanted`), or now.
+        admission = recorded.admission or await self.memory.admit(
             AdmitRequest(
                 buckets=[] if trusted else self._buckets(incoming.entrance, recorded.person_id),
                 bot_conversation=recorded.conversation_id if speaker.is_bot else None,
@@ -195,10 +224,14 @@ class Gatekeeper:
             return await self._bot_stopped(incoming, recorded, actor, admission.bot)
         if not admission.allowed:
             reason = f"rate limit: {admission.limited_by}"
-            await self.memory.refuse_message(
-                recorded.message_id, status="refused", reason=reason, actor=actor
+            first = await self.memory.refuse_message(
+                recorded.message_id,
+                status="refused",
+                reason=reason,
+                actor=actor,
+                warn_bucket=admission.limited_by,
             )
-            reply = RATE_LIMITED if admission.first_warning and not speaker.is_bot else None
+            reply = RATE_LIMITED if first and not speaker.is_bot else None
             return Verdict(False, "refused", reason, reply=reply)
         return await self._model_budget(facts)
 
@@ -257,12 +290,14 @@ class Gatekeeper:
         padded = f" {heard} "
         return any(padded in f" {normalize_for_echo(text)} " for text in earlier)
 
-    def _buckets(self, entrance: str, person_id: int) -> list[BucketSpec]:
+    def _buckets(self, entrance: str, person_id: int | None = None) -> list[BucketSpec]:
+        """The buckets a message takes from; the speaker's named by `person_id` (None: by
+        `PERSON_KEY`, for the recording to fill in)."""
         buckets = []
         if self.limits.person_per_minute > 0:
             buckets.append(
                 BucketSpec(
-                    f"person:{person_id}",
+                    PERSON_KEY if person_id is None else PERSON_KEY.format(person=person_id),
                     self.limits.person_per_minute / 60,
                     self.limits.person_burst,
                 )
@@ -292,6 +327,7 @@ class Gatekeeper:
         key = None
         if human_dm and self.guard.acknowledge_echo:
             key = f"echo-ack:{recorded.conversation_id}:{utc_day(self.memory.now)}"
+        taken = recorded.admission
         told = await self.memory.refuse_message(
             recorded.message_id,
             status="echo",
@@ -299,6 +335,11 @@ class Gatekeeper:
             actor=actor,
             detail={"said": said[:200]},
             notice_key=key,
+            give_back=(
+                self._buckets(incoming.entrance, recorded.person_id)
+                if taken is not None and taken.allowed
+                else None
+            ),
         )
         return Verdict(False, "echo", reason, reply=ECHO_ACK if told else None)
 

@@ -108,7 +108,10 @@ class Mind:
         incoming = self.cleaned(incoming)
         speaker = speaker or self.gatekeeper.roster.speaker(incoming)
         recorded = await self.memory.record_incoming(
-            incoming, self.instance_id, sent=self.gatekeeper.sent_wanted(incoming, speaker)
+            incoming,
+            self.instance_id,
+            sent=self.gatekeeper.sent_wanted(incoming, speaker),
+            take_tokens=self.gatekeeper.tokens_wanted(incoming, speaker),
         )
         crash_point("after-record")
         if not recorded.created and await self.memory.incoming_status(recorded.message_id) in (

@@ -14,7 +14,7 @@ from bot.commands import ONLY_ADMINS, ONLY_COORDINATOR, Commands
 from bot.config import Config, CoordinatorConfig, SoulConfig
 from bot.gate import ECHO_ACK, RATE_LIMITED, Gatekeeper, Verdict
 from bot.guard_config import AccessConfig, GuardConfig, LimitsConfig
-from bot.memory import Memory, Recorded, SentSince, TurnRecord
+from bot.memory import BucketSpec, Memory, Recorded, SentSince, TurnRecord
 from bot.models import Author, ConversationKind, Incoming
 from bot.people import approve_pairing, link_accounts, list_people, pending_pairings, unlink_account
 from bot.soul import parse_soul, sync_soul_file
@@ -86,6 +86,9 @@ class Gate:
     def sent_wanted(self, incoming: Incoming) -> SentSince | None:
         return self.gatekeeper.sent_wanted(incoming, self.roster.speaker(incoming))
 
+    def tokens_wanted(self, incoming: Incoming) -> list[BucketSpec] | None:
+        return self.gatekeeper.tokens_wanted(incoming, self.roster.speaker(incoming))
+
     async def handle_command(self, incoming: Incoming) -> str | None:
         outcome = await self.commands.run_text(self.roster.speaker(incoming), incoming.text)
         return None if outcome is None else outcome.text
@@ -117,11 +120,20 @@ def gatekeeper_for(memory: Memory, config: Config) -> Callable[..., Gate]:
 
 
 async def turn(
-    memory: Memory, gatekeeper: Gate, incoming: Incoming, reply: str | None = "Noted."
+    memory: Memory,
+    gatekeeper: Gate,
+    incoming: Incoming,
+    reply: str | None = "Noted.",
+    *,
+    early: bool = True,
 ) -> tuple[Verdict, Recorded]:
-    """Record, check, and (when allowed) store a reply as the mind would."""
+    """Record, check, and (when allowed) store a reply as the mind would. `early` False:
+    the rate limits' tokens are left to the check's admission (not taken when recorded)."""
     recorded = await memory.record_incoming(
-        incoming, gatekeeper.instance_id, sent=gatekeeper.sent_wanted(incoming)
+        incoming,
+        gatekeeper.instance_id,
+        sent=gatekeeper.sent_wanted(incoming),
+        take_tokens=gatekeeper.tokens_wanted(incoming) if early else None,
     )
     verdict = await gatekeeper.check(incoming, recorded)
     if verdict.allow and reply is not None:
@@ -423,30 +435,101 @@ async def test_bare_acknowledgements_and_repeats_end_a_bot_exchange(
 # Rate limits and the daily model budget ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("early", [True, False], ids=["taken-when-recorded", "taken-by-check"])
 async def test_rate_limit_replies_once_then_stays_silent(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate], early: bool
 ) -> None:
     gatekeeper = gatekeeper_for(limits={"person_per_minute": 6, "person_burst": 3})
-    results = [await turn(memory, gatekeeper, message(f"question {n}")) for n in range(5)]
+
+    async def ask(text: str, person: str = "alice") -> tuple[Verdict, Recorded]:
+        return await turn(memory, gatekeeper, message(text, person=person), early=early)
+
+    results = [await ask(f"question {n}") for n in range(5)]
     assert [v.allow for v, _ in results] == [True, True, True, False, False]
     assert results[3][0].reply == RATE_LIMITED and results[4][0].reply is None
     assert await status(memory, results[4][1]) == "refused"
     clock[0] += 10  # one token back (6 a minute)
-    assert (await turn(memory, gatekeeper, message("question 6")))[0].allow
-    limited, _ = await turn(memory, gatekeeper, message("question 7"))
+    assert (await ask("question 6"))[0].allow
+    limited, _ = await ask("question 7")
     assert limited.reply == RATE_LIMITED  # a new episode gets one reply again
     # The coordinator is never rate-limited.
     for n in range(5):
-        assert (await turn(memory, gatekeeper, message(f"cmd {n}", person="999")))[0].allow
+        assert (await ask(f"cmd {n}", person="999"))[0].allow
 
 
+@pytest.mark.parametrize("early", [True, False], ids=["taken-when-recorded", "taken-by-check"])
 async def test_entrance_rate_limit_is_shared_by_everyone_on_it(
-    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
+    memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate], early: bool
 ) -> None:
     gatekeeper = gatekeeper_for(limits={"entrance_per_minute": 1, "entrance_burst": 2})
     people = ["ann", "ben", "cat"]
-    verdicts = [(await turn(memory, gatekeeper, message("hi there", person=p)))[0] for p in people]
+    verdicts = [
+        (await turn(memory, gatekeeper, message("hi there", person=p), early=early))[0]
+        for p in people
+    ]
     assert [v.allow for v in verdicts] == [True, True, False]
+
+
+async def test_tokens_taken_when_recorded_are_the_admission_and_an_echo_gives_them_back(
+    memory: Memory,
+    clock: list[float],
+    gatekeeper_for: Callable[..., Gate],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the mind records a person's message, its rate limits' tokens are taken in the
+    same transaction: the check then writes no admission of its own. An echo refused
+    afterwards gives its tokens back; a redelivered message takes none again; a bot, or a
+    person where a bot exchange runs, is admitted by the check as before."""
+    # The clock stands still: no bucket refills during the test.
+    limits = {"person_per_minute": 1, "person_burst": 2, "entrance_per_minute": 1}
+    telegram = gatekeeper_for(limits={**limits, "entrance_burst": 100})
+    await turn(memory, telegram, message("Will you bring the notebook?"), SAID_ON_TELEGRAM)
+    admissions: list[Any] = []
+    admit = memory.admit
+
+    async def counted(request: Any) -> Any:
+        admissions.append(request)
+        return await admit(request)
+
+    monkeypatch.setattr(memory, "admit", counted)
+
+    def tokens(key: str) -> float:
+        [(left,)] = rows(memory, "SELECT tokens FROM rate_buckets WHERE key = ?", key)
+        assert isinstance(left, float)
+        return left
+
+    verdict, recorded = await turn(memory, telegram, message("and the pens?", person="bob"))
+    assert verdict.allow and recorded.admission is not None and admissions == []
+    bob = f"person:{recorded.person_id}"
+    assert tokens(bob) == pytest.approx(1.0, abs=0.01)
+
+    forwarded = message(f"Fwd: {SAID_ON_TELEGRAM}", person="bob")
+    echo, _ = await turn(memory, telegram, forwarded)
+    assert echo.status == "echo" and tokens(bob) == pytest.approx(1.0, abs=0.01)
+
+    again = message("and the pens?", person="bob").model_copy(update={"platform_message_id": "p-1"})
+    first, _ = await turn(memory, telegram, again)
+    assert first.allow and tokens(bob) == pytest.approx(0.0, abs=0.01)
+    redelivered = await memory.record_incoming(
+        again, telegram.instance_id, take_tokens=telegram.tokens_wanted(again)
+    )
+    assert not redelivered.created and redelivered.admission is None
+    assert tokens(bob) == pytest.approx(0.0, abs=0.01) and admissions == []
+
+    discord = gatekeeper_for("discord", access={"discord": {"bots": ["helper"]}})
+    assert discord.tokens_wanted(bot_says("Question 1: what is 1 squared?")) is None
+    await turn(memory, discord, bot_says("Question 1: what is 1 squared?"), "It is 1.")
+    assert len(admissions) == 1  # the bot's
+    human = message(
+        "Bots, please behave.",
+        person="dana",
+        entrance="discord",
+        conversation="chan-bots",
+        kind="group",
+    )
+    verdict, recorded = await turn(memory, discord, human)
+    assert verdict.allow and recorded.admission is None and len(admissions) == 2
+    assert rows(memory, "SELECT count(*) FROM bot_streaks") == [(0,)]  # the exchange is over
 
 
 async def test_daily_model_budget_switches_to_the_offline_brain_and_tells_once(

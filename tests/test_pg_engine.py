@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from bot.config import load_config
-from bot.memory import BucketSpec, Memory, ReplyDelivery, SchemaTooNew, SentSince, TurnRecord
+from bot.memory import (
+    PERSON_KEY,
+    Admission,
+    BucketSpec,
+    Memory,
+    ReplyDelivery,
+    SchemaTooNew,
+    SentSince,
+    TurnRecord,
+)
 from bot.memory.pg_dialect import translate
 from bot.memory.schema import schema_files
 from bot.models import Author, Incoming
@@ -622,6 +631,17 @@ async def test_a_message_is_recorded_in_two_round_trips_and_once(
         third = await memory.record_incoming(incoming("three", "q3"), "desk", sent=SentSince(0, 0))
         assert len(sent) == 2 and "outgoing_log" in sent[0], sent
         assert third.created and third.sent == []
+        # The rate limits' tokens are taken with it (the guard's admission, one write fewer).
+        buckets = [BucketSpec(PERSON_KEY, 0.001, 5), BucketSpec("entrance:telegram", 0.001, 5)]
+        for n in range(3):
+            await memory.record_incoming(incoming("warm", f"t{n}"), "desk", take_tokens=buckets)
+        sent.clear()
+        fourth = await memory.record_incoming(incoming("four", "q4"), "desk", take_tokens=buckets)
+        assert len(sent) == 2 and "INSERT INTO rate_buckets" in sent[1], sent
+        assert fourth.admission == Admission(True)
+        tokens = sql_rows(pg_url, "SELECT key, tokens FROM rate_buckets ORDER BY key")
+        assert [key for key, _ in tokens] == ["entrance:telegram", f"person:{fourth.person_id}"]
+        assert all(left == pytest.approx(1.0, abs=0.01) for _, left in tokens)  # 5 - 4 taken
         again = await memory.record_incoming(incoming("two", "q2"), "desk")
 
     assert first.created and second.created and second.message_id > first.message_id

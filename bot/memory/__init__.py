@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from bot.memory.identity_store import IdentityStore
     from bot.memory.mirror_store import recall_query
     from bot.memory.records import (
+        PERSON_KEY,
         Account,
         Admission,
         AdmitRequest,
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from bot.memory.turn_store import store_turn_in
 
 _WHERE = {
+    "PERSON_KEY": "bot.memory.records",
     "Account": "bot.memory.records",
     "Admission": "bot.memory.records",
     "AdmissionStore": "bot.memory.admission_store",
@@ -116,6 +118,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "PERSON_KEY",
     "TIMELINE_SQL",
     "Account",
     "Admission",

@@ -13,22 +13,15 @@ guard reads for unknown accounts and pruning keeps.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
-from bot.guard import (
-    BotDecision,
-    BotStreak,
-    Bucket,
-    next_bot_exchange,
-    person_spoke,
-    take_token,
-)
+from bot.guard import BotDecision, BotStreak, next_bot_exchange, person_spoke
 from bot.memory.conversation_store import ask_sent_in, sent_messages
 from bot.memory.coordinator_store import enqueue_outgoing_in
 from bot.memory.database import Database, audit_in
 from bot.memory.identity_store import GRANTED_SQL, Refusal, _code_problem
 from bot.memory.outbox_store import enqueue_in
+from bot.memory.rate_buckets import give_back_in, read_buckets_in, take_tokens_in, warn_once_in
 from bot.memory.records import (
     Account,
     Admission,
@@ -62,53 +55,6 @@ CLOSED_PREFIXES = ("access-denied:", "access-revoked:")
 BOT_HOUR_SQL = (
     "SELECT count(*) FROM bot_exchanges WHERE conversation_id = :conversation AND at > :since"
 )
-
-
-def _read_buckets(conn: sqlite3.Connection, buckets: list[BucketSpec]) -> sqlite3.Cursor:
-    """Every bucket in one read (a turn takes from two: the person's and the entrance's)."""
-    return conn.execute(
-        "SELECT key, tokens, updated_at, warned FROM rate_buckets"
-        " WHERE key IN (SELECT value FROM json_each(:keys))",
-        {"keys": json.dumps([spec.key for spec in buckets])},
-    )
-
-
-def take_tokens_in(
-    conn: sqlite3.Connection,
-    now: float,
-    buckets: list[BucketSpec],
-    issued: sqlite3.Cursor | None = None,
-) -> tuple[str | None, bool]:
-    """Take one token from every bucket, or from none: (empty bucket key, first warning).
-
-    `issued`: the buckets' read (`_read_buckets`), issued earlier in this transaction and
-    not consumed yet (on PostgreSQL it then travels with the statement before it)."""
-    states: list[tuple[BucketSpec, bool, Bucket, bool]] = []
-    rows = {
-        row["key"]: row for row in (issued if issued is not None else _read_buckets(conn, buckets))
-    }
-    for spec in buckets:
-        row = rows.get(spec.key)
-        current = Bucket(row["tokens"], row["updated_at"]) if row else None
-        allowed, state = take_token(current, now, spec.rate_per_s, spec.burst)
-        states.append((spec, allowed, state, bool(row["warned"]) if row else False))
-    empty = next((item for item in states if not item[1]), None)
-    if empty is None:
-        conn.executemany(
-            "INSERT INTO rate_buckets (key, tokens, updated_at, warned) VALUES (?, ?, ?, 0)"
-            " ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens,"
-            " updated_at = excluded.updated_at, warned = 0",
-            [(spec.key, state.tokens, state.updated_at) for spec, _, state, _ in states],
-        )
-        return None, False
-    spec, _, state, warned = empty
-    conn.execute(
-        "INSERT INTO rate_buckets (key, tokens, updated_at, warned) VALUES (?, ?, ?, 1)"
-        " ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens,"
-        " updated_at = excluded.updated_at, warned = 1",
-        (spec.key, state.tokens, state.updated_at),
-    )
-    return spec.key, not warned
 
 
 def _bot_streak(conn: sqlite3.Connection, conversation_id: int) -> BotStreak | None:
@@ -146,7 +92,7 @@ def admit_in(conn: sqlite3.Connection, now: float, request: AdmitRequest) -> Adm
     # The buckets' read is issued first, consumed last (`take_tokens_in`): it depends on
     # nothing read or written before it here, so on PostgreSQL it travels with the streak's
     # read, one round trip fewer a turn (bot/memory/pg_engine.py, `PgConnection`).
-    buckets = _read_buckets(conn, request.buckets)
+    buckets = read_buckets_in(conn, request.buckets)
     if request.human_conversation is not None:
         state = _bot_streak(conn, request.human_conversation)
         if state is not None:
@@ -168,9 +114,10 @@ def admit_in(conn: sqlite3.Connection, now: float, request: AdmitRequest) -> Adm
         if not decision.allowed:
             _save_bot_streak(conn, request.bot_conversation, decision.state)
             return Admission(False, bot=decision)
-    limited_by, first = take_tokens_in(conn, now, request.buckets, buckets)
+    # An empty bucket is left unmarked: the refusal claims its warning (`refuse_message`).
+    limited_by, _ = take_tokens_in(conn, now, request.buckets, buckets, mark_empty=False)
     if limited_by is not None:
-        return Admission(False, limited_by, first, bot=decision)
+        return Admission(False, limited_by, bot=decision)
     if request.bot_conversation is not None and decision is not None:
         _save_bot_streak(conn, request.bot_conversation, decision.state)
         conn.execute(
@@ -286,9 +233,15 @@ class AdmissionStore(Database):
         detail: dict[str, object] | None = None,
         notice_key: str | None = None,
         outgoing: list[Outgoing] | None = None,
+        warn_bucket: str | None = None,
+        give_back: list[BucketSpec] | None = None,
     ) -> bool:
         """Mark a message refused/echo and audit why; claim a once-only notice (True when
-        this call claimed it) and queue `outgoing` only then."""
+        this call claimed it) and queue `outgoing` only then.
+
+        `warn_bucket`: the rate-limit bucket found empty; the notice is then its limiting
+        episode's first warning (`warn_once_in`). `give_back`: buckets the message took a
+        token from when it was recorded (`Recorded.admission`), returned."""
 
         def run(conn: sqlite3.Connection) -> bool:
             now = self.now
@@ -296,6 +249,8 @@ class AdmissionStore(Database):
                 "UPDATE messages SET status = ? WHERE id = ?",
                 (status, message_id),
             )
+            if give_back:
+                give_back_in(conn, give_back)
             audit_in(
                 conn,
                 now,
@@ -304,6 +259,8 @@ class AdmissionStore(Database):
                 str(message_id),
                 {"reason": reason, **(detail or {})},
             )
+            if warn_bucket is not None:
+                return warn_once_in(conn, warn_bucket)
             if notice_key is None or not _claim_notice_in(conn, now, notice_key):
                 return False
             _enqueue(conn, now, outgoing or [])

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 
 from bot.memory import rows
 from bot.memory.database import Database
-from bot.memory.records import Recorded, SentMessage, SentSince
+from bot.memory.rate_buckets import EarlyTake
+from bot.memory.records import Admission, BucketSpec, Recorded, SentMessage, SentSince
 from bot.models import Incoming, Message
 
 _MESSAGE_COLUMNS = """
@@ -130,6 +131,7 @@ class Inserted:
     person_id: int
     identity_id: int
     sent: list[SentMessage] | None = None  # what `SentSince` asked for
+    admission: Admission | None = None  # the tokens taken, when asked (`EarlyTake`)
 
     @property
     def created(self) -> bool:
@@ -145,6 +147,7 @@ class Inserted:
             self.identity_id,
             created=True,
             sent=self.sent,
+            admission=self.admission,
         )
 
 
@@ -155,13 +158,28 @@ def insert_incoming_in(
     instance_id: str,
     status: str = "received",
     sent: SentSince | None = None,
+    take_tokens: list[BucketSpec] | None = None,
 ) -> Inserted:
     """The identity, the conversation and the INSERT of an incoming message, with nothing
-    read back from the INSERT (see `Inserted`); and what `sent` asks for."""
+    read back from the INSERT (see `Inserted`); what `sent` asks for; and a token from each
+    of `take_tokens`' buckets (`PERSON_KEY` names the speaker's), unless the message was
+    recorded before or the guard must decide (`EarlyTake`)."""
     # Issued before the identity's read, which they do not depend on: on PostgreSQL all
     # travel in one message (with the transaction's BEGIN), a round trip fewer each.
     sent_read = ask_sent_in(conn, sent) if sent is not None else None
     conversation_read = ask_conversation_in(conn, incoming.entrance, incoming.conversation_id)
+    early = (
+        EarlyTake(
+            conn,
+            take_tokens,
+            incoming.entrance,
+            incoming.author.external_id,
+            incoming.conversation_id,
+            incoming.platform_message_id,
+        )
+        if take_tokens is not None
+        else None
+    )
     identity, person = identity_in(
         conn,
         now,
@@ -208,7 +226,8 @@ def insert_incoming_in(
         },
     )
     found = sent_messages(sent_read) if sent_read is not None else None
-    return Inserted(cursor, conversation, person, identity, found)
+    admission = early.take(conn, now, person) if early is not None else None
+    return Inserted(cursor, conversation, person, identity, found, admission)
 
 
 def record_incoming_in(
@@ -244,15 +263,17 @@ class ConversationStore(Database):
         *,
         status: str = "received",
         sent: SentSince | None = None,
+        take_tokens: list[BucketSpec] | None = None,
     ) -> Recorded:
         """Record a platform message once: the same platform id twice is one row.
 
         `status`: 'received' (to be answered: a turn takes it up, or the next holder of the
         entrance after a crash) or 'observed' (not addressed to the persona: kept so every
         instance sees it, never answered). `sent`: the persona's outgoing messages to read
-        in the same transaction (the guard's, `Recorded.sent`)."""
+        in the same transaction (the guard's, `Recorded.sent`); `take_tokens`: the rate
+        limits' buckets to take a token from in it (the guard's, `Recorded.admission`)."""
         inserted = await self.write(
-            insert_incoming_in, self.now, incoming, instance_id, status, sent
+            insert_incoming_in, self.now, incoming, instance_id, status, sent, take_tokens
         )
         if inserted.created:
             return inserted.recorded()

@@ -40,7 +40,9 @@ class ReminderError(Exception):
 @dataclass(frozen=True)
 class Recorded:
     """Where an incoming message landed; `sent`: what `SentSince` asked for, read in the
-    recording's transaction (None: not asked)."""
+    recording's transaction (None: not asked); `admission`: its rate limits' tokens, taken
+    in the recording's transaction when asked (None: not taken there; the guard's admission
+    takes them)."""
 
     message_id: int
     conversation_id: int
@@ -48,6 +50,7 @@ class Recorded:
     identity_id: int
     created: bool
     sent: list[SentMessage] | None = None
+    admission: Admission | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +292,11 @@ class GuardFacts:
     usage_cost_usd: float = 0.0
 
 
+# A bucket key naming the speaker's bucket before the recording knows who spoke
+# (`Memory.record_incoming(take_tokens=…)` fills in their person id: 'person:42').
+PERSON_KEY = "person:{person}"
+
+
 @dataclass(frozen=True)
 class BucketSpec:
     key: str
@@ -310,7 +318,6 @@ class AdmitRequest:
 class Admission:
     allowed: bool
     limited_by: str | None = None  # the bucket key that was empty
-    first_warning: bool = False  # the first refusal of this limiting episode
     bot: BotDecision | None = None
 
 
