@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from bot.config import load_config
@@ -18,6 +19,7 @@ from bot.memory import (
     Admission,
     BucketSpec,
     Memory,
+    NewIntention,
     ReplyDelivery,
     SchemaTooNew,
     SentSince,
@@ -551,6 +553,110 @@ async def test_reads_issued_before_any_is_consumed_go_in_one_message(
         assert len(sent) == 1 and "never consumed" not in sent[0]
         with pytest.raises(MemoryDbError):
             left.fetchone()
+
+
+async def test_a_turn_view_with_recall_and_decisions_is_one_message(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn view's reads go in one message when nothing was embedded since the last view:
+    the sides of the coordinator's decisions (named by a sub-select of the same decisions)
+    and the read-back of what recall by meaning found (searched before the message, in the
+    index as it stands) travel with the rest. Before, each went in a message of its own
+    after the first. What the index's news adds to the hits is still read back."""
+    import numpy as np
+
+    from bot.config import RecallConfig
+    from bot.embedding import DIMENSIONS, MODEL_NAME
+    from bot.models import Audience
+
+    def vector(axis: int) -> Any:
+        found = np.zeros(DIMENSIONS, dtype=np.float32)
+        found[axis] = 1.0
+        return found
+
+    async with Memory(pg_url) as memory:
+        said = [
+            await memory.record_incoming(incoming(text, f"v{n}", person="bo"), "desk")
+            for n, text in enumerate(("the blue notebook", "the red umbrella"))
+        ]
+        for n in range(2):  # two instances promise one thing differently: a conflict
+            await memory.add_intention(
+                NewIntention(
+                    f"desk-{n}",
+                    "telegram",
+                    None,
+                    None,
+                    "group",
+                    f"call Bob {n}",
+                    "call bob",
+                    1.9e9,
+                    3600,
+                    None,
+                    None,
+                )
+            )
+        [item] = await memory.pending_items()
+        await memory.decide_item(
+            item.id,
+            status="resolved",
+            choice="a",
+            resolution="The first.",
+            note=None,
+            actor="coordinator",
+            intention_statuses={},
+            kept=[],
+            outgoing=[],
+        )
+
+        def embed(recorded: Any, axis: int) -> Any:
+            return memory.write(
+                lambda conn: conn.execute(
+                    "INSERT INTO vectors (kind, row_id, model, vector, created_at)"
+                    " VALUES ('message', ?, ?, ?, 0)",
+                    (recorded.message_id, MODEL_NAME, vector(axis).tobytes()),
+                )
+            )
+
+        await embed(said[0], 0)
+        asking = await memory.record_incoming(incoming("what was it?", "v9"), "desk")
+
+        async def view(axis: int) -> Any:
+            memory.start_embedder(None, RecallConfig(), embeds=False)  # as `recall.meaning`
+            return await memory.turn_view(
+                conversation_id=asking.conversation_id,
+                person_id=asking.person_id,
+                audience=Audience(conversation_id=asking.conversation_id, everyone=True),
+                incoming_id=asking.message_id,
+                text="what was it?",
+                dead_after_s=60,
+                meaning=vector(axis),
+            )
+
+        for _ in range(3):  # loads the index; prepares the reads (`prepared_call`)
+            await view(0)
+        messages: list[str] = []
+        execute = psycopg.ClientCursor.execute
+
+        def reader_sent(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            # (Not a lone COMMIT: an idle reader ends its last read by itself.)
+            if threading.current_thread().name.startswith("mirror-pg-reader_"):
+                if str(query) != "COMMIT":
+                    messages.append(str(query))
+            return execute(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.ClientCursor, "execute", reader_sent)
+        seen = await view(0)
+        assert len(messages) == 1, messages
+        assert [m.text for m in seen.recall] == ["the blue notebook"]
+        assert [d.choice for d in seen.decisions] == ["a"] and seen.decisions[0].sides
+
+        before = memory.data_version_now()
+        await embed(said[1], 1)  # news: read, and its row read back after the search
+        await wait_until(lambda: memory.data_version_now() != before, 10, "the commit heard")
+        messages.clear()
+        seen = await view(1)
+        assert [m.text for m in seen.recall] == ["the red umbrella"]
+        assert len(messages) == 3, messages  # the view, the index's new rows, the read-back
 
 
 async def test_a_word_search_runs_beside_the_other_reads_and_survives_its_line(

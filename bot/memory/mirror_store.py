@@ -197,6 +197,13 @@ def recall_query(text: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in meaningful) or None
 
 
+# The coordinator's latest decisions, newest first (`columns` of conflicts).
+_DECIDED = (
+    "SELECT {columns} FROM conflicts INDEXED BY conflicts_decided"
+    " WHERE status IN ('resolved', 'dismissed') ORDER BY resolved_at DESC LIMIT :limit"
+)
+
+
 def visible_messages_in(
     conn: sqlite3.Connection, params: dict[str, Any], ids: list[int]
 ) -> Callable[[], dict[int, ViewMessage]]:
@@ -294,6 +301,17 @@ class MirrorStore(VectorStore):
                 "speaker": person_id,
                 "here": conversation_id,
             }
+
+            def visible_message(
+                conn: sqlite3.Connection, ids: list[int]
+            ) -> Callable[[], dict[int, ViewMessage]]:
+                return visible_messages_in(conn, params, ids)
+
+            def visible_note(
+                conn: sqlite3.Connection, ids: list[int]
+            ) -> Callable[[], dict[int, ViewNote]]:
+                return visible_notes_in(conn, params, ids)
+
             # Execute all, then fetch: the reads below depend on none of each other's rows,
             # so all are issued before any is consumed. SQLite runs each as it is issued
             # (its cursors are independent); PostgreSQL sends them in one message, one
@@ -339,11 +357,23 @@ class MirrorStore(VectorStore):
                 {**params, "limit": limits.intentions},
             )
             decided_rows = conn.execute(
-                "SELECT id, intention_a, intention_b, status, subject, choice, note, resolution,"
-                " resolved_at, resolved_by FROM conflicts INDEXED BY conflicts_decided"
-                " WHERE status IN ('resolved', 'dismissed')"
-                " ORDER BY resolved_at DESC LIMIT :limit",
+                _DECIDED.format(
+                    columns="id, intention_a, intention_b, status, subject, choice, note,"
+                    " resolution, resolved_at, resolved_by"
+                ),
                 {"limit": limits.decisions},
+            )
+            # The intentions those decisions were between, named by the same decisions
+            # read again in a sub-select (the same snapshot): issued with the rest, not
+            # after the decisions' rows are read (on PostgreSQL a round trip fewer).
+            # (A sub-select, not a WITH: a statement that starts with SELECT is known to be a
+            # read, and waits to go with the others.)
+            latest = _DECIDED.format(columns="intention_a, intention_b")
+            side_rows = conn.execute(
+                f"SELECT i.id, i.text, {visible('i')} AS seen, i.status, i.owner_instance"
+                f" FROM intentions i WHERE i.id IN (SELECT intention_a FROM ({latest}) a"
+                f" UNION ALL SELECT intention_b FROM ({latest}) b)",
+                {**params, "limit": limits.decisions},
             )
             # Reads `visible` would empty for this audience are not run (word recall from
             # messages leaves this conversation out; notes need a conversation or a person).
@@ -371,7 +401,17 @@ class MirrorStore(VectorStore):
                 " AND direction = 'out' AND model = 'mirror/offline') AS notice",
                 params,
             )
-            recall_news = self.ask_recall_news_in(conn, meaning)  # recall's first read
+            # Recall by meaning's reads: the index's news, and the rows it finds as it stands.
+            recall_asked = self.ask_recall_in(
+                conn,
+                meaning,
+                audience=audience,
+                here=conversation_id,
+                limit=limits.recall,
+                visible_message=visible_message,
+                visible_note=visible_note,
+                speaker=person_id,
+            )
             # Then fetch, in the order they were issued.
             history = [_view_message(row) for row in history_rows][::-1]
             elsewhere = [_view_message(row) for row in elsewhere_rows]
@@ -404,21 +444,6 @@ class MirrorStore(VectorStore):
             speaker = speaker_row.fetchone()
             soul = active_soul_in(conn, soul_row.fetchone()[0], self._soul)
             self._soul = soul
-            # The sides of the decisions depend on their rows: issued after them, consumed
-            # after recall by meaning (on PostgreSQL it travels with recall's first read).
-            side_ids = sorted(
-                {row["intention_a"] for row in decided}
-                | {row["intention_b"] for row in decided if row["intention_b"] is not None}
-            )
-            side_rows = (
-                conn.execute(
-                    f"SELECT i.id, i.text, {visible('i')} AS seen, i.status, i.owner_instance"
-                    " FROM intentions i WHERE i.id IN (SELECT value FROM json_each(:ids))",
-                    {**params, "ids": json.dumps(side_ids)},
-                )
-                if side_ids  # nothing decided yet: nothing to read
-                else []
-            )
             recall_intentions: list[ViewIntention] = []  # found by meaning only (issue 21)
             if meaning is not None:
                 recall, notes, recall_intentions = self.recall_by_meaning_in(
@@ -431,10 +456,10 @@ class MirrorStore(VectorStore):
                     words=recall,
                     word_notes=notes,
                     limit=limits.recall,
-                    visible_message=lambda conn, ids: visible_messages_in(conn, params, ids),
-                    visible_note=lambda conn, ids: visible_notes_in(conn, params, ids),
+                    visible_message=visible_message,
+                    visible_note=visible_note,
                     speaker=person_id,
-                    asked=recall_news,
+                    asked=recall_asked,
                 )
             sides = {row["id"]: row for row in side_rows}
             decisions = [_view_decision(row, sides) for row in decided]

@@ -47,9 +47,11 @@ left is mostly the server's own work: the turn view's message (3 ms at p50, 2.3 
 two word searches), the reply's commit with its rows (2 ms), and planning the unprepared
 reads that join messages (the guard's outgoing_log read: 2 ms of planning for 0.06 of
 execution, the planner probing the ends of messages' primary key). Since then the word
-search over messages runs beside the view's other reads (`SideLine`), and a production
-turn's remaining round trips are its three write transactions (two each: the BEGIN with
-the first read, then the writes with the COMMIT) and the view's message or two.
+search over messages runs beside the view's other reads (`SideLine`). A production turn's
+remaining round trips: its two write transactions (two each: the BEGIN with the first
+read, then the writes with the COMMIT; the guard's admission rides in the recording's,
+bot/memory/rate_buckets.py), and the view's message, with a second one (the index's new
+rows, and the read-back of what they add to recall's hits) in about one turn in three.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.memory.database import Database
 from bot.models import Audience, ViewIntention, ViewMessage, ViewNote, from_epoch
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
     from bot.recall_host import Search
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+# Issues the read-back of recalled rows (ids) in a read snapshot; returns the function that
+# reads the ones the audience may see (bot.memory.mirror_store.visible_messages_in).
+VisibleReader = Callable[[sqlite3.Connection, list[int]], Callable[[], dict[int, R]]]
 
 EMBED_BATCH = 32  # rows read and written per transaction
 EMBED_CALL = 8  # rows per call on the encoder thread: a turn's query waits for one call at most
@@ -177,11 +183,13 @@ def refresh_index_in(
         index.shelves, index.last_vector_id, index.last_link = fresh.shelves, 0, link
     if newest <= index.last_vector_id:
         return
-    for kind, shelf in index.shelves.items():
-        rows = conn.execute(
-            _INDEX_ROWS[kind], {"after": index.last_vector_id, "cap": shelf.cap}
-        ).fetchall()
-        shelf.append([(r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows)])
+    # Every shelf's read issued before any is consumed: one message on PostgreSQL.
+    issued = [
+        (shelf, conn.execute(_INDEX_ROWS[kind], {"after": index.last_vector_id, "cap": shelf.cap}))
+        for kind, shelf in index.shelves.items()
+    ]
+    for shelf, rows in issued:
+        shelf.append([(r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows.fetchall())])
     index.last_vector_id = newest
 
 
@@ -221,15 +229,46 @@ class VectorStore(Database):
                 self._embed_own_rows(instance_id), name=f"embedder:{instance_id or 'host'}"
             )
 
-    def ask_recall_news_in(self, conn: sqlite3.Connection, query: Any) -> Any:
-        """Issue the first read of `recall_by_meaning_in(asked=…)` with the caller's other
-        reads (see `ask_index_news_in`); False when there is none to issue."""
+    def ask_recall_in(
+        self,
+        conn: sqlite3.Connection,
+        query: Any,
+        *,
+        audience: Audience,
+        here: int,
+        limit: int,
+        visible_message: VisibleReader[ViewMessage],
+        visible_note: VisibleReader[ViewNote],
+        speaker: int | None = None,
+    ) -> RecallAsked | None:
+        """Issue recall by meaning's reads with the caller's other reads (on PostgreSQL: in
+        their message, one round trip fewer each), for `recall_by_meaning_in(asked=…)`: the
+        index's news (`ask_index_news_in`), and the rows the index as it stands finds,
+        read back through the privacy rule. None: nothing to issue (recall by meaning is
+        off, or the host's recall searches)."""
         from bot.recall_host import Asked
 
+        settings = self._recall_settings
         index = self._index() if query is not None and not isinstance(query, Asked) else None
-        if index is None:
-            return False
-        return ask_index_news_in(conn, index, self._version_seen)
+        if settings is None or index is None:
+            return None
+        news = ask_index_news_in(conn, index, self._version_seen)
+        hits = index.search(
+            query, audience, here=here, limit=limit * 2, floor=settings.min_similarity
+        )
+        return RecallAsked(
+            news,
+            hits,
+            _ask_rows_in(
+                conn,
+                hits,
+                settings.min_similarity,
+                audience,
+                speaker,
+                visible_message,
+                visible_note,
+            ),
+        )
 
     async def search_by_meaning(
         self, query: Any, search: Search
@@ -253,18 +292,16 @@ class VectorStore(Database):
         words: list[ViewMessage],
         word_notes: list[ViewNote],
         limit: int,
-        visible_message: Callable[
-            [sqlite3.Connection, list[int]], Callable[[], dict[int, ViewMessage]]
-        ],
-        visible_note: Callable[[sqlite3.Connection, list[int]], Callable[[], dict[int, ViewNote]]],
+        visible_message: VisibleReader[ViewMessage],
+        visible_note: VisibleReader[ViewNote],
         speaker: int | None = None,
-        asked: Any = False,
+        asked: RecallAsked | None = None,
     ) -> tuple[list[ViewMessage], list[ViewNote], list[ViewIntention]]:
         """Word matches fused with the nearest rows this audience may see (in the turn's
         read snapshot), and the active intentions nearest the text (`speaker`: the person
         speaking, for `about_this_person`). The incoming message's vector is handed to the
         embedder, and the scores are kept as the reply's provenance (written by the
-        embedder, off the turn)."""
+        embedder, off the turn). `asked`: what `ask_recall_in` issued in this snapshot."""
         from bot.recall import fuse
         from bot.recall_host import Asked, Search, unanswered
 
@@ -284,34 +321,47 @@ class VectorStore(Database):
             index = self._index()
             if index is None:
                 return words, word_notes, []
-            refresh_index_in(conn, index, self._version_seen, asked)
-            hits, word_similarities = _search(index, query, search)
+            held = (index.last_vector_id, index.last_link)
+            refresh_index_in(conn, index, self._version_seen, asked.news if asked else False)
+            if asked is not None and (index.last_vector_id, index.last_link) == held:
+                hits = {kind: list(found) for kind, found in asked.hits.items()}  # no news
+                word_similarities = _similarities(index, query, search)
+            else:
+                hits, word_similarities = _search(index, query, search)
         terms = _meaningful_words(text)
         # Read back through the one privacy rule before anything is ranked: the index's view
-        # of who may see a row is as of its loading; the rows' own columns decide. The three
-        # reads are issued before any is consumed: one message on PostgreSQL.
+        # of who may see a row is as of its loading; the rows' own columns decide. Most were
+        # read with the view's first reads (`ask_recall_in`: the hits of the index before
+        # its news); what its news added to the hits is read now, its three reads issued
+        # before any is consumed (one message on PostgreSQL).
         known = {m.id: m for m in words}
         known_notes = {n.id: n for n in word_notes}
-        hits["intention"] = [
-            h for h in hits.get("intention", []) if h.similarity >= max(floor, INTENTION_FLOOR)
-        ]
-        messages_read = visible_message(
-            conn, [h.row_id for h in hits["message"] if h.row_id not in known]
+        intentions: dict[int, ViewIntention] = {}
+        early = asked.rows if asked else _RowsAsked()
+        later = _ask_rows_in(
+            conn,
+            hits,
+            floor,
+            audience,
+            speaker,
+            visible_message,
+            visible_note,
+            skip={
+                "message": early.ids["message"] | known.keys(),
+                "note": early.ids["note"] | known_notes.keys(),
+                "intention": early.ids["intention"],
+            },
         )
-        notes_read = visible_note(
-            conn, [h.row_id for h in hits["note"] if h.row_id not in known_notes]
-        )
-        intentions_read = _visible_intentions_in(
-            conn, audience, speaker, [h.row_id for h in hits["intention"]]
-        )
-        known.update(messages_read())
-        known_notes.update(notes_read())
-        intentions = intentions_read()
+        for rows in (early, later):
+            known.update(rows.messages())
+            known_notes.update(rows.notes())
+            intentions.update(rows.intentions())
+        hits["intention"] = [h for h in hits.get("intention", []) if h.row_id in intentions]
         # The same question asked before (elsewhere) is the nearest row of all, and no
         # answer to it: leave it out.
-        asked = " ".join(text.lower().split())
+        question = " ".join(text.lower().split())
         known = {
-            i: m for i, m in known.items() if " ".join((m.text or "").lower().split()) != asked
+            i: m for i, m in known.items() if " ".join((m.text or "").lower().split()) != question
         }
 
         def ranked(
@@ -523,12 +573,16 @@ def _search(
     hits = index.search(
         query, search.audience, here=search.here, limit=search.limit, floor=search.floor
     )
-    similarities = {
+    return hits, _similarities(index, query, search)
+
+
+def _similarities(index: VectorIndex, query: Any, search: Search) -> dict[str, dict[int, float]]:
+    """The word matches' similarities to the query, by kind."""
+    return {
         kind: index.shelves[kind].similarities(query, ids)
         for kind, ids in search.words.items()
         if kind in index.shelves
     }
-    return hits, similarities
 
 
 def _meaningful_words(text: str) -> list[str]:
@@ -542,6 +596,59 @@ def _overlaps(terms: list[str], texts: dict[int, str]) -> dict[int, float]:
     from bot.recall import word_overlap
 
     return {row_id: word_overlap(terms, text) for row_id, text in texts.items()} if terms else {}
+
+
+@dataclass(frozen=True)
+class _RowsAsked:
+    """Recalled rows' read-back, issued (`_ask_rows_in`): the ids asked for, by kind, and
+    the functions that read the rows the audience may see among them."""
+
+    ids: dict[str, set[int]] = field(
+        default_factory=lambda: {"message": set(), "note": set(), "intention": set()}
+    )
+    messages: Callable[[], dict[int, ViewMessage]] = dict
+    notes: Callable[[], dict[int, ViewNote]] = dict
+    intentions: Callable[[], dict[int, ViewIntention]] = dict
+
+
+@dataclass(frozen=True)
+class RecallAsked:
+    """What `VectorStore.ask_recall_in` issued with a turn view's first reads: the index's
+    news, the hits of the index before it, and their read-back."""
+
+    news: sqlite3.Cursor | None
+    hits: dict[str, list[Hit]]
+    rows: _RowsAsked
+
+
+def _ask_rows_in(
+    conn: sqlite3.Connection,
+    hits: dict[str, list[Hit]],
+    floor: float,
+    audience: Audience,
+    speaker: int | None,
+    visible_message: VisibleReader[ViewMessage],
+    visible_note: VisibleReader[ViewNote],
+    skip: dict[str, set[int]] | None = None,
+) -> _RowsAsked:
+    """Issue the read-back of the rows `hits` found (those in `skip` left out): intentions
+    only above `INTENTION_FLOOR`. Nothing left to read: no statement."""
+    skip = skip or {}
+    floor_of = {"intention": max(floor, INTENTION_FLOOR)}
+    ids = {
+        kind: {
+            h.row_id
+            for h in hits.get(kind, [])
+            if h.row_id not in skip.get(kind, ()) and h.similarity >= floor_of.get(kind, floor)
+        }
+        for kind in ("message", "note", "intention")
+    }
+    return _RowsAsked(
+        ids,
+        visible_message(conn, sorted(ids["message"])),
+        visible_note(conn, sorted(ids["note"])),
+        _visible_intentions_in(conn, audience, speaker, sorted(ids["intention"])),
+    )
 
 
 def _visible_intentions_in(
