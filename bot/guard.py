@@ -91,13 +91,32 @@ def normalize_for_echo(text: str) -> str:
     Case, accents' composed forms, whitespace, punctuation, emoji, quote markers ("> "),
     forward/reply prefixes ("Fwd:", "Re:") and forwarded-message header lines are dropped;
     what is left is the words joined by single spaces. Idempotent.
+
+    Every turn normalises the replies sent since its last look (the echo index) and the
+    message itself: ASCII text takes a shorter way to the same words (`_ascii_words`: 22
+    -> 9 µs for a 350-character reply), Unicode's word pattern being most of the cost.
     """
+    if text.isascii():  # nothing invisible, NFKC and casefold change nothing but case
+        return _ascii_words(_without_markers(text).lower())
     text = unicodedata.normalize("NFKC", _strip_invisible(text))
+    folded = unicodedata.normalize("NFKC", _without_markers(text).casefold())
+    return " ".join(_WORD.findall(folded))
+
+
+def _without_markers(text: str) -> str:
+    """Forwarded-message headers, quote markers and forward/reply prefixes dropped."""
     text = _FORWARD_HEADER.sub(" ", text)
     text = _QUOTE_MARKER.sub("", text)
-    text = _FORWARD_PREFIX.sub("", text)
-    folded = unicodedata.normalize("NFKC", text.casefold())
-    return " ".join(_WORD.findall(folded))
+    return _FORWARD_PREFIX.sub("", text)
+
+
+# ASCII's characters that are not word characters (`_WORD`: letters and digits), as spaces.
+_ASCII_GAPS = str.maketrans({chr(c): " " for c in range(128) if not chr(c).isalnum()})
+
+
+def _ascii_words(text: str) -> str:
+    """`_WORD`'s words of ASCII text, joined by single spaces."""
+    return " ".join(text.translate(_ASCII_GAPS).split())
 
 
 def _repeats(heard: str, said: str, min_chars: int, min_fragment_chars: int) -> bool:

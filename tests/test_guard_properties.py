@@ -115,6 +115,14 @@ def test_echo_normalisation_is_idempotent_and_never_raises(text: str) -> None:
     assert "  " not in once and once == once.strip()
 
 
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+def test_echo_normalisation_of_ascii_takes_a_short_way_to_the_same_words(text: str) -> None:
+    from bot import guard
+
+    unicode_way = " ".join(guard._WORD.findall(guard._without_markers(text).casefold()))
+    assert normalize_for_echo(text) == unicode_way
+
+
 @given(ASCII_TEXT)
 def test_echo_normalisation_ignores_case(text: str) -> None:
     assert normalize_for_echo(text.upper()) == normalize_for_echo(text.lower())
