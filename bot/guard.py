@@ -104,10 +104,15 @@ def normalize_for_echo(text: str) -> str:
 
 
 def _without_markers(text: str) -> str:
-    """Forwarded-message headers, quote markers and forward/reply prefixes dropped."""
-    text = _FORWARD_HEADER.sub(" ", text)
-    text = _QUOTE_MARKER.sub("", text)
-    return _FORWARD_PREFIX.sub("", text)
+    """Forwarded-message headers, quote markers and forward/reply prefixes dropped (each
+    pattern tried only when the text holds a character it needs)."""
+    if "--" in text or ":" in text:  # "---- Forwarded message ----", "Begin forwarded …:"
+        text = _FORWARD_HEADER.sub(" ", text)
+    if ">" in text or "|" in text or "»" in text:
+        text = _QUOTE_MARKER.sub("", text)
+    if ":" in text:  # "Fwd:", "Re:"
+        text = _FORWARD_PREFIX.sub("", text)
+    return text
 
 
 # ASCII's characters that are not word characters (`_WORD`: letters and digits), as spaces.

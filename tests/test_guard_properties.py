@@ -115,11 +115,28 @@ def test_echo_normalisation_is_idempotent_and_never_raises(text: str) -> None:
     assert "  " not in once and once == once.strip()
 
 
-@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+# ASCII text with the markers normalisation drops (forwards, quotes, headers) mixed in.
+MARKED_ASCII = st.lists(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=30)
+    | st.sampled_from(
+        [
+            *("Fwd: ", "RE:", "> ", ">>", "|", "\n", ":", "--"),
+            *(" -- Original Message -- ", "\n---- Forwarded message ----\n"),
+            "Begin forwarded message:",
+        ]
+    ),
+    max_size=12,
+).map("".join)
+
+
+@given(MARKED_ASCII)
 def test_echo_normalisation_of_ascii_takes_a_short_way_to_the_same_words(text: str) -> None:
     from bot import guard
 
-    unicode_way = " ".join(guard._WORD.findall(guard._without_markers(text).casefold()))
+    markers_dropped = guard._FORWARD_PREFIX.sub(
+        "", guard._QUOTE_MARKER.sub("", guard._FORWARD_HEADER.sub(" ", text))
+    )
+    unicode_way = " ".join(guard._WORD.findall(markers_dropped.casefold()))
     assert normalize_for_echo(text) == unicode_way
 
 
