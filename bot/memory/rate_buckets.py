@@ -133,7 +133,8 @@ class EarlyTake:
             " WHERE entrance = ? AND external_id = ?)",
             (entrance, conversation),
         )
-        # Recorded before (a platform's redelivery): its tokens were taken the first time.
+        # Recorded before (a platform's redelivery, a turn run again after a crash): the
+        # guard's admission decides, as it does for any message it checks again.
         self.known = (
             conn.execute(
                 "SELECT 1 FROM messages WHERE entrance = ? AND platform_message_id = ?",
