@@ -324,6 +324,16 @@ def bot_says(text: str, bot: str = "helper") -> Incoming:
     )
 
 
+def person_among_bots() -> Incoming:
+    return message(
+        "Bots, please behave.",
+        person="dana",
+        entrance="discord",
+        conversation="chan-bots",
+        kind="group",
+    )
+
+
 async def test_bots_are_ignored_unless_allowlisted(
     memory: Memory, clock: list[float], gatekeeper_for: Callable[..., Gate]
 ) -> None:
@@ -356,14 +366,7 @@ async def test_bot_exchange_budget_stops_at_8_and_tells_the_coordinator_once(
     assert len(refusals) == 4
 
     # A person speaking there starts a fresh exchange.
-    human = message(
-        "Bots, please behave.",
-        person="dana",
-        entrance="discord",
-        conversation="chan-bots",
-        kind="group",
-    )
-    assert (await turn(memory, gatekeeper, human))[0].allow
+    assert (await turn(memory, gatekeeper, person_among_bots()))[0].allow
     assert (await turn(memory, gatekeeper, bot_says("Question 99: and now?")))[0].allow
 
 
@@ -520,14 +523,7 @@ async def test_tokens_taken_when_recorded_are_the_admission_and_an_echo_gives_th
     assert discord.tokens_wanted(bot_says("Question 1: what is 1 squared?")) is None
     await turn(memory, discord, bot_says("Question 1: what is 1 squared?"), "It is 1.")
     assert len(admissions) == 1  # the bot's
-    human = message(
-        "Bots, please behave.",
-        person="dana",
-        entrance="discord",
-        conversation="chan-bots",
-        kind="group",
-    )
-    verdict, recorded = await turn(memory, discord, human)
+    verdict, recorded = await turn(memory, discord, person_among_bots())
     assert verdict.allow and recorded.admission is None and len(admissions) == 2
     assert rows(memory, "SELECT count(*) FROM bot_streaks") == [(0,)]  # the exchange is over
 

@@ -19,7 +19,7 @@ from typing import Any
 from bot.memory.conversation_store import fts_query
 from bot.memory.records import ViewLimits
 from bot.memory.soul_store import NEWEST_SOUL_ID, active_soul_in
-from bot.memory.vector_store import VectorStore
+from bot.memory.vector_store import RecallRequest, VectorStore
 from bot.models import (
     Audience,
     DecisionSide,
@@ -302,16 +302,6 @@ class MirrorStore(VectorStore):
                 "here": conversation_id,
             }
 
-            def visible_message(
-                conn: sqlite3.Connection, ids: list[int]
-            ) -> Callable[[], dict[int, ViewMessage]]:
-                return visible_messages_in(conn, params, ids)
-
-            def visible_note(
-                conn: sqlite3.Connection, ids: list[int]
-            ) -> Callable[[], dict[int, ViewNote]]:
-                return visible_notes_in(conn, params, ids)
-
             # Execute all, then fetch: the reads below depend on none of each other's rows,
             # so all are issued before any is consumed. SQLite runs each as it is issued
             # (its cursors are independent); PostgreSQL sends them in one message, one
@@ -402,16 +392,16 @@ class MirrorStore(VectorStore):
                 params,
             )
             # Recall by meaning's reads: the index's news, and the rows it finds as it stands.
-            recall_asked = self.ask_recall_in(
-                conn,
+            by_meaning = RecallRequest(
                 meaning,
-                audience=audience,
-                here=conversation_id,
-                limit=limits.recall,
-                visible_message=visible_message,
-                visible_note=visible_note,
+                audience,
+                conversation_id,
+                limits.recall,
+                lambda conn, ids: visible_messages_in(conn, params, ids),
+                lambda conn, ids: visible_notes_in(conn, params, ids),
                 speaker=person_id,
             )
+            recall_asked = self.ask_recall_in(conn, by_meaning)
             # Then fetch, in the order they were issued.
             history = [_view_message(row) for row in history_rows][::-1]
             elsewhere = [_view_message(row) for row in elsewhere_rows]
@@ -448,17 +438,11 @@ class MirrorStore(VectorStore):
             if meaning is not None:
                 recall, notes, recall_intentions = self.recall_by_meaning_in(
                     conn,
-                    query=meaning,
-                    audience=audience,
-                    here=conversation_id,
+                    by_meaning,
                     incoming_id=incoming_id,
                     text=text,
                     words=recall,
                     word_notes=notes,
-                    limit=limits.recall,
-                    visible_message=visible_message,
-                    visible_note=visible_note,
-                    speaker=person_id,
                     asked=recall_asked,
                 )
             sides = {row["id"]: row for row in side_rows}

@@ -229,18 +229,7 @@ class VectorStore(Database):
                 self._embed_own_rows(instance_id), name=f"embedder:{instance_id or 'host'}"
             )
 
-    def ask_recall_in(
-        self,
-        conn: sqlite3.Connection,
-        query: Any,
-        *,
-        audience: Audience,
-        here: int,
-        limit: int,
-        visible_message: VisibleReader[ViewMessage],
-        visible_note: VisibleReader[ViewNote],
-        speaker: int | None = None,
-    ) -> RecallAsked | None:
+    def ask_recall_in(self, conn: sqlite3.Connection, request: RecallRequest) -> RecallAsked | None:
         """Issue recall by meaning's reads with the caller's other reads (on PostgreSQL: in
         their message, one round trip fewer each), for `recall_by_meaning_in(asked=…)`: the
         index's news (`ask_index_news_in`), and the rows the index as it stands finds,
@@ -248,27 +237,16 @@ class VectorStore(Database):
         off, or the host's recall searches)."""
         from bot.recall_host import Asked
 
-        settings = self._recall_settings
+        settings, query = self._recall_settings, request.query
         index = self._index() if query is not None and not isinstance(query, Asked) else None
         if settings is None or index is None:
             return None
         news = ask_index_news_in(conn, index, self._version_seen)
+        floor = settings.min_similarity
         hits = index.search(
-            query, audience, here=here, limit=limit * 2, floor=settings.min_similarity
+            query, request.audience, here=request.here, limit=request.limit * 2, floor=floor
         )
-        return RecallAsked(
-            news,
-            hits,
-            _ask_rows_in(
-                conn,
-                hits,
-                settings.min_similarity,
-                audience,
-                speaker,
-                visible_message,
-                visible_note,
-            ),
-        )
+        return RecallAsked(news, hits, _ask_rows_in(conn, request, hits, floor))
 
     async def search_by_meaning(
         self, query: Any, search: Search
@@ -283,28 +261,23 @@ class VectorStore(Database):
     def recall_by_meaning_in(
         self,
         conn: sqlite3.Connection,
+        request: RecallRequest,
         *,
-        query: Any,
-        audience: Audience,
-        here: int,
         incoming_id: int,
         text: str,
         words: list[ViewMessage],
         word_notes: list[ViewNote],
-        limit: int,
-        visible_message: VisibleReader[ViewMessage],
-        visible_note: VisibleReader[ViewNote],
-        speaker: int | None = None,
         asked: RecallAsked | None = None,
     ) -> tuple[list[ViewMessage], list[ViewNote], list[ViewIntention]]:
         """Word matches fused with the nearest rows this audience may see (in the turn's
-        read snapshot), and the active intentions nearest the text (`speaker`: the person
-        speaking, for `about_this_person`). The incoming message's vector is handed to the
-        embedder, and the scores are kept as the reply's provenance (written by the
-        embedder, off the turn). `asked`: what `ask_recall_in` issued in this snapshot."""
+        read snapshot), and the active intentions nearest the text. The incoming message's
+        vector is handed to the embedder, and the scores are kept as the reply's provenance
+        (written by the embedder, off the turn). `asked`: what `ask_recall_in` issued in
+        this snapshot."""
         from bot.recall import fuse
         from bot.recall_host import Asked, Search, unanswered
 
+        query, audience, here, limit = request.query, request.audience, request.here, request.limit
         settings = self._recall_settings
         if settings is None:
             return words, word_notes, []
@@ -340,12 +313,9 @@ class VectorStore(Database):
         early = asked.rows if asked else _RowsAsked()
         later = _ask_rows_in(
             conn,
+            request,
             hits,
             floor,
-            audience,
-            speaker,
-            visible_message,
-            visible_note,
             skip={
                 "message": early.ids["message"] | known.keys(),
                 "note": early.ids["note"] | known_notes.keys(),
@@ -599,6 +569,22 @@ def _overlaps(terms: list[str], texts: dict[int, str]) -> dict[int, float]:
 
 
 @dataclass(frozen=True)
+class RecallRequest:
+    """What a turn view's recall by meaning looks for: rows near `query` that `audience`
+    may see (less conversation `here`'s messages), `limit` of each kind; how the view reads
+    recalled rows back (`visible_message`, `visible_note`); who is speaking (`speaker`,
+    for `about_this_person`)."""
+
+    query: Any
+    audience: Audience
+    here: int
+    limit: int
+    visible_message: VisibleReader[ViewMessage]
+    visible_note: VisibleReader[ViewNote]
+    speaker: int | None = None
+
+
+@dataclass(frozen=True)
 class _RowsAsked:
     """Recalled rows' read-back, issued (`_ask_rows_in`): the ids asked for, by kind, and
     the functions that read the rows the audience may see among them."""
@@ -623,12 +609,9 @@ class RecallAsked:
 
 def _ask_rows_in(
     conn: sqlite3.Connection,
+    request: RecallRequest,
     hits: dict[str, list[Hit]],
     floor: float,
-    audience: Audience,
-    speaker: int | None,
-    visible_message: VisibleReader[ViewMessage],
-    visible_note: VisibleReader[ViewNote],
     skip: dict[str, set[int]] | None = None,
 ) -> _RowsAsked:
     """Issue the read-back of the rows `hits` found (those in `skip` left out): intentions
@@ -645,9 +628,9 @@ def _ask_rows_in(
     }
     return _RowsAsked(
         ids,
-        visible_message(conn, sorted(ids["message"])),
-        visible_note(conn, sorted(ids["note"])),
-        _visible_intentions_in(conn, audience, speaker, sorted(ids["intention"])),
+        request.visible_message(conn, sorted(ids["message"])),
+        request.visible_note(conn, sorted(ids["note"])),
+        _visible_intentions_in(conn, request.audience, request.speaker, sorted(ids["intention"])),
     )
 
 
