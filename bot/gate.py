@@ -6,9 +6,9 @@ access policy (open | allowlist | pairing), bot loops and budgets, rate limits a
 model budget. It reads who is speaking from the turn's `Speaker` (decided once, in
 `bot.speaker`) instead of asking again. A person's message that only an echo could still
 stop has its rate limits' tokens taken in the transaction that records it (`tokens_wanted`;
-an echo gives them back). A refused message keeps its row with status 'refused' or 'echo'
-and an audit entry saying why: it is never silently lost. This module must never call the
-model.
+a message refused before its admission gives them back). A refused message keeps its row
+with status 'refused' or 'echo' and an audit entry saying why: it is never silently lost.
+This module must never call the model.
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ class Gatekeeper:
 
         Asked only when every check before the admission is known to pass but the echo
         check (a person's non-empty message, in a place and under a policy that let them
-        in): an echo refusal gives the tokens back. Bots, and people the policy must look
-        up, are admitted by `check` alone."""
+        in). A message `check` refuses before its admission gives the tokens back. Bots,
+        and people the policy must look up, are admitted by `check` alone."""
         rules = self.access.entrance(incoming.entrance)
         if (
             speaker.own
@@ -173,6 +173,42 @@ class Gatekeeper:
         Discord guild id, a thread's parent channel); the conversation id always counts.
         """
         await self._maybe_prune()
+        screened = await self._screen(incoming, speaker, recorded, places)
+        if isinstance(screened, Verdict):
+            taken = recorded.admission  # refused before its admission: its tokens go back
+            if taken is not None and taken.taken:
+                await self.memory.give_back_tokens(taken.taken)
+            return screened
+        facts, person = screened, recorded.person_id
+        # Taken when the message was recorded (`tokens_wanted`), or now.
+        admission = recorded.admission or await self.memory.admit(
+            AdmitRequest(
+                buckets=[] if speaker.trusted else self._buckets(incoming.entrance, person),
+                bot_conversation=recorded.conversation_id if speaker.is_bot else None,
+                bot_budget=self.guard.bot_budget,
+                human_conversation=None if speaker.is_bot else recorded.conversation_id,
+            )
+        )
+        actor = speaker.actor
+        if admission.bot is not None and not admission.bot.allowed:
+            return await self._bot_stopped(incoming, recorded, actor, admission.bot)
+        if not admission.allowed:
+            reason = f"rate limit: {admission.limited_by}"
+            first = await self.memory.refuse_message(
+                recorded.message_id,
+                status="refused",
+                reason=reason,
+                actor=actor,
+                warn_bucket=admission.limited_by,
+            )
+            reply = RATE_LIMITED if first and not speaker.is_bot else None
+            return Verdict(False, "refused", reason, reply=reply)
+        return await self._model_budget(facts)
+
+    async def _screen(
+        self, incoming: Incoming, speaker: Speaker, recorded: Recorded, places: Collection[str]
+    ) -> Verdict | GuardFacts:
+        """Every check before the admission: a refusal, or the facts read for them."""
         rules = self.access.entrance(incoming.entrance)
         actor = speaker.actor
         if is_empty(incoming.text):
@@ -210,30 +246,7 @@ class Gatekeeper:
             )
             if loop is not None:
                 return await self._loop_ended(incoming, recorded, actor, loop)
-
-        # Taken when the message was recorded (`tokens_wanted`), or now.
-        admission = recorded.admission or await self.memory.admit(
-            AdmitRequest(
-                buckets=[] if trusted else self._buckets(incoming.entrance, recorded.person_id),
-                bot_conversation=recorded.conversation_id if speaker.is_bot else None,
-                bot_budget=self.guard.bot_budget,
-                human_conversation=None if speaker.is_bot else recorded.conversation_id,
-            )
-        )
-        if admission.bot is not None and not admission.bot.allowed:
-            return await self._bot_stopped(incoming, recorded, actor, admission.bot)
-        if not admission.allowed:
-            reason = f"rate limit: {admission.limited_by}"
-            first = await self.memory.refuse_message(
-                recorded.message_id,
-                status="refused",
-                reason=reason,
-                actor=actor,
-                warn_bucket=admission.limited_by,
-            )
-            reply = RATE_LIMITED if first and not speaker.is_bot else None
-            return Verdict(False, "refused", reason, reply=reply)
-        return await self._model_budget(facts)
+        return facts
 
     async def _facts(
         self, incoming: Incoming, recorded: Recorded, *, echo: bool, vetted: bool
@@ -327,7 +340,6 @@ class Gatekeeper:
         key = None
         if human_dm and self.guard.acknowledge_echo:
             key = f"echo-ack:{recorded.conversation_id}:{utc_day(self.memory.now)}"
-        taken = recorded.admission
         told = await self.memory.refuse_message(
             recorded.message_id,
             status="echo",
@@ -335,11 +347,6 @@ class Gatekeeper:
             actor=actor,
             detail={"said": said[:200]},
             notice_key=key,
-            give_back=(
-                self._buckets(incoming.entrance, recorded.person_id)
-                if taken is not None and taken.allowed
-                else None
-            ),
         )
         return Verdict(False, "echo", reason, reply=ECHO_ACK if told else None)
 

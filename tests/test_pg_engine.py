@@ -743,8 +743,9 @@ async def test_a_message_is_recorded_in_two_round_trips_and_once(
             await memory.record_incoming(incoming("warm", f"t{n}"), "desk", take_tokens=buckets)
         sent.clear()
         fourth = await memory.record_incoming(incoming("four", "q4"), "desk", take_tokens=buckets)
+        person_bucket = BucketSpec(f"person:{fourth.person_id}", 0.001, 5)
         assert len(sent) == 2 and "INSERT INTO rate_buckets" in sent[1], sent
-        assert fourth.admission == Admission(True)
+        assert fourth.admission == Admission(True, taken=(person_bucket, buckets[1]))
         tokens = sql_rows(pg_url, "SELECT key, tokens FROM rate_buckets ORDER BY key")
         assert [key for key, _ in tokens] == ["entrance:telegram", f"person:{fourth.person_id}"]
         assert all(left == pytest.approx(1.0, abs=0.01) for _, left in tokens)  # 5 - 4 taken

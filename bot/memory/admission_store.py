@@ -14,6 +14,7 @@ guard reads for unknown accounts and pruning keeps.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from bot.guard import BotDecision, BotStreak, next_bot_exchange, person_spoke
 from bot.memory.conversation_store import ask_sent_in, sent_messages
@@ -219,6 +220,11 @@ class AdmissionStore(Database):
         """Bot budget and token buckets, in one BEGIN IMMEDIATE transaction."""
         return await self.write(admit_in, self.now, request)
 
+    async def give_back_tokens(self, buckets: Iterable[BucketSpec]) -> None:
+        """A token back to each bucket (up to its burst): taken with a message's recording
+        (`Admission.taken`), which the guard then refused before its admission."""
+        await self.write(give_back_in, list(buckets))
+
     async def take_tokens(self, buckets: list[BucketSpec]) -> tuple[str | None, bool]:
         """Take a token from each bucket, or none: (the empty bucket's key, first warning)."""
         return await self.write(take_tokens_in, self.now, buckets)
@@ -234,14 +240,12 @@ class AdmissionStore(Database):
         notice_key: str | None = None,
         outgoing: list[Outgoing] | None = None,
         warn_bucket: str | None = None,
-        give_back: list[BucketSpec] | None = None,
     ) -> bool:
         """Mark a message refused/echo and audit why; claim a once-only notice (True when
         this call claimed it) and queue `outgoing` only then.
 
         `warn_bucket`: the rate-limit bucket found empty; the notice is then its limiting
-        episode's first warning (`warn_once_in`). `give_back`: buckets the message took a
-        token from when it was recorded (`Recorded.admission`), returned."""
+        episode's first warning (`warn_once_in`)."""
 
         def run(conn: sqlite3.Connection) -> bool:
             now = self.now
@@ -249,8 +253,6 @@ class AdmissionStore(Database):
                 "UPDATE messages SET status = ? WHERE id = ?",
                 (status, message_id),
             )
-            if give_back:
-                give_back_in(conn, give_back)
             audit_in(
                 conn,
                 now,

@@ -301,7 +301,6 @@ class MirrorStore(VectorStore):
                 "speaker": person_id,
                 "here": conversation_id,
             }
-
             # Execute all, then fetch: the reads below depend on none of each other's rows,
             # so all are issued before any is consumed. SQLite runs each as it is issued
             # (its cursors are independent); PostgreSQL sends them in one message, one

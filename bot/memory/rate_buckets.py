@@ -79,7 +79,7 @@ def take_tokens_in(
     return spec.key, not warned
 
 
-def give_back_in(conn: sqlite3.Connection, buckets: list[BucketSpec]) -> None:
+def give_back_in(conn: sqlite3.Connection, buckets: Iterable[BucketSpec]) -> None:
     """Return the token each bucket gave (up to its burst): a message that took them when it
     was recorded was then refused before its admission (an echo)."""
     conn.executemany(
@@ -155,4 +155,4 @@ class EarlyTake:
         buckets = [person_bucket(spec, person_id) for spec in self.buckets]
         rows = [*self.read, *(self.person_read or ())]
         limited_by, _ = take_tokens_in(conn, now, buckets, rows, mark_empty=False)
-        return Admission(limited_by is None, limited_by)
+        return Admission(limited_by is None, limited_by, taken=() if limited_by else tuple(buckets))

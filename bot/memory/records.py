@@ -319,6 +319,9 @@ class Admission:
     allowed: bool
     limited_by: str | None = None  # the bucket key that was empty
     bot: BotDecision | None = None
+    # The buckets a token was taken from with the message's recording (`EarlyTake`): given
+    # back if the guard then refuses the message before its admission.
+    taken: tuple[BucketSpec, ...] = ()
 
 
 # Identity (bot.memory.identity_store) ---------------------------------------------------
