@@ -24,7 +24,7 @@ _UPSERT = (
 )
 
 
-def person_bucket(spec: BucketSpec, person_id: int) -> BucketSpec:
+def _person_bucket(spec: BucketSpec, person_id: int) -> BucketSpec:
     """`spec` with the speaker's person id in its key, if it names the speaker's bucket."""
     if spec.key != PERSON_KEY:
         return spec
@@ -81,7 +81,7 @@ def take_tokens_in(
 
 def give_back_in(conn: sqlite3.Connection, buckets: Iterable[BucketSpec]) -> None:
     """Return the token each bucket gave (up to its burst): a message that took them when it
-    was recorded was then refused before its admission (an echo)."""
+    was recorded was then refused before its admission (an echo, say)."""
     conn.executemany(
         "UPDATE rate_buckets SET tokens = CASE WHEN tokens + 1 > :burst THEN :burst"
         " ELSE tokens + 1 END WHERE key = :key",
@@ -152,7 +152,7 @@ class EarlyTake:
             return None
         if self.known is not None and self.known.fetchone() is not None:
             return None
-        buckets = [person_bucket(spec, person_id) for spec in self.buckets]
+        buckets = [_person_bucket(spec, person_id) for spec in self.buckets]
         rows = [*self.read, *(self.person_read or ())]
         limited_by, _ = take_tokens_in(conn, now, buckets, rows, mark_empty=False)
         return Admission(limited_by is None, limited_by, taken=() if limited_by else tuple(buckets))
