@@ -151,11 +151,7 @@ class Gatekeeper:
             or not (speaker.vetted or rules.policy == "open")
         ):
             return None
-        if (
-            not speaker.private
-            and rules.groups
-            and not ({incoming.conversation_id, *incoming.places} & set(rules.groups))
-        ):
+        if self._unlisted_group(incoming, speaker, incoming.places):
             return None
         return [] if speaker.trusted else self._buckets(incoming.entrance)
 
@@ -219,11 +215,7 @@ class Gatekeeper:
         listed_bot = speaker.has("listed_bot")
         if speaker.is_bot and not listed_bot:
             return await self._refuse(recorded, actor, "refused", "a bot not on the allowlist")
-        if (
-            not speaker.private
-            and rules.groups
-            and not ({incoming.conversation_id, *places} & set(rules.groups))
-        ):
+        if self._unlisted_group(incoming, speaker, places):
             return await self._refuse(recorded, actor, "refused", "a group I am not set up for")
         vetted = speaker.vetted
         heard = "" if trusted else normalize_for_echo(incoming.text)
@@ -247,6 +239,18 @@ class Gatekeeper:
             if loop is not None:
                 return await self._loop_ended(incoming, recorded, actor, loop)
         return facts
+
+    def _unlisted_group(
+        self, incoming: Incoming, speaker: Speaker, places: Collection[str]
+    ) -> bool:
+        """A group conversation outside the entrance's [access.*] groups list (when it has
+        one); `places`: ids it also belongs to (a guild, a thread's parent channel)."""
+        groups = self.access.entrance(incoming.entrance).groups
+        return (
+            not speaker.private
+            and bool(groups)
+            and not ({incoming.conversation_id, *places} & set(groups))
+        )
 
     async def _facts(
         self, incoming: Incoming, recorded: Recorded, *, echo: bool, vetted: bool

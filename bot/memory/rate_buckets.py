@@ -116,7 +116,8 @@ class EarlyTake:
         self.buckets = buckets
         # The speaker's bucket is named by their person id, which this transaction has not
         # read yet: its read finds it through the identity.
-        self.read = read_buckets_in(conn, [spec for spec in buckets if spec.key != PERSON_KEY])
+        named = [spec for spec in buckets if spec.key != PERSON_KEY]
+        self.read = read_buckets_in(conn, named) if named else None
         self.person_read = (
             conn.execute(
                 "SELECT b.key, b.tokens, b.updated_at, b.warned FROM identities i"
@@ -153,6 +154,6 @@ class EarlyTake:
         if self.known is not None and self.known.fetchone() is not None:
             return None
         buckets = [_person_bucket(spec, person_id) for spec in self.buckets]
-        rows = [*self.read, *(self.person_read or ())]
+        rows = [*(self.read or ()), *(self.person_read or ())]
         limited_by, _ = take_tokens_in(conn, now, buckets, rows, mark_empty=False)
         return Admission(limited_by is None, limited_by, taken=() if limited_by else tuple(buckets))
