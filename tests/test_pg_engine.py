@@ -868,30 +868,40 @@ async def test_a_delivered_reply_is_marked_sent_with_its_platform_id_once(memory
     assert [item.status for item in await memory.outbox()] == ["sent"]
 
 
-async def test_a_reply_with_its_outbox_row_is_stored_in_two_round_trips(
+async def test_a_reply_with_its_outbox_row_is_stored_in_one_round_trip(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The reply's INSERT (its id goes into the outbox row's payload), then everything else
-    with the COMMIT: the outbox row's id is read after it, not in a round trip of its own.
-    The same dedupe key again queues nothing."""
+    """The reply's INSERT, its outbox row (the reply's id in its payload), its context rows
+    and the COMMIT go in one message: the rows name the reply's id in SQL, and the ids the
+    INSERTs gave are read after the COMMIT. The same dedupe key again queues nothing."""
     async with Memory(pg_url) as memory:
 
         async def turn(pid: str, dedupe: str) -> Any:
             message = incoming("what is your name?", pid)
             recorded = await memory.record_incoming(message, "phone")
-            delivery = ReplyDelivery(target="ana", dedupe_key=dedupe)
-            answer = TurnRecord.answering(recorded, message, "phone", "Wren.", delivery=delivery)
+            delivery = ReplyDelivery(target="ana", dedupe_key=dedupe, payload={"chat": 7})
+            answer = TurnRecord.answering(
+                recorded,
+                message,
+                "phone",
+                "Wren.",
+                delivery=delivery,
+                context_rows=[("message", recorded.message_id)],
+            )
             sent.clear()
-            return await memory.store_turn(answer)
+            return recorded, await memory.store_turn(answer)
 
         sent = statements_sent(monkeypatch)
         await turn("w1", "reply:w1")  # its statements are known to the connection by now
-        stored = await turn("q1", "reply:q1")
-        assert len(sent) == 2, sent
-        assert "INSERT INTO outbox" in sent[1] and sent[1].endswith("COMMIT")
+        recorded, stored = await turn("q1", "reply:q1")
+        assert len(sent) == 1, sent
+        assert "INSERT INTO outbox" in sent[0] and sent[0].endswith("COMMIT")
         assert stored.outbox is not None and stored.outbox.dedupe_key == "reply:q1"
-        assert stored.outbox == (await memory.outbox())[0]
-        again = await turn("q2", "reply:q1")
+        assert stored.outbox.payload == {"chat": 7, "out_id": stored.message_id}
+        assert stored.outbox == (await memory.outbox())[0]  # as stored (newest first)
+        provenance = await memory.provenance(stored.message_id)
+        assert provenance is not None and provenance.rows == [("message", recorded.message_id)]
+        _, again = await turn("q2", "reply:q1")
         assert again.outbox is None and len(await memory.outbox()) == 2
 
 

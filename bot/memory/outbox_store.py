@@ -58,31 +58,51 @@ def enqueue_in(
 
 
 @dataclass(frozen=True)
+class NewRow:
+    """A row inserted in this transaction whose id is not read back yet: `sql` (with
+    `params`) names it in the statements that follow it, and `cursor`, its INSERT's, gives
+    the id once asked. On PostgreSQL the INSERT then travels with those statements and the
+    COMMIT, not in a round trip of its own (`bot.memory.pg_engine.PgConnection`)."""
+
+    sql: str
+    params: tuple[Any, ...]
+    cursor: sqlite3.Cursor
+
+    @property
+    def id(self) -> int:
+        row_id = self.cursor.lastrowid
+        assert row_id is not None
+        return row_id
+
+
+@dataclass(frozen=True)
 class Claimed:
     """An outbox row `enqueue_claimed_in` inserted (or not: its dedupe key was queued
     before), known but for its id, which `cursor` gives once asked: on PostgreSQL that may
     be after the COMMIT, which the INSERT then travels with (a turn's reply: one round trip
-    fewer than reading the row back at once)."""
+    fewer than reading the row back at once). Likewise its payload's "out_id" (`out`)."""
 
     cursor: sqlite3.Cursor
     entrance: str
     target: str
     text: str
-    payload: str  # JSON, as stored
+    payload: dict[str, Any]  # as stored, but for "out_id"
     dedupe_key: str
     created_at: float
+    out: NewRow | None = None
 
     def item(self) -> OutboxItem | None:
         """The row as `rows.outbox_item` reads it; None when nothing was inserted."""
         if not self.cursor.rowcount:
             return None
         assert self.cursor.lastrowid is not None
+        payload = {**self.payload} if self.out is None else {**self.payload, "out_id": self.out.id}
         return OutboxItem(
             id=self.cursor.lastrowid,
             entrance=self.entrance,
             target=self.target,
             text=self.text,
-            payload=json.loads(self.payload),
+            payload=payload,
             status="sending",
             attempts=1,
             dedupe_key=self.dedupe_key,
@@ -100,19 +120,25 @@ def enqueue_claimed_in(
     text: str,
     payload: dict[str, Any],
     dedupe_key: str,
+    out: NewRow | None = None,
 ) -> Claimed:
     """Queue a message `claimer` sends at once (a turn's reply), stored already claimed by
     it: no courier takes it meanwhile (nor is woken for it). Its row: `Claimed.item()`
-    (None when the dedupe key was already queued)."""
-    packed = json.dumps(payload)
+    (None when the dedupe key was already queued). `out`: the message it delivers, inserted
+    just before, whose id the payload's "out_id" gets in SQL (not read back first)."""
+    value, params = "?", (json.dumps(payload),)
+    if out is not None:
+        payload = {key: item for key, item in payload.items() if key != "out_id"}
+        # The JSON object with "out_id" last, its number written by the statement.
+        head = json.dumps(payload)[:-1] + (", " if payload else "") + '"out_id": '
+        value, params = f"? || CAST({out.sql} AS TEXT) || '}}'", (head, *out.params)
     cursor = conn.execute(
         "INSERT INTO outbox (entrance, target, text, payload, status, attempts, next_attempt_at,"
-        " claimed_by, claimed_until, dedupe_key, created_at)"
-        " VALUES (?, ?, ?, ?, 'sending', 1, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (dedupe_key) DO NOTHING",
-        (entrance, target, text, packed, now, claimer, now + CLAIM_S, dedupe_key, now),
+        f" claimed_by, claimed_until, dedupe_key, created_at) VALUES (?, ?, ?, {value},"
+        " 'sending', 1, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
+        (entrance, target, text, *params, now, claimer, now + CLAIM_S, dedupe_key, now),
     )
-    return Claimed(cursor, entrance, target, text, packed, dedupe_key, now)
+    return Claimed(cursor, entrance, target, text, payload, dedupe_key, now, out)
 
 
 # Due rows of one entrance, oldest first: two seeks of the outbox_due index (pending and

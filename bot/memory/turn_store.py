@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.memory.coordinator_store import enqueue_outgoing_in
 from bot.memory.database import Database, audit_in
 from bot.memory.intention_store import add_intention_in
-from bot.memory.outbox_store import Claimed, enqueue_claimed_in
+from bot.memory.outbox_store import Claimed, NewRow, enqueue_claimed_in
 from bot.memory.records import Outgoing, Provenance, StoredTurn, TurnRecord, Unfinished
 from bot.memory.reminder_store import set_intention_plan_in
 from bot.models import Author, Incoming
@@ -19,19 +19,38 @@ from bot.models import Author, Incoming
 
 def store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> StoredTurn:
     """Store one turn inside the caller's transaction."""
-    return _with_outbox(*_store_turn_in(conn, now, turn))
+    return _store_turn_in(conn, now, turn).stored()
 
 
-def _with_outbox(stored: StoredTurn, claimed: Claimed | None) -> StoredTurn:
-    """`stored` with its reply's outbox row, once its INSERT was sent (`Claimed`)."""
-    return replace(stored, outbox=claimed.item()) if claimed is not None else stored
+@dataclass(frozen=True)
+class _Storing:
+    """A turn stored but for the ids its INSERTs give, read once asked (`stored`): on
+    PostgreSQL after the COMMIT, which those INSERTs then travel with."""
+
+    reply: NewRow
+    intention_ids: list[int]
+    conflicts_found: int
+    done: list[int]
+    claimed: Claimed | None
+
+    def stored(self) -> StoredTurn:
+        outbox = self.claimed.item() if self.claimed is not None else None
+        return StoredTurn(
+            self.reply.id, self.intention_ids, self.conflicts_found, self.done, outbox
+        )
 
 
-def _store_turn_in(
-    conn: sqlite3.Connection, now: float, turn: TurnRecord
-) -> tuple[StoredTurn, Claimed | None]:
-    """`store_turn_in`, its reply's outbox row not read back yet (`Claimed`)."""
-    message_id = conn.execute(
+# The reply's id inside its transaction: the newest message of its conversation, which under
+# the write lock (SQLite's BEGIN IMMEDIATE; on PostgreSQL every message's id is drawn inside
+# the lock) is the one just inserted. Its outbox row and reply_context name it so, not by
+# the id its INSERT gives: on PostgreSQL the INSERT then goes with them and the COMMIT in
+# one message, where reading the id back first cost a round trip a turn.
+_NEWEST_OF_CONVERSATION = "(SELECT max(id) FROM messages WHERE conversation_id = ?)"
+
+
+def _store_turn_in(conn: sqlite3.Connection, now: float, turn: TurnRecord) -> _Storing:
+    """`store_turn_in`, the ids its INSERTs give not read back yet."""
+    inserted = conn.execute(
         "INSERT INTO messages (conversation_id, instance_id, entrance, direction, person_id,"
         " text, created_at, reply_to, visibility, status, soul_version, model)"
         " VALUES (:conversation, :instance, :entrance, 'out', :person, :text, :now, :reply_to,"
@@ -50,8 +69,8 @@ def _store_turn_in(
             # 'pending' until the platform took it (`mark_sent`), when it goes out from here.
             "status": "pending" if turn.delivery is not None else "sent",
         },
-    ).lastrowid
-    assert message_id is not None
+    )
+    reply = NewRow(_NEWEST_OF_CONVERSATION, (turn.conversation_id,), inserted)
     claimed = None
     if turn.delivery is not None:
         claimed = enqueue_claimed_in(
@@ -61,13 +80,14 @@ def _store_turn_in(
             entrance=turn.entrance,
             target=turn.delivery.target,
             text=turn.reply_text,
-            payload={**turn.delivery.payload, "out_id": message_id},
+            payload=turn.delivery.payload,
             dedupe_key=turn.delivery.dedupe_key,
+            out=reply,
         )
     if turn.context_rows:
         conn.execute(
-            "INSERT INTO reply_context (message_id, used) VALUES (?, ?)",
-            (message_id, pack_context(turn.context_rows)),
+            f"INSERT INTO reply_context (message_id, used) VALUES ({reply.sql}, ?)",
+            (*reply.params, pack_context(turn.context_rows)),
         )
     conn.execute(
         "UPDATE messages SET status = ? WHERE id = ?",
@@ -132,7 +152,7 @@ def _store_turn_in(
                 turn.cost_usd,
             ),
         )
-    return StoredTurn(message_id, intention_ids, conflicts, done), claimed
+    return _Storing(reply, intention_ids, conflicts, done, claimed)
 
 
 def pack_context(rows: Iterable[tuple[str, int]]) -> str:
@@ -237,10 +257,9 @@ class TurnStore(Database):
         return await self.write(run)
 
     async def store_turn(self, turn: TurnRecord) -> StoredTurn:
-        # The reply's outbox row is made after the COMMIT, from what was inserted and the
-        # id the INSERT gave: on PostgreSQL that INSERT travels with the COMMIT rather than
-        # in a round trip of its own.
-        return _with_outbox(*await self.write(_store_turn_in, self.now, turn))
+        # The ids the turn's INSERTs gave are read after the COMMIT (`_Storing`): on
+        # PostgreSQL the reply's rows and the COMMIT go in one message.
+        return (await self.write(_store_turn_in, self.now, turn)).stored()
 
     async def incoming_status(self, message_id: int) -> str | None:
         row = await self.read(
