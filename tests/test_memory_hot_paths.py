@@ -18,6 +18,7 @@ import pytest
 from bot.context import BUDGETS, Context, intention_line, trim_context
 from bot.memory import LeaseLost, Memory, NewIntention, Outgoing
 from bot.memory.hot_queries import DUE_IDS_SQL as _DUE_IDS
+from bot.memory.hot_queries import REPLY_ID_SQL
 from bot.memory.hot_queries import due_params as _due_params
 from bot.models import Audience, Author, Incoming, TurnView, ViewIntention
 from tests.waiting import wait_until
@@ -106,6 +107,22 @@ async def test_outbox_due_rows_are_found_by_index_seeks(memory: Memory) -> None:
             seeks = [line for line in plan.splitlines() if "outbox" in line]
             assert len(seeks) == 2 and all("USING INDEX outbox_due" in s for s in seeks), plan
             assert "SCAN outbox" not in plan
+    finally:
+        conn.close()
+
+
+async def test_a_stored_reply_is_named_by_one_step_back_in_its_conversation(
+    memory: Memory,
+) -> None:
+    """The reply's id in its outbox row and reply_context (`REPLY_ID_SQL`): the newest of
+    its conversation, read from the end of messages_conversation, never a scan or a sort."""
+    conn = sqlite3.connect(memory.path)
+    try:
+        plan = "\n".join(
+            row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN SELECT {REPLY_ID_SQL}", (1,))
+        )
+        assert "USING COVERING INDEX messages_conversation (conversation_id=?)" in plan, plan
+        assert "SCAN messages" not in plan and "TEMP B-TREE" not in plan, plan
     finally:
         conn.close()
 

@@ -945,6 +945,7 @@ def test_hot_queries_have_index_paths_on_postgresql(pg_url: str) -> None:
         DUE_IDS_SQL,
         GRANTED_SQL,
         RECENT_INCOMING_SQL,
+        REPLY_ID_SQL,
         SENT_SINCE_SQL,
         due_params,
     )
@@ -953,6 +954,7 @@ def test_hot_queries_have_index_paths_on_postgresql(pg_url: str) -> None:
         SENT_SINCE_SQL: {"after": 10, "since": 0.0},
         RECENT_INCOMING_SQL: {"conversation": 1, "message": 10, "limit": 3},
         GRANTED_SQL: {"person": 1},
+        f"SELECT {REPLY_ID_SQL}": (1,),
         BOT_HOUR_SQL: {"conversation": 1, "since": 0.0},
         DUE_IDS_SQL: due_params("telegram", None, 100.0, 10),
         "SELECT id FROM messages WHERE conversation_id = :c AND id < :i ORDER BY id DESC LIMIT 5": {
@@ -972,6 +974,8 @@ def test_hot_queries_have_index_paths_on_postgresql(pg_url: str) -> None:
                 for row in conn.execute(f"EXPLAIN {statement.sql}", params)  # type: ignore[arg-type]
             )
             assert "Seq Scan" not in plan, (sql, plan)
+            if REPLY_ID_SQL in sql:  # one step back, not the whole conversation's rows
+                assert "Index Only Scan Backward" in plan and "Bitmap" not in plan, plan
             if sql != DUE_IDS_SQL:  # that one sorts the few due rows of two index seeks
                 assert "Sort Key" not in plan, (sql, plan)
 

@@ -13,6 +13,7 @@ from bot.memory.conversation_store import SENT_SINCE_SQL
 from bot.memory.identity_store import GRANTED_SQL
 from bot.memory.mirror_store import RECENT_PER_INSTANCE_SQL
 from bot.memory.outbox_store import DUE_IDS_SQL, due_params
+from bot.memory.turn_store import REPLY_ID_SQL
 
 __all__ = [
     "BOT_HOUR_SQL",
@@ -20,6 +21,7 @@ __all__ = [
     "GRANTED_SQL",
     "RECENT_INCOMING_SQL",
     "RECENT_PER_INSTANCE_SQL",
+    "REPLY_ID_SQL",
     "SENT_SINCE_SQL",
     "due_params",
 ]
