@@ -48,10 +48,11 @@ two word searches), the reply's commit with its rows (2 ms), and planning the un
 reads that join messages (the guard's outgoing_log read: 2 ms of planning for 0.06 of
 execution, the planner probing the ends of messages' primary key). Since then the word
 search over messages runs beside the view's other reads (`SideLine`). A production turn's
-remaining round trips: its two write transactions (two each: the BEGIN with the first
-read, then the writes with the COMMIT; the guard's admission rides in the recording's,
-bot/memory/rate_buckets.py), and the view's message, with a second one (the index's new
-rows, and the read-back of what they add to recall's hits) in about one turn in three.
+remaining round trips: the recording's two (the BEGIN with its reads, then the writes
+with the COMMIT; the guard's admission rides in it, bot/memory/rate_buckets.py), the
+view's message, with a second one (the index's new rows, and the read-back of what they
+add to recall's hits) in about one turn in three, and the reply's one (its rows name its
+id in SQL, bot/memory/turn_store.py `REPLY_ID_SQL`, so nothing waits for its INSERT).
 """
 
 from __future__ import annotations
