@@ -457,6 +457,48 @@ async def test_a_read_is_prepared_on_its_connection_and_answers_as_before(pg_url
         assert not any("LIKE" in s for s in await memory.read(prepared))
 
 
+def test_statements_are_bound_as_psycopg_binds_them(pg_url: str) -> None:
+    """The engine's own client-side binding (`Binder`: no `mogrify` per statement) writes
+    the text `ClientCursor.mogrify` writes, for every kind of value the stores bind and for
+    the placeholders it knows; what it does not know is left to `mogrify`, errors too."""
+    from bot.memory.pg_engine import Binder, connect
+
+    raw = connect(pg_url)
+    try:
+        cursor: Any = raw.cursor()
+        binder = Binder(raw)
+        values: list[Any] = [
+            0, 7, -7, 2**63 - 1, -(2**63), 2**70, True, False, None, 0.0, -0.0, 1.5, -2.25,
+            1e300, float("inf"), float("-inf"), float("nan"), "", "plain", "it's", "back\\slash",
+            "ünïcödé ✓", "50% off", "--", "a\nb", b"\x00\xffbytes", b"",
+        ]  # fmt: skip
+        for value in values:
+            for sql in ("SELECT %s", "SELECT x FROM t WHERE a = %s AND b <> %s -- %%"):
+                params = [value] * sql.count("%s")
+                assert binder.bind(sql, params) == cursor.mogrify(sql, params), (sql, value)
+            named = "SELECT %(v)s, %(v)s, 'lit %%', %(w)s"
+            given = {"v": value, "w": -1, "unused": 3}
+            assert binder.bind(named, given) == cursor.mogrify(named, given), value
+            [[back]] = raw.execute(binder.bind("SELECT %s", [value])).fetchall()
+            if isinstance(value, float):  # a float's literal reads back as numeric
+                back = float(back)
+            same = value != value and back != back  # NaN
+            assert same or back == (bytes(value) if isinstance(value, bytes) else value), value
+        for sql, params in (
+            ("SELECT %s, %s", [1]),  # too few
+            ("SELECT %(a)s", [1]),  # a name, given a position
+            ("SELECT %s", {"a": 1}),  # a position, given a name
+            ("SELECT %(a)s", {"b": 1}),  # a name not given
+            ("SELECT '%' || %s", [1]),  # a stray %
+        ):
+            with pytest.raises((psycopg.ProgrammingError, TypeError)) as raised:
+                cursor.mogrify(sql, params)
+            with pytest.raises(type(raised.value)):
+                binder.bind(sql, params)
+    finally:
+        raw.close()
+
+
 async def test_reads_and_writes_go_on_unprepared_when_the_server_lost_the_prepared_reads(
     pg_url: str,
 ) -> None:
