@@ -4,6 +4,7 @@ serialised writes from several processes, and selecting the engine by URL."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -514,6 +515,10 @@ async def test_reads_and_writes_go_on_unprepared_when_the_server_lost_the_prepar
         def count_then_write(conn: Any) -> int:
             found = count(conn)
             conn.execute("INSERT INTO audit (at, actor, action) VALUES (1, 'x', 'lost')")
+            conn.execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+                (2, "y", "lost", None),
+            )
             return found
 
         def forget(conn: Any) -> None:
@@ -524,9 +529,63 @@ async def test_reads_and_writes_go_on_unprepared_when_the_server_lost_the_prepar
                 assert await call(count) == 1
             await call(forget)
         assert await memory.read(count) == 1
+        for _ in range(3):  # the writes too: seen, prepared, executed
+            assert await memory.write(count_then_write) == 1
+        await memory.write(forget)
         assert await memory.write(count_then_write) == 1
         assert await memory.write(count_then_write) == 1
-        assert sql_rows(pg_url, "SELECT count(*) FROM audit WHERE action = 'lost'") == [(2,)]
+        assert sql_rows(pg_url, "SELECT count(*) FROM audit WHERE action = 'lost'") == [(10,)]
+
+
+async def test_a_write_is_prepared_too_its_null_parameters_typed_by_their_columns(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write seen once is PREPAREd on the writer (a parameter that was None then is typed
+    by its column), and later calls EXECUTE it: the same rows as plain statements. A value
+    its type would read otherwise (text for a number) goes as a plain statement."""
+    async with Memory(pg_url) as memory:
+        insert = "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)"
+        given: list[tuple[Any, ...]] = [
+            (1.5, "ana", "said", None, None),
+            (2, "bo", "said", "it's", None),
+            (3, "cy", "said", None, "50% off"),
+            ("4", "di", "said", None, None),  # text for a double: not prepared, still written
+            (5, "ed", "said", "x", "y"),
+        ]
+        sent = statements_sent(monkeypatch)
+        for values in given:
+            await memory.write(lambda conn, v=values: conn.execute(insert, v))
+        inserts = [m for m in sent if "INTO audit" in m or "EXECUTE" in m]
+        # Seen; PREPAREd before the next write; executed, unless a value does not fit.
+        shown = re.compile(r"INSERT INTO audit|PREPARE mirror_\d+|EXECUTE mirror_\d+")
+        assert [shown.findall(m)[0] for m in inserts] == [
+            "INSERT INTO audit",
+            "PREPARE mirror_1",
+            "EXECUTE mirror_1",
+            "EXECUTE mirror_1",
+            "INSERT INTO audit",
+            "EXECUTE mirror_1",
+        ], inserts
+
+        def prepared(conn: Any) -> list[tuple[str, str]]:
+            rows = conn.execute(
+                "SELECT statement, parameter_types::text FROM pg_prepared_statements"
+            ).fetchall()
+            return [(str(row[0]), str(row[1])) for row in rows]
+
+        [(statement, types)] = [
+            found for found in await memory.write(prepared) if "INTO audit" in found[0]
+        ]
+        assert types == "{\"double precision\",text,text,text,text}", types
+        assert sql_rows(
+            pg_url, "SELECT at, actor, subject, detail FROM audit WHERE action = 'said' ORDER BY id"
+        ) == [
+            (1.5, "ana", None, None),
+            (2.0, "bo", "it's", None),
+            (3.0, "cy", None, "50% off"),
+            (4.0, "di", None, None),
+            (5.0, "ed", "x", "y"),
+        ]
 
 
 async def test_reads_issued_before_any_is_consumed_read_what_they_would_one_by_one(
@@ -566,6 +625,24 @@ def statements_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(psycopg.ClientCursor, "execute", counted)
     return sent
+
+
+async def spelled_out(memory: Memory, sent: list[str]) -> list[str]:
+    """`sent` with each `EXECUTE name(…)` of the writer's prepared statements written out as
+    the statement it runs (`PREPARE name (types) AS …`). (Its own read is left out of
+    `sent`, and never prepared: a LIKE.)"""
+    seen = len(sent)
+    rows = await memory.write(
+        lambda conn: conn.execute(
+            "SELECT name, statement FROM pg_prepared_statements WHERE name LIKE 'mirror%'"
+        ).fetchall()
+    )
+    del sent[seen:]
+    named = {str(row[0]): str(row[1]) for row in rows}
+    return [
+        re.sub(r"EXECUTE (mirror_\d+)", lambda m: named.get(m.group(1), m.group(0)), message)
+        for message in sent[:seen]
+    ]
 
 
 async def test_reads_issued_before_any_is_consumed_go_in_one_message(
@@ -773,7 +850,8 @@ async def test_a_message_is_recorded_in_two_round_trips_and_once(
         sent = statements_sent(monkeypatch)
         second = await memory.record_incoming(incoming("two", "q2"), "desk")
         assert len(sent) == 2, sent
-        assert "INSERT INTO messages" in sent[1] and sent[1].endswith("COMMIT")
+        spelled = await spelled_out(memory, sent)
+        assert "INSERT INTO messages" in spelled[1] and sent[1].endswith("COMMIT")
         # What the guard will compare it with (the persona's recent replies) comes along.
         sent.clear()
         third = await memory.record_incoming(incoming("three", "q3"), "desk", sent=SentSince(0, 0))
@@ -937,7 +1015,8 @@ async def test_a_reply_with_its_outbox_row_is_stored_in_one_round_trip(
         await turn("w1", "reply:w1")  # its statements are known to the connection by now
         recorded, stored = await turn("q1", "reply:q1")
         assert len(sent) == 1, sent
-        assert "INSERT INTO outbox" in sent[0] and sent[0].endswith("COMMIT")
+        spelled = await spelled_out(memory, sent)
+        assert "INSERT INTO outbox" in spelled[0] and sent[0].endswith("COMMIT")
         assert stored.outbox is not None and stored.outbox.dedupe_key == "reply:q1"
         assert stored.outbox.payload == {"chat": 7, "out_id": stored.message_id}
         assert stored.outbox == (await memory.outbox())[0]  # as stored (newest first)

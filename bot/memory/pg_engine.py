@@ -553,7 +553,11 @@ class PgConnection:
             self.changed = self.changed or rowcount > 0
             return PgCursor(cursor, rowcount, None)
         if statement.deferrable and not self._autocommit:
-            text = self.binder.bind(statement.sql, params) if params is not None else statement.sql
+            text = prepared_call(self.raw, statement, params)
+            if text is None:
+                text = (
+                    self.binder.bind(statement.sql, params) if params is not None else statement.sql
+                )
             lazy = PgCursor(None, 0, None)
             self._defer(text, lazy, statement.returns_id)
             return lazy
@@ -638,7 +642,7 @@ class PgConnection:
 # its literal meant (`_fits`); otherwise, and for a read PostgreSQL cannot prepare with
 # those types or whose plan depends on its values (`_VALUE_PLANNED`), it is sent as before.
 
-_SELECT_STAR = re.compile(r"\bSELECT\s+(?:\w+\.)?\*|,\s*\w+\.\*", re.IGNORECASE)
+_SELECT_STAR = re.compile(r"\bSELECT\s+(?:\w+\.)?\*|,\s*\w+\.\*|\bRETURNING\s+\*", re.IGNORECASE)
 # Reads whose best plan depends on the values stay planned with their literals: words
 # (the newest matches of a common word by a backward walk of the ids, of a rare one through
 # the GIN index: a generic plan walked a million rows for a rare word), patterns, and a
@@ -669,6 +673,11 @@ _KINDS: tuple[tuple[type, str], ...] = (
     (bytes, "bytea"),
 )
 _BIGINT = 2**63
+_INTEGER = 2**31
+# A write's parameter left untyped (its value was None) takes its column's type; these are
+# the types `_fits` knows (any other: the write is not prepared).
+_INFERRED = {kind for _, kind in _KINDS} | {"integer"}
+_WRITE_HEADS = ("INSERT", "UPDATE", "DELETE")
 MAX_PREPARED = 300  # reads prepared per connection (the stores have fewer distinct reads)
 
 
@@ -683,7 +692,11 @@ def _fits(value: Any, kind: str) -> bool:
     if isinstance(value, bool):
         return kind == "boolean"
     if isinstance(value, int):
-        return (kind == "bigint" and -_BIGINT <= value < _BIGINT) or kind == "double precision"
+        return (
+            (kind == "bigint" and -_BIGINT <= value < _BIGINT)
+            or (kind == "integer" and -_INTEGER <= value < _INTEGER)
+            or kind == "double precision"
+        )
     return _kind(value) == kind
 
 
@@ -755,9 +768,11 @@ def _values(names: list[str] | None, count: int, params: Any) -> list[Any] | Non
 
 
 def prepared_call(raw: Any, statement: Statement, params: Any) -> str | None:
-    """`EXECUTE name(literals)` for this read on `raw` when it is prepared there and the
-    values fit; None: send it as it is (and the first time, prepare it for the next)."""
-    if statement.sql.lstrip()[:6].upper() != "SELECT":
+    """`EXECUTE name(literals)` for this read or write on `raw` when it is prepared there
+    and the values fit; None: send it as it is (and the first time, prepare it for the
+    next)."""
+    head = statement.sql.lstrip()[:6].upper()
+    if head != "SELECT" and not (statement.writes and head.startswith(_WRITE_HEADS)):
         return None
     if params is None:  # a read with no parameters (the newest soul's id): planned once too
         if "%" in statement.sql:
@@ -805,6 +820,8 @@ def _wait_to_prepare(reads: PreparedReads, sql: str, params: Any) -> None:
     typed = [kind for kind in kinds if kind is not None]
     if len(typed) == len(kinds):  # else a later call, with every value, prepares it
         reads.waiting[sql] = (text, names, typed)
+    elif text.lstrip()[:6].upper().startswith(_WRITE_HEADS):  # a column types it
+        reads.waiting[sql] = (text, names, [kind or "unknown" for kind in kinds])
 
 
 def prepare_waiting(raw: Any) -> None:
@@ -822,6 +839,18 @@ def prepare_waiting(raw: Any) -> None:
         try:
             types = f" ({', '.join(kinds)})" if kinds else ""
             cursor.execute(f"PREPARE {name}{types} AS {text}")
+            if "unknown" in kinds:  # what the columns made of them
+                cursor.execute(
+                    "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = %s",
+                    (name,),
+                )
+                row = cursor.fetchone()
+                inferred = list(row[0]) if row is not None else []
+                if len(inferred) != len(kinds) or not set(inferred) <= _INFERRED:
+                    cursor.execute(f"DEALLOCATE {name}")
+                    reads.ready[sql] = None
+                    continue
+                kinds = inferred
         except psycopg.OperationalError as exc:  # found dead: no transaction began
             raise Stale(str(exc)) from exc
         except psycopg.Error as exc:
