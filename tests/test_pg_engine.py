@@ -573,10 +573,8 @@ async def test_a_write_is_prepared_too_its_null_parameters_typed_by_their_column
             ).fetchall()
             return [(str(row[0]), str(row[1])) for row in rows]
 
-        [(statement, types)] = [
-            found for found in await memory.write(prepared) if "INTO audit" in found[0]
-        ]
-        assert types == "{\"double precision\",text,text,text,text}", types
+        [(_, types)] = [found for found in await memory.write(prepared) if "INTO audit" in found[0]]
+        assert types == '{"double precision",text,text,text,text}', types
         assert sql_rows(
             pg_url, "SELECT at, actor, subject, detail FROM audit WHERE action = 'said' ORDER BY id"
         ) == [
