@@ -3,11 +3,14 @@ serialised writes from several processes, and selecting the engine by URL."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -610,6 +613,12 @@ async def test_reads_issued_before_any_is_consumed_read_what_they_would_one_by_o
     assert await memory.write(run) == (1, 0, 0, ["a"])
 
 
+def line_of(cursor: Any) -> str:
+    """Which of a process's connections a cursor is on: its application name (the reader,
+    its side line, the writer, the listener)."""
+    return str(cursor.connection.info.parameter_status("application_name"))
+
+
 def statements_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every message psycopg sends from now on (a round trip each), in order."""
     import psycopg
@@ -756,7 +765,7 @@ async def test_a_turn_view_with_recall_and_decisions_is_one_message(
 
         def reader_sent(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
             # (Not a lone COMMIT: an idle reader ends its last read by itself.)
-            if threading.current_thread().name.startswith("mirror-pg-reader_"):
+            if line_of(self) == "mirroros-reader":
                 if str(query) != "COMMIT":
                     messages.append(str(query))
             return execute(self, query, *args, **kwargs)
@@ -792,11 +801,11 @@ async def test_a_word_search_runs_beside_the_other_reads_and_survives_its_line(
             " AND datname = current_database()",
         )
 
-    ran: list[tuple[str, str]] = []  # (thread, statement) of every execute
+    ran: list[tuple[str, str]] = []  # (connection, statement) of every execute
     execute = psycopg.ClientCursor.execute
 
     def traced(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        ran.append((threading.current_thread().name, str(query)))
+        ran.append((line_of(self), str(query)))
         return execute(self, query, *args, **kwargs)
 
     def view(conn: Any) -> tuple[list[int], int]:
@@ -817,21 +826,21 @@ async def test_a_word_search_runs_beside_the_other_reads_and_survives_its_line(
 
         assert await memory.read(view) == expected
         searched = [thread for thread, text in ran if "@@" in text]
-        assert len(searched) == 1 and searched[0].startswith("mirror-pg-reader-side")
-        assert any(t.startswith("mirror-pg-reader_") and "count" in q for t, q in ran)
+        assert searched == ["mirroros-reader-side"]
+        assert any(t == "mirroros-reader" and "count" in q for t, q in ran)
 
         ran.clear()
         lost = side_backends()
         sql_rows(pg_url, f"SELECT pg_terminate_backend({lost[0][0]})")
         assert await memory.read(view) == expected  # read by the reader instead
-        assert [t for t, q in ran if "@@" in q][-1].startswith("mirror-pg-reader_")
+        assert [t for t, q in ran if "@@" in q][-1] == "mirroros-reader"
         await memory.read(view)  # finds the line down: it connects again
         await wait_until(
             lambda: side_backends() not in ([], lost), 10, "the side line connected again"
         )
         ran.clear()
         assert await memory.read(view) == expected
-        assert [t for t, q in ran if "@@" in q] == ["mirror-pg-reader-side_0"]
+        assert [t for t, q in ran if "@@" in q] == ["mirroros-reader-side"]
 
 
 async def test_a_message_is_recorded_in_two_round_trips_and_once(
@@ -908,6 +917,90 @@ async def test_writer_connection_lost_is_reconnected(pg_url: str) -> None:
         # Found dead before the transaction began: connected again, nothing lost or doubled.
         await memory.record_incoming(incoming("two", "w2"), "desk")
         assert sorted(m.text for m in await memory.message_log()) == ["one", "two"]
+
+
+async def test_calls_run_on_the_loops_thread_which_keeps_serving_while_they_wait(
+    pg_url: str,
+) -> None:
+    """A memory call runs on the event loop's own thread (a greenlet: no hand-off to a
+    worker thread). While it waits for the server (here: for the write lock, which another
+    connection holds for half a second) the loop serves everything else, never blocked for
+    more than a few milliseconds at a time. A call whose caller is cancelled meanwhile
+    still runs to its end, and the connection serves the next call."""
+    from bot.memory.pg_engine import WRITE_LOCK
+
+    loop_thread = threading.current_thread()
+    ran_on: list[threading.Thread] = []
+
+    def noted(conn: Any, text: str) -> None:
+        ran_on.append(threading.current_thread())
+        conn.execute("INSERT INTO audit (at, actor, action) VALUES (1, 'test', ?)", (text,))
+
+    holding = threading.Event()
+
+    def hold_the_lock(seconds: float) -> None:
+        with psycopg.connect(pg_url, autocommit=True) as other:
+            other.execute("BEGIN")
+            other.execute("SELECT pg_advisory_xact_lock(%s, %s)", WRITE_LOCK)
+            holding.set()
+            time.sleep(seconds)
+            other.execute("COMMIT")
+
+    async with Memory(pg_url) as memory:
+        await memory.write(noted, "warm")
+        assert ran_on == [loop_thread]
+        ticks: list[float] = []
+
+        async def tick() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.001)
+
+        ticker = asyncio.create_task(tick())
+        holder = asyncio.create_task(asyncio.to_thread(hold_the_lock, 0.5))
+        await asyncio.to_thread(holding.wait, 10)
+        started = time.monotonic()
+        await memory.write(noted, "after the lock")
+        waited = time.monotonic() - started
+        during = [t for t in ticks if t >= started]
+        ticker.cancel()
+        await holder
+        assert waited >= 0.4, waited  # it did wait for the lock
+        assert len(during) > 50, len(during)  # the loop went on meanwhile
+        gaps = [b - a for a, b in itertools.pairwise(during)]
+        assert max(gaps) < 0.1, max(gaps)
+
+        holding.clear()
+        holder = asyncio.create_task(asyncio.to_thread(hold_the_lock, 0.3))
+        await asyncio.to_thread(holding.wait, 10)
+        cancelled = asyncio.create_task(memory.write(noted, "cancelled meanwhile"))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        await holder
+        await memory.write(noted, "next")
+        actions = sql_rows(pg_url, "SELECT action FROM audit WHERE actor = 'test' ORDER BY id")
+        assert [a for (a,) in actions] == ["warm", "after the lock", "cancelled meanwhile", "next"]
+
+
+def test_a_connection_stops_waiting_in_select_for_answers_that_come_late() -> None:
+    """A greenlet waits for the server in `select` (the loop blocked) only while answers
+    come within SPIN_S: after three late ones in a row it hands its waits straight to the
+    loop for a while, then tries again."""
+    from bot.memory.pg_green import SPIN_S, Spin
+
+    spin = Spin()
+    assert spin.budget() == SPIN_S
+    for _ in range(Spin.MISSES - 1):
+        spin.answered(False)
+    spin.answered(True)  # not in a row
+    spin.answered(False)
+    assert spin.budget() == SPIN_S
+    for _ in range(Spin.MISSES):
+        spin.answered(False)
+    assert [spin.budget() for _ in range(Spin.REST)] == [0.0] * Spin.REST
+    assert spin.budget() == SPIN_S
 
 
 def test_a_postgresql_url_selects_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,15 +2,17 @@
 
 `bot.memory.database.Database` hands its work here when its location is a
 `postgresql://` URL. The stores do not change: each logical write or read snapshot is
-still one function `fn(conn)` run in one worker thread, here on a psycopg (3, sync)
-connection behind `PgConnection`, which answers the part of `sqlite3.Connection` the
-stores use and speaks their SQL through `bot.memory.pg_dialect`.
+still one function `fn(conn)`, here run in a greenlet on the event loop's thread
+(bot/memory/pg_green.py: no hand-off between threads) on a psycopg (3, sync) connection
+behind `PgConnection`, which answers the part of `sqlite3.Connection` the stores use and
+speaks their SQL through `bot.memory.pg_dialect`.
 
-Why psycopg 3's sync API in a thread, not asyncpg: the stores are synchronous functions
-holding a transaction (reads, rules in Python, writes), so they run unchanged in a worker
-thread, one hand-off per logical write like aiosqlite; asyncpg would make every statement
-an await on the event loop and every store async. Client-side binding (`ClientCursor`)
-gives SQLite's untyped parameters (`:x IS NULL`, one name bound twice) without casts.
+Why psycopg 3's sync API, not asyncpg: the stores are synchronous functions holding a
+transaction (reads, rules in Python, writes), so they run unchanged (on SQLite in a worker
+thread, like aiosqlite); asyncpg would make every statement an await on the event loop
+and every store async. A greenlet gives the sync API the loop's waits instead (pg_green).
+Client-side binding (`Binder`, as `ClientCursor` binds) gives SQLite's untyped parameters
+(`:x IS NULL`, one name bound twice) without casts.
 
 Writes are serialised like SQLite's BEGIN IMMEDIATE: each write transaction first takes
 one transaction-scoped advisory lock, so the stores' read-decide-write functions (leases
@@ -21,10 +23,10 @@ snapshots and never wait for the lock. A commit that changed rows sends NOTIFY o
 `data_version_now` counter the pollers watch. One that queued outbox rows says so in its
 payload ('outbox'): the couriers wait for those alone (bot/memory/bell.py).
 
-Per process: one writer and one reader connection and a listener, each owned by its own
-thread: three connections, the pool a 2-core host needs; a process that reads word
-searches (a turn view) opens the reader's side line too (`SideLine`): four (six
-processes: at most 24).
+Per process: one writer and one reader connection (`Worker`: one call at a time each) and
+a listener in a thread of its own: three connections, the pool a 2-core host needs; a
+process that reads word searches (a turn view) opens the reader's side line too
+(`SideLine`): four (six processes: at most 24).
 
 A turn's cost on PostgreSQL is mostly round trips (bench/pg.py counts them), so a
 transaction sends as few messages as it can: its BEGIN goes with its first statement,
@@ -76,8 +78,10 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import ExecStatus
 
+from bot.memory import pg_green
 from bot.memory.bell import take_ring
 from bot.memory.pg_dialect import RowsInsert, Statement, top_level_items, translate
+from bot.memory.pg_green import GreenConnection
 from bot.memory.schema import MemoryDbError, MemoryUnavailable, SchemaTooNew
 from bot.timeouts import wait_event
 
@@ -454,7 +458,7 @@ class PgConnection:
         transaction), unless the transaction itself failed meanwhile."""
         _, waiting, _ = search
         try:
-            waiting._hold(*beside.result())
+            waiting._hold(*pg_green.result_of(beside))
             waiting._owner = None
             return
         except (psycopg.Error, MemoryUnavailable) as exc:
@@ -906,9 +910,9 @@ def session_options(url: str) -> str:
     return " ".join([given, *options]).strip()
 
 
-def connect(url: str, *, application: str = "mirroros") -> psycopg.Connection[Any]:
+def connect(url: str, application: str = "mirroros") -> psycopg.Connection[Any]:
     try:
-        raw: psycopg.Connection[Any] = psycopg.connect(
+        raw: psycopg.Connection[Any] = GreenConnection.connect(
             url,
             autocommit=True,
             cursor_factory=psycopg.ClientCursor,
@@ -1015,7 +1019,7 @@ def schema_version(raw: psycopg.Connection[Any]) -> int:
     return int(found[0]) if found else 0
 
 
-# Transactions, in a connection's own thread ------------------------------------------------
+# Transactions, one at a time on a connection ------------------------------------------------
 
 
 class Stale(Exception):
@@ -1052,7 +1056,7 @@ def write_in(raw: psycopg.Connection[Any], fn: Callable[..., T], *args: Any) -> 
             _rollback(raw)
             if attempt == 4:
                 raise
-            time.sleep(0.01 * (attempt + 1))
+            pg_green.pause(0.01 * (attempt + 1))
         except pg_errors.InvalidSqlStatementName:
             _rollback(raw)  # nothing of it was committed: run it again, unprepared
             if not stop_preparing(raw):
@@ -1171,7 +1175,7 @@ class SideLine:
         try:
             if self.raw is not None:
                 _close_broken(self.raw)
-            self.raw = connect(self.url, application=f"mirroros-{self.name}")
+            self.raw = connect(self.url, f"mirroros-{self.name}")
         except MemoryUnavailable as exc:
             log.warning("memory (PostgreSQL): %s", exc)
         finally:
@@ -1192,8 +1196,8 @@ class SideLine:
 
 
 class Worker:
-    """One psycopg connection owned by one thread: every call runs there, in turn (a
-    reader's word searches, on its `side` line)."""
+    """One psycopg connection; its calls run one at a time, each in a greenlet on the event
+    loop's thread (bot/memory/pg_green.py; a reader's word searches on its `side` line)."""
 
     def __init__(self, url: str, name: str, *, side: bool = False) -> None:
         self.url = url
@@ -1201,18 +1205,27 @@ class Worker:
         self.raw: psycopg.Connection[Any] | None = None
         self.side = SideLine(url, f"{name}-side") if side else None
         self._calls = 0
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mirror-pg-{name}")
+        self._lock = asyncio.Lock()  # one call at a time (pg_green: the connection's lock)
+        self._idle: asyncio.Task[None] | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._run, fn, args)
+        # Shielded: a call its caller stops waiting for still runs to its end (pg_green).
+        return await asyncio.shield(asyncio.ensure_future(self._call(fn, args)))
+
+    async def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        async with self._lock:
+            try:
+                return await pg_green.run(self._run, fn, args)
+            except asyncio.CancelledError:  # stopped mid-call (the loop closing): unusable
+                _close_broken(self.raw)
+                raise
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         for attempt in (1, 2):
             if self.raw is None or self.raw.closed or self.raw.broken:
                 if self.raw is not None:
                     log.warning("memory (PostgreSQL): %s connection lost; reconnecting", self.name)
-                self.raw = connect(self.url, application=f"mirroros-{self.name}")
+                self.raw = pg_green.blocking(connect, self.url, f"mirroros-{self.name}")
             if fn is not read_in:  # anything else starts outside a lingering read
                 end_read(self.raw)
             try:
@@ -1234,27 +1247,27 @@ class Worker:
 
     def end_read_when_idle(self) -> None:
         """End the read `read_in` left open unless another call comes within READ_LINGER_S
-        (in this connection's thread, off every awaited path)."""
+        (off every awaited path)."""
         self._calls += 1
         seen = self._calls
+        loop = asyncio.get_running_loop()
 
         def idle() -> None:
             if self._calls == seen and self.raw is not None:
-                try:
-                    self._thread.submit(lambda: end_read(self.raw))
-                except RuntimeError:  # shut down meanwhile
-                    pass
+                self._idle = loop.create_task(self._end_idle_read(seen))
 
-        asyncio.get_running_loop().call_later(READ_LINGER_S, idle)
+        loop.call_later(READ_LINGER_S, idle)
+
+    async def _end_idle_read(self, seen: int) -> None:
+        async with self._lock:
+            if self._calls == seen and self.raw is not None:
+                await pg_green.run(end_read, self.raw)
 
     async def close(self) -> None:
-        raw, self.raw = self.raw, None
-        loop = asyncio.get_running_loop()
-        if raw is not None:
-            await loop.run_in_executor(self._thread, raw.close)
-        await loop.run_in_executor(None, self._thread.shutdown)
-        if self.side is not None:
-            await self.side.close()
+        async with self._lock:
+            raw, self.raw = self.raw, None
+            if raw is not None:
+                raw.close()
 
 
 class Listener:
