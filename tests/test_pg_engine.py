@@ -1003,6 +1003,30 @@ def test_a_connection_stops_waiting_in_select_for_answers_that_come_late() -> No
     assert spin.budget() == SPIN_S
 
 
+async def test_a_write_that_queued_outbox_rows_rings_for_itself_alone() -> None:
+    """Calls share the loop's thread now: while one write waits for the server, another
+    runs. The bell's ask belongs to the write transaction that made it (a context variable,
+    not the thread's): the other neither takes it nor rings for it."""
+    from bot.memory import pg_green
+    from bot.memory.bell import ring_after_commit, take_ring
+
+    def queuing() -> bool:
+        take_ring()
+        ring_after_commit()
+        pg_green.wait_for(asyncio.sleep(0.05))  # waits for the server, say
+        return take_ring()
+
+    def plain() -> bool:
+        take_ring()
+        pg_green.wait_for(asyncio.sleep(0.01))
+        return take_ring()
+
+    first = asyncio.ensure_future(pg_green.run(queuing))
+    await asyncio.sleep(0.01)
+    assert await pg_green.run(plain) is False
+    assert await first is True
+
+
 def test_a_postgresql_url_selects_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     url = "postgresql://mirror@127.0.0.1:5432/persona"
     monkeypatch.setenv("MIRROR_DB", url)

@@ -14,7 +14,8 @@ second at 15 and at 100 commits.
 
 So a transaction that queues rows due now (`outbox_store.enqueue_in`, released claims)
 asks to ring the bell once it has committed (`ring_after_commit`, read by the write
-wrapper with `take_ring`, in the same thread), and couriers wait for the bell alone:
+wrapper with `take_ring`, in the same thread, or on PostgreSQL the same greenlet), and
+couriers wait for the bell alone:
 - SQLite: a write to the file `<memory.db>-bell`, heard through inotify (`Bell`, Linux;
   `FileWatch`). The file holds one byte; the first ring or watch makes it, with
   memory.db's permissions.
@@ -31,9 +32,9 @@ wait at once.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -43,20 +44,22 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 5.0  # a bell that cannot be watched (yet): tried again this often
 
-_asked = threading.local()  # this thread's write transaction asked to ring
+# This write transaction asked to ring. A context variable: each thread has its own, and so
+# has each greenlet (PostgreSQL's calls share the loop's thread: bot/memory/pg_green.py).
+_asked: contextvars.ContextVar[bool] = contextvars.ContextVar("mirror_ring", default=False)
 
 
 def ring_after_commit() -> None:
     """Inside a write transaction that queued outbox rows due now: ring the bell once it
     has committed (the write wrappers in bot/memory/database.py and pg_engine.py)."""
-    _asked.ring = True
+    _asked.set(True)
 
 
 def take_ring() -> bool:
-    """Whether this thread's transaction asked to ring; forgets it (read after COMMIT, and
-    before a transaction begins, so a rolled-back one's ask never rings)."""
-    asked = getattr(_asked, "ring", False)
-    _asked.ring = False
+    """Whether this transaction asked to ring; forgets it (read after COMMIT, and before a
+    transaction begins, so a rolled-back one's ask never rings)."""
+    asked = _asked.get()
+    _asked.set(False)
     return asked
 
 
