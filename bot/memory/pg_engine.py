@@ -107,6 +107,7 @@ MANY_ROWS = 500  # rows per statement of `executemany` (an INSERT of many VALUES
 _WRITE, _WRITE_ID, _READ, _SEARCH = 0, 1, 2, 3
 _READS = (_READ, _SEARCH)
 _IN_TRANSACTION = psycopg.pq.TransactionStatus.INTRANS
+_ACTIVE = psycopg.pq.TransactionStatus.ACTIVE
 
 
 def is_postgres_url(location: object) -> bool:
@@ -1209,15 +1210,13 @@ class Worker:
         self._idle: asyncio.Task[None] | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        # Shielded: a call its caller stops waiting for still runs to its end (pg_green).
-        return await asyncio.shield(asyncio.ensure_future(self._call(fn, args)))
-
-    async def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         async with self._lock:
             try:
                 return await pg_green.run(self._run, fn, args)
-            except asyncio.CancelledError:  # stopped mid-call (the loop closing): unusable
-                _close_broken(self.raw)
+            except BaseException:
+                raw = self.raw  # stopped in the middle of a statement (the loop closing)?
+                if raw is not None and raw.pgconn.transaction_status == _ACTIVE:
+                    _close_broken(raw)  # unusable: the next call connects again
                 raise
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:

@@ -21,9 +21,11 @@ pause between retries) goes to a thread or to the loop (`blocking`, `result_of`,
 
 One call at a time per connection (`Worker` in bot/memory/pg_engine.py holds a lock): a
 greenlet switched out in the middle of a statement holds psycopg's connection lock, which
-another greenlet of the same thread must never ask for. A call the caller stops waiting
-for (cancelled) runs to its end all the same, as it did in its thread: a connection left
-in the middle of a statement could not be used again.
+another greenlet of the same thread must never ask for. A call whose caller is cancelled
+runs to its end all the same, as it did in its thread (a connection left in the middle of
+a statement could not be used again), and then the caller gets its CancelledError. It
+runs in the caller's task: a task of its own, shielded, cost 0.4 ms of CPU a turn (two
+more rounds of the loop a call; measured).
 """
 
 from __future__ import annotations
@@ -54,16 +56,26 @@ def in_green() -> bool:
 
 
 async def run(fn: Callable[..., T], *args: Any) -> T:
-    """fn(*args) in a greenlet of this thread; each `wait_for` in it is awaited here."""
+    """fn(*args) in a greenlet of this thread; each `wait_for` in it is awaited here. If
+    this task is cancelled meanwhile, the call still runs to its end (see the module)."""
     call = _Call(fn, greenlet.getcurrent())
     asked = call.switch(*args)
+    stopped: asyncio.CancelledError | None = None
     while not call.dead:
+        future: asyncio.Future[Any] = asked
         try:
-            answer = await asked
+            answer = await asyncio.shield(future)
+        except asyncio.CancelledError as exc:
+            if not future.done():  # the caller stopped waiting: the call goes on
+                stopped = exc
+                continue
+            asked = call.throw(exc)
         except BaseException as exc:  # thrown into the call, which decides
             asked = call.throw(exc)
         else:
             asked = call.switch(answer)
+    if stopped is not None:
+        raise stopped
     result: T = asked
     return result
 
@@ -73,7 +85,7 @@ def wait_for(awaitable: Awaitable[T]) -> T:
     current = greenlet.getcurrent()
     if not isinstance(current, _Call):
         raise RuntimeError("wait_for outside a memory call's greenlet")
-    result: T = current.parent.switch(awaitable)
+    result: T = current.parent.switch(asyncio.ensure_future(awaitable))
     return result
 
 
@@ -135,24 +147,22 @@ class GreenConnection(psycopg.Connection[Any]):
     """psycopg's connection, waiting for the server as a greenlet should (see the module);
     outside a memory call's greenlet, exactly as psycopg waits."""
 
-    spin: Spin
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spin = Spin()
 
     def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
         if not in_green():
             return super().wait(gen, *args, **kwargs)
-        spin = self.__dict__.setdefault("spin", Spin())
-        fileno = self.pgconn.socket
+        spin, fileno = self.spin, self.pgconn.socket
         try:
             state = next(gen)
             while True:
                 budget = spin.budget()
                 ready = _ready_within(fileno, state, budget) if budget else 0
-                if not ready:
-                    if budget:
-                        spin.answered(False)
-                    return wait_for(_finish(gen, state, fileno))
-                spin.answered(True)
-                state = gen.send(ready)
+                if budget:
+                    spin.answered(bool(ready))
+                state = gen.send(ready or _ready_later(fileno, state))
         except StopIteration as done:
             return done.value
 
@@ -164,29 +174,23 @@ def _ready_within(fileno: int, state: int, seconds: float) -> int:
     return (Ready.R if readable else 0) | (Ready.W if writable else 0)
 
 
-async def _finish(gen: Any, state: int, fileno: int) -> Any:
-    """psycopg's generator `gen`, waiting for `state` on `fileno`, driven to its end by the
-    loop's readiness callbacks."""
+def _ready_later(fileno: int, state: int) -> int:
+    """Readiness for `state`, awaited by the loop (this greenlet switched out meanwhile)."""
     loop = asyncio.get_running_loop()
-    while True:
-        future: asyncio.Future[int] = loop.create_future()
+    future: asyncio.Future[int] = loop.create_future()
 
-        def ready(how: int, future: asyncio.Future[int] = future) -> None:
-            if not future.done():
-                future.set_result(how)
+    def ready(how: int) -> None:
+        if not future.done():
+            future.set_result(how)
 
+    if state & Wait.R:
+        loop.add_reader(fileno, ready, Ready.R)
+    if state & Wait.W:
+        loop.add_writer(fileno, ready, Ready.W)
+    try:
+        return wait_for(future)
+    finally:
         if state & Wait.R:
-            loop.add_reader(fileno, ready, Ready.R)
+            loop.remove_reader(fileno)
         if state & Wait.W:
-            loop.add_writer(fileno, ready, Ready.W)
-        try:
-            how = await future
-        finally:
-            if state & Wait.R:
-                loop.remove_reader(fileno)
-            if state & Wait.W:
-                loop.remove_writer(fileno)
-        try:
-            state = gen.send(how)
-        except StopIteration as done:
-            return done.value
+            loop.remove_writer(fileno)
