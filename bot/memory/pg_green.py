@@ -155,7 +155,7 @@ class GreenConnection(psycopg.Connection[Any]):
         self.spin = Spin()
 
     def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
-        if not in_green():
+        if not in_green() or not _loop_running():  # (no loop: a greenlet ended at exit)
             return super().wait(gen, *args, **kwargs)
         spin, fileno = self.spin, self.pgconn.socket
         try:
@@ -168,6 +168,14 @@ class GreenConnection(psycopg.Connection[Any]):
                 state = gen.send(ready or _ready_later(fileno, state))
         except StopIteration as done:
             return done.value
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _ready_within(fileno: int, state: int, seconds: float) -> int:
