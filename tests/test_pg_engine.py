@@ -503,11 +503,12 @@ def test_statements_are_bound_as_psycopg_binds_them(pg_url: str) -> None:
         raw.close()
 
 
-async def test_reads_and_writes_go_on_unprepared_when_the_server_lost_the_prepared_reads(
+async def test_reads_and_writes_go_on_unprepared_when_the_server_lost_the_prepared_statements(
     pg_url: str,
 ) -> None:
-    """Behind a pooler in transaction mode (or after DEALLOCATE) a prepared read is gone:
-    the transaction runs again, unprepared, and nothing is lost or written twice."""
+    """Behind a pooler in transaction mode (or after DEALLOCATE) a prepared read or write
+    is gone: the transaction runs again, unprepared, and nothing is lost or written
+    twice."""
     async with Memory(pg_url) as memory:
         await memory.record_incoming(incoming("one", "l1"), "desk")
         by_text = "SELECT count(*) AS n FROM messages WHERE text = :text"
@@ -535,9 +536,16 @@ async def test_reads_and_writes_go_on_unprepared_when_the_server_lost_the_prepar
         for _ in range(3):  # the writes too: seen, prepared, executed
             assert await memory.write(count_then_write) == 1
         await memory.write(forget)
+        # A write alone: its prepared INSERT is lost at the COMMIT's message; written once.
+        await memory.write(
+            lambda conn: conn.execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+                (3, "z", "lost", None),
+            )
+        )
         assert await memory.write(count_then_write) == 1
         assert await memory.write(count_then_write) == 1
-        assert sql_rows(pg_url, "SELECT count(*) FROM audit WHERE action = 'lost'") == [(10,)]
+        assert sql_rows(pg_url, "SELECT count(*) FROM audit WHERE action = 'lost'") == [(11,)]
 
 
 async def test_a_write_is_prepared_too_its_null_parameters_typed_by_their_columns(

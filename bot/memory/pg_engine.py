@@ -737,7 +737,7 @@ def stop_preparing(raw: Any) -> bool:
     reads.stopped = True
     reads.ready.clear()
     reads.waiting.clear()
-    log.warning("memory (PostgreSQL): a prepared read was lost; reads go unprepared")
+    log.warning("memory (PostgreSQL): a prepared statement was lost; statements go unprepared")
     return True
 
 
