@@ -376,6 +376,35 @@ async def test_closing_memory_ends_its_listen_thread(pg_url: str) -> None:
     assert listen_threads() == before  # joined: gone once close returns
 
 
+async def test_closing_memory_closes_all_its_connections(pg_url: str) -> None:
+    """The writer, the reader, the reader's side line and the listener: none is left."""
+
+    def ours() -> list[str]:
+        rows = sql_rows(
+            pg_url,
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name LIKE 'mirroros%' ORDER BY 1",
+        )
+        return [str(row[0]) for row in rows]
+
+    def view(conn: Any) -> int:
+        conn.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?", ("zebra",))
+        return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    async with Memory(pg_url) as memory:
+        await memory.record_incoming(incoming("a zebra", "c1"), "desk")
+        await wait_until(lambda: memory.data_version_now() is not None, 10, "listening")
+        await memory.read(view)  # the side line connects meanwhile
+        await wait_until(lambda: "mirroros-reader-side" in ours(), 10, "the side line up")
+        assert ours() == [
+            "mirroros-listen",
+            "mirroros-reader",
+            "mirroros-reader-side",
+            "mirroros-writer",
+        ]
+    await wait_until(lambda: ours() == [], 10, "every connection closed")
+
+
 async def test_commits_wait_for_no_wal_flush_unless_the_url_asks(pg_url: str) -> None:
     """synchronous_commit=off by default (SQLite's synchronous=NORMAL: a commit survives any
     MirrorOS process's crash); a URL that sets it keeps its own."""

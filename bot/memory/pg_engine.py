@@ -1267,6 +1267,8 @@ class Worker:
             raw, self.raw = self.raw, None
             if raw is not None:
                 raw.close()
+        if self.side is not None:
+            await self.side.close()
 
 
 class Listener:
