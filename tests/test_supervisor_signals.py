@@ -77,13 +77,7 @@ async def mirror_up(
     `nohup` starts it, when asked). On the way out, any child still alive is killed, so
     that a failing test leaves no orphan behind."""
     up = MirrorProcess("up", "--config", str(config), env={"MIRROR_TELEGRAM_TOKEN": token})
-    # What nohup does: an ignored signal stays ignored across fork and exec.
-    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN) if nohup else None
-    try:
-        await up.start()
-    finally:
-        if nohup:
-            signal.signal(signal.SIGHUP, previous)
+    await start_hanging_up(up, signal.SIG_IGN if nohup else signal.SIG_DFL)
     try:
         yield up
     finally:
@@ -91,6 +85,17 @@ async def mirror_up(
         for pid in children_of(up).values():
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def start_hanging_up(process: MirrorProcess, hangup: signal.Handlers) -> None:
+    """Start `process` with SIGHUP's disposition `hangup` (SIG_IGN: what nohup does; an
+    ignored signal stays ignored across fork and exec), whatever this test run was started
+    with: under `nohup make test` every child would otherwise ignore SIGHUP."""
+    previous = signal.signal(signal.SIGHUP, hangup)
+    try:
+        await process.start()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 async def running(up: MirrorProcess) -> dict[str, int]:
@@ -233,7 +238,7 @@ async def test_repeated_hangups_still_let_the_turn_finish_and_stop_cleanly(
     # The kernel sends a supervised child SIGHUP once per reparenting when its supervisor
     # dies; unlike a second SIGTERM, a second SIGHUP must not cancel the clean stop.
     scheduler = MirrorProcess("run", "scheduler", "--config", str(telegram_config))
-    await scheduler.start()
+    await start_hanging_up(scheduler, signal.SIG_DFL)
     try:
         await scheduler.wait_for_line(lambda line: "leader" in line, stream="stderr")
         assert scheduler.proc is not None
