@@ -38,23 +38,24 @@ read's COMMIT goes with the next read (`read_in`). Commits do not wait for the W
 indexes only PostgreSQL's planner needs (`apply_planner_file`).
 
 The server's own work per statement is kept small too: no JIT (it compiled reads of a few
-rows for 10 ms), and a read whose plan does not depend on its values is prepared on its
-connection once and then only executed (`prepared_call`: planning the turn view's joins
-cost 0.3-0.7 ms a statement). With the dialect's newest-matches rule (word recall: 3-4 ms
--> 0.4-1 ms) the turn at 1M messages (bench/pg.py, loopback, a busy 2-core host) went
-from 32 ms to 15 ms at p50 with 25 round trips a turn. Reads sent together (issue 22) took
-that to 14 a turn, but the turn only from 14.8 to 14.3 ms at p50 (its context part 7.7 ->
-6.8; 7 paired runs, load 1.7-3.1): a loopback round trip costs about 0.1 ms here. What is
-left is mostly the server's own work: the turn view's message (3 ms at p50, 2.3 of it the
-two word searches), the reply's commit with its rows (2 ms), and planning the unprepared
-reads that join messages (the guard's outgoing_log read: 2 ms of planning for 0.06 of
-execution, the planner probing the ends of messages' primary key). Since then the word
-search over messages runs beside the view's other reads (`SideLine`). A production turn's
-remaining round trips: the recording's two (the BEGIN with its reads, then the writes
-with the COMMIT; the guard's admission rides in it, bot/memory/rate_buckets.py), the
-view's message, with a second one (the index's new rows, and the read-back of what they
-add to recall's hits) in about one turn in three, and the reply's one (its rows name its
-id in SQL, bot/memory/turn_store.py `REPLY_ID_SQL`, so nothing waits for its INSERT).
+rows for 10 ms), and a read or write whose plan does not depend on its values is prepared on
+its connection once and then only executed (`prepared_call`: planning the turn view's joins
+cost 0.3-0.7 ms a statement; a turn's writes, 0.2 ms in all). With the dialect's
+newest-matches rule (word recall: 3-4 ms -> 0.4-1 ms) the turn at 1M messages (bench/pg.py,
+loopback, a busy 2-core host) went from 32 ms to 15 ms at p50 with 25 round trips a turn.
+Reads sent together (issue 22) took that to 14 a turn, but the turn only from 14.8 to 14.3
+ms at p50 (its context part 7.7 -> 6.8; 7 paired runs, load 1.7-3.1): a loopback round trip
+costs about 0.1 ms here. What is left is mostly the server's own work: the turn view's
+message (3 ms at p50, 2.3 of it the two word searches), the reply's commit with its rows (2
+ms), and planning the unprepared reads that join messages (the guard's outgoing_log read: 2
+ms of planning for 0.06 of execution, the planner probing the ends of messages' primary
+key). Since then the word search over messages runs beside the view's other reads
+(`SideLine`). A production turn's remaining round trips: the recording's two (the BEGIN with
+its reads, then the writes with the COMMIT; the guard's admission rides in it,
+bot/memory/rate_buckets.py), the view's message, with a second one (the index's new rows,
+and the read-back of what they add to recall's hits) in about one turn in three, and the
+reply's one (its rows name its id in SQL, bot/memory/turn_store.py `REPLY_ID_SQL`, so
+nothing waits for its INSERT).
 """
 
 from __future__ import annotations
