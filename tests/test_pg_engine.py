@@ -961,9 +961,9 @@ async def test_calls_run_on_the_loops_thread_which_keeps_serving_while_they_wait
 ) -> None:
     """A memory call runs on the event loop's own thread (a greenlet: no hand-off to a
     worker thread). While it waits for the server (here: for the write lock, which another
-    connection holds for half a second) the loop serves everything else, never blocked for
-    more than a few milliseconds at a time. A call whose caller is cancelled meanwhile
-    still runs to its end, and the connection serves the next call."""
+    connection holds for half a second) the loop serves everything else: it is never
+    blocked for the wait (how briefly it blocks at most is bench work). A call whose caller
+    is cancelled meanwhile still runs to its end, and the connection serves the next call."""
     from bot.memory.pg_engine import WRITE_LOCK
 
     loop_thread = threading.current_thread()
@@ -1004,8 +1004,9 @@ async def test_calls_run_on_the_loops_thread_which_keeps_serving_while_they_wait
         await holder
         assert waited >= 0.4, waited  # it did wait for the lock
         assert len(during) > 50, len(during)  # the loop went on meanwhile
+        # Never blocked for the wait (a blocked loop shows one gap as long as the wait).
         gaps = [b - a for a, b in itertools.pairwise(during)]
-        assert max(gaps) < 0.1, max(gaps)
+        assert max(gaps) < waited / 2, (max(gaps), waited)
 
         holding.clear()
         holder = asyncio.create_task(asyncio.to_thread(hold_the_lock, 0.3))
@@ -1021,8 +1022,8 @@ async def test_calls_run_on_the_loops_thread_which_keeps_serving_while_they_wait
         assert [a for (a,) in actions] == ["warm", "after the lock", "cancelled meanwhile", "next"]
 
 
-def test_a_connection_stops_waiting_in_select_for_answers_that_come_late() -> None:
-    """A greenlet waits for the server in `select` (the loop blocked) only while answers
+def test_a_connection_stops_waiting_in_poll_for_answers_that_come_late() -> None:
+    """A greenlet waits for the server in `poll` (the loop blocked) only while answers
     come within SPIN_S: after three late ones in a row it hands its waits straight to the
     loop for a while, then tries again."""
     from bot.memory.pg_green import SPIN_S, Spin

@@ -792,7 +792,7 @@ def prepared_call(raw: Any, statement: Statement, params: Any) -> str | None:
     read = reads.ready.get(statement.sql)
     if read is None:
         if statement.sql not in reads.ready and statement.sql not in reads.waiting:
-            _wait_to_prepare(reads, statement.sql, params)
+            _wait_to_prepare(reads, statement.sql, params, write=head != "SELECT")
         return None
     values = _values(read.names, len(read.kinds), params)
     if values is None or not all(map(_fits, values, read.kinds)):
@@ -803,7 +803,7 @@ def prepared_call(raw: Any, statement: Statement, params: Any) -> str | None:
     return f"EXECUTE {read.name}({', '.join([literal(value) for value in values])})"
 
 
-def _wait_to_prepare(reads: PreparedReads, sql: str, params: Any) -> None:
+def _wait_to_prepare(reads: PreparedReads, sql: str, params: Any, *, write: bool) -> None:
     if len(reads.ready) + len(reads.waiting) >= MAX_PREPARED:
         return
     numbered = _numbered(sql)
@@ -826,7 +826,7 @@ def _wait_to_prepare(reads: PreparedReads, sql: str, params: Any) -> None:
     typed = [kind for kind in kinds if kind is not None]
     if len(typed) == len(kinds):  # else a later call, with every value, prepares it
         reads.waiting[sql] = (text, names, typed)
-    elif text.lstrip()[:6].upper().startswith(_WRITE_HEADS):  # a column types it
+    elif write:  # a column types what was None
         reads.waiting[sql] = (text, names, [kind or "unknown" for kind in kinds])
 
 
